@@ -1,0 +1,5 @@
+//! The `promptopt` command line.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

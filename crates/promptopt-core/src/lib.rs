@@ -1,0 +1,1 @@
+//! promptopt-core (under construction).

@@ -1,0 +1,1 @@
+//! promptopt-engine (under construction).

@@ -1,0 +1,128 @@
+//! Errors of language model calls.
+
+use std::time::Duration;
+
+/// What went wrong in a language model call.
+///
+/// [`LmError::is_retryable`] says whether the same request may succeed later.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LmError {
+    /// An API key is missing.
+    #[error("Missing API key for `{provider}`: set the environment variable `{variable}`")]
+    MissingApiKey {
+        /// The provider.
+        provider: String,
+        /// The variable to set.
+        variable: String,
+    },
+    /// The model name names no known provider.
+    #[error("Unknown provider `{provider}` in model `{model}`; known providers: {known}")]
+    UnknownProvider {
+        /// The provider part of the name.
+        provider: String,
+        /// The full model name.
+        model: String,
+        /// The known providers, comma separated.
+        known: String,
+    },
+    /// The provider answered with an HTTP error.
+    #[error("{provider} answered HTTP {status}: {message}")]
+    Http {
+        /// The provider.
+        provider: String,
+        /// The HTTP status.
+        status: u16,
+        /// The provider's error message.
+        message: String,
+        /// How long the provider asked us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The server could not be reached.
+    #[error("Could not reach {provider} at `{url}`: {message}")]
+    Connect {
+        /// The provider.
+        provider: String,
+        /// The URL (never with credentials).
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The call took longer than allowed.
+    #[error("The request to {provider} timed out after {:.1} s", after.as_secs_f64())]
+    Timeout {
+        /// The provider.
+        provider: String,
+        /// The limit that was hit.
+        after: Duration,
+    },
+    /// The provider's reply could not be understood.
+    #[error("{provider} sent a reply that could not be read: {message}")]
+    MalformedResponse {
+        /// The provider.
+        provider: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The request does not fit the model's context window.
+    #[error("The prompt has {prompt_tokens} tokens but the context holds {context_tokens}")]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: u64,
+        /// Tokens the context holds.
+        context_tokens: u64,
+    },
+    /// The request is invalid before it is sent.
+    #[error("Invalid request: {0}")]
+    InvalidRequest(String),
+    /// The local engine failed.
+    #[error("Local engine error: {0}")]
+    Engine(String),
+    /// A budget or limit refused the call.
+    #[error("Budget exhausted: {0}")]
+    BudgetExhausted(String),
+    /// The cache failed.
+    #[error("Cache error: {0}")]
+    Cache(String),
+}
+
+impl LmError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LmError::Http { status, .. } => matches!(status, 408 | 409 | 425 | 429 | 500..=599),
+            LmError::Connect { .. }
+            | LmError::Timeout { .. }
+            | LmError::MalformedResponse { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long the provider asked us to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LmError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_not_retryable_but_throttling_is() {
+        let http = |status| LmError::Http {
+            provider: "openai".into(),
+            status,
+            message: "x".into(),
+            retry_after: None,
+        };
+        assert!(!http(400).is_retryable());
+        assert!(!http(401).is_retryable());
+        assert!(http(429).is_retryable());
+        assert!(http(529).is_retryable());
+        assert!(http(503).is_retryable());
+    }
+}

@@ -1,0 +1,29 @@
+//! Language model clients for promptopt.
+//!
+//! Everything in promptopt that talks to a language model goes through the [`Lm`] trait: one
+//! async method that takes a [`ChatRequest`] and returns a [`ChatResponse`] or an [`LmError`].
+//! Providers implement it; layers wrap any `Lm` and add caching, retries, rate limits,
+//! concurrency limits and cost accounting.
+//!
+//! ```
+//! use promptopt_lm::{ChatRequest, Message};
+//!
+//! let request = ChatRequest::new("openai/gpt-4o-mini", vec![
+//!     Message::system("You classify sentiment."),
+//!     Message::user("I loved it."),
+//! ])
+//! .with_temperature(0.0)
+//! .with_max_tokens(8);
+//! assert_eq!(request.provider(), Some("openai"));
+//! assert_eq!(request.model_name(), "gpt-4o-mini");
+//! ```
+
+mod error;
+mod lm;
+mod request;
+mod response;
+
+pub use error::LmError;
+pub use lm::{Lm, SharedLm};
+pub use request::{ChatRequest, Message, ResponseFormat, Role};
+pub use response::{ChatResponse, Choice, FinishReason, Usage};

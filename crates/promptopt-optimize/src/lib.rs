@@ -1,0 +1,1 @@
+//! promptopt-optimize (under construction).
