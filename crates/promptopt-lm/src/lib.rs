@@ -22,8 +22,10 @@ mod error;
 mod lm;
 mod request;
 mod response;
+mod scripted;
 
 pub use error::LmError;
 pub use lm::{Lm, SharedLm};
 pub use request::{ChatRequest, Message, ResponseFormat, Role};
 pub use response::{ChatResponse, Choice, FinishReason, Usage};
+pub use scripted::ScriptedLm;
