@@ -1,5 +1,53 @@
-//! The `promptopt` command line.
+//! The `promptopt` command line: a thin layer over the promptopt libraries.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Automatic prompt optimization.
+#[derive(Debug, Parser)]
+#[command(name = "promptopt", version, about, long_about = None)]
+struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands. Each lives in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMPTOPT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: Could not start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
+        match cli.command {}
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }
