@@ -1,1 +1,13 @@
-//! promptopt-core (under construction).
+//! Examples, datasets, signatures, programs, adapters, metrics and the evaluator of promptopt.
+
+mod example;
+pub mod metrics;
+mod signature;
+mod state;
+mod trace;
+
+pub use example::{value_to_text, Example};
+pub use metrics::{Metric, MetricInfo, Score};
+pub use signature::{Field, FieldType, Signature};
+pub use state::{PredictorState, ProgramState, Strategy};
+pub use trace::{Prediction, Trace, TraceStep};
