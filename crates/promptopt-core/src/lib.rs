@@ -1,11 +1,13 @@
 //! Examples, datasets, signatures, programs, adapters, metrics and the evaluator of promptopt.
 
+mod error;
 mod example;
 pub mod metrics;
 mod signature;
 mod state;
 mod trace;
 
+pub use error::CoreError;
 pub use example::{value_to_text, Example};
 pub use metrics::{Metric, MetricInfo, Score};
 pub use signature::{Field, FieldType, Signature};

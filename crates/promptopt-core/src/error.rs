@@ -1,0 +1,103 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `promptopt-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// A file could not be read.
+    #[error("Cannot read `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A dataset file's extension is not one we load.
+    #[error("Unsupported dataset format `{extension}` for `{path}` (expected `.jsonl`, `.json` or `.csv`)")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its extension (empty when it has none).
+        extension: String,
+    },
+
+    /// A line or element of a dataset file is not valid.
+    #[error("Malformed {format} on {location} of `{path}`: {message}")]
+    Malformed {
+        /// The format (`JSON`, `CSV`).
+        format: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Where in the file: "line 3", "element 4".
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A dataset holds no examples.
+    #[error("Dataset {source_name} has no examples")]
+    EmptyDataset {
+        /// Where it came from (a quoted path, or a description).
+        source_name: String,
+    },
+
+    /// A key the dataset should have is absent from every example.
+    #[error("{role} key `{key}` is in no example; the examples have: {available}")]
+    MissingKey {
+        /// `Input` or `Output`.
+        role: &'static str,
+        /// The key.
+        key: String,
+        /// The keys that exist, comma-separated.
+        available: String,
+    },
+
+    /// Input or output keys could not be inferred.
+    #[error("Cannot infer the dataset's keys: {reason}; set `input_keys` and `output_keys` explicitly")]
+    AmbiguousKeys {
+        /// Why.
+        reason: String,
+    },
+
+    /// A split ratio outside (0, 1).
+    #[error("Split ratio {ratio} is not between 0 and 1")]
+    InvalidSplit {
+        /// The ratio given.
+        ratio: f64,
+    },
+
+    /// No metric of that name.
+    #[error("Unknown metric `{name}`; known metrics: {known}")]
+    UnknownMetric {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+
+    /// An external metric command failed.
+    #[error("Metric command `{command}` failed: {message}")]
+    MetricCommand {
+        /// The command line.
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// An invalid argument or setting.
+    #[error("Invalid {what}: {message}")]
+    Invalid {
+        /// What was invalid (a setting, a field).
+        what: String,
+        /// Why.
+        message: String,
+    },
+
+    /// JSON (de)serialization failed.
+    #[error("JSON error: {0}")]
+    Json(#[from] serde_json::Error),
+}
