@@ -1,5 +1,6 @@
 //! Examples, datasets, signatures, programs, adapters, metrics and the evaluator of promptopt.
 
+pub mod dataset;
 mod error;
 mod example;
 pub mod metrics;
@@ -7,6 +8,7 @@ mod signature;
 mod state;
 mod trace;
 
+pub use dataset::Dataset;
 pub use error::CoreError;
 pub use example::{value_to_text, Example};
 pub use metrics::{Metric, MetricInfo, Score};
