@@ -18,14 +18,29 @@
 //! assert_eq!(request.model_name(), "gpt-4o-mini");
 //! ```
 
+mod config;
 mod error;
+mod http;
+pub mod layers;
 mod lm;
+mod pricing;
+pub mod providers;
 mod request;
 mod response;
 mod scripted;
+mod stack;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod usage;
 
+pub use config::{ApiKey, CacheConfig, LmConfig, ProviderConfig, RetryConfig};
 pub use error::LmError;
+pub use layers::{cache_key, CacheStats, ResponseCache};
 pub use lm::{Lm, SharedLm};
+pub use pricing::{ModelPrice, PriceTable};
+pub use providers::{open_provider, open_provider_with_env, KNOWN_PROVIDERS};
 pub use request::{ChatRequest, Message, ResponseFormat, Role};
 pub use response::{ChatResponse, Choice, FinishReason, Usage};
 pub use scripted::ScriptedLm;
+pub use stack::{LmStack, ProviderRouter};
+pub use usage::{UsageSnapshot, UsageTracker};

@@ -1,0 +1,207 @@
+//! OpenAI Chat Completions and any OpenAI-compatible server.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{model_part, Settings};
+use crate::http::{join_url, Endpoint};
+use crate::{
+    ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Message, ResponseFormat, Usage,
+};
+
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// A client of `POST {base}/chat/completions`.
+///
+/// With no base URL it talks to OpenAI and needs `OPENAI_API_KEY`; with a base URL (vLLM,
+/// Ollama, llama.cpp's server, `promptopt serve-lm`) a key is sent only if one is set. Against
+/// OpenAI itself the token bound is sent as `max_completion_tokens`; other servers get the
+/// widely supported `max_tokens` and also `top_k`.
+#[derive(Debug)]
+pub struct OpenAiLm {
+    endpoint: Endpoint,
+    official: bool,
+}
+
+impl OpenAiLm {
+    pub(crate) fn new(settings: Settings) -> Result<Self, LmError> {
+        let official = settings.custom_base_url.is_none();
+        let key = if official {
+            Some(settings.require_key("openai")?)
+        } else {
+            settings.key.clone()
+        };
+        let base = settings
+            .custom_base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BASE_URL);
+        let headers: Vec<(&'static str, String)> = key
+            .iter()
+            .map(|k| ("authorization", format!("Bearer {}", k.expose())))
+            .collect();
+        let endpoint = Endpoint::new(
+            "openai",
+            join_url(base, "chat/completions"),
+            key,
+            &headers,
+        )?;
+        Ok(Self { endpoint, official })
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<WireTokenDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireTokenDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+fn response_format(format: &ResponseFormat) -> Option<serde_json::Value> {
+    match format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
+        ResponseFormat::JsonSchema { name, schema } => Some(serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema},
+        })),
+    }
+}
+
+pub(crate) fn finish_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        Some("stop") | None => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some(other) => FinishReason::Other(other.to_owned()),
+    }
+}
+
+#[async_trait]
+impl Lm for OpenAiLm {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
+        let wire = WireRequest {
+            model: model_part(&request.model),
+            messages: &request.messages,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            top_k: request.top_k.filter(|_| !self.official),
+            max_tokens: request.max_tokens.filter(|_| !self.official),
+            max_completion_tokens: request.max_tokens.filter(|_| self.official),
+            stop: &request.stop,
+            seed: request.seed,
+            n: (request.n != 1).then_some(request.n),
+            response_format: request.response_format.as_ref().and_then(response_format),
+        };
+        let body = serde_json::to_vec(&wire)
+            .map_err(|e| LmError::InvalidRequest(format!("Could not encode the request: {e}")))?;
+        let reply = self.endpoint.post(None, body).await?;
+        let wire: WireResponse =
+            serde_json::from_slice(&reply.body).map_err(|e| self.endpoint.malformed(e))?;
+        if wire.choices.is_empty() {
+            return Err(self.endpoint.malformed("the reply has no `choices`"));
+        }
+        let choices = wire
+            .choices
+            .into_iter()
+            .map(|c| {
+                let (content, refusal) = c
+                    .message
+                    .map_or((None, None), |m| (m.content, m.refusal));
+                let reason = finish_reason(c.finish_reason.as_deref());
+                match (content, refusal) {
+                    (Some(content), _) => Choice {
+                        content,
+                        finish_reason: reason,
+                    },
+                    (None, Some(refusal)) => Choice {
+                        content: refusal,
+                        finish_reason: FinishReason::ContentFilter,
+                    },
+                    (None, None) => Choice {
+                        content: String::new(),
+                        finish_reason: reason,
+                    },
+                }
+            })
+            .collect();
+        let usage = wire.usage.map_or_else(Usage::default, |u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        });
+        Ok(ChatResponse {
+            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            choices,
+            usage,
+            latency: reply.latency,
+            cost_usd: None,
+            cache_hit: false,
+        })
+    }
+
+    fn supports_json_schema(&self) -> bool {
+        true
+    }
+}
