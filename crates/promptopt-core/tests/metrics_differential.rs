@@ -24,27 +24,154 @@ const TOLERANCE: f64 = 1e-6;
 const SYNTHETIC_CASES: usize = 400;
 
 const WORDS: &[&str] = &[
-    "the", "a", "an", "The", "A", "cat", "cats", "sat", "on", "mat", "dog", "dogs", "running",
-    "runs", "ran", "happiness", "happy", "generalization", "generalizations", "skies", "sky",
-    "dying", "agreed", "feed", "relational", "conditional", "electricity", "adjustment",
-    "controlling", "rolling", "cried", "news", "innings", "proceed", "hopping", "filing",
-    "Government", "officials", "said", "Tuesday", "market", "shares", "rose", "percent", "Inc",
-    "U.S.", "e.g.", "isn't", "don't", "it's", "New", "York", "analogies", "university", "Oil",
-    "prices", "quickly", "connection", "connected", "formalize", "hopeful", "goodness",
-    "traditional", "sensibility", "probate", "rate", "cease", "controll", "fully", "yes", "by",
+    "the",
+    "a",
+    "an",
+    "The",
+    "A",
+    "cat",
+    "cats",
+    "sat",
+    "on",
+    "mat",
+    "dog",
+    "dogs",
+    "running",
+    "runs",
+    "ran",
+    "happiness",
+    "happy",
+    "generalization",
+    "generalizations",
+    "skies",
+    "sky",
+    "dying",
+    "agreed",
+    "feed",
+    "relational",
+    "conditional",
+    "electricity",
+    "adjustment",
+    "controlling",
+    "rolling",
+    "cried",
+    "news",
+    "innings",
+    "proceed",
+    "hopping",
+    "filing",
+    "Government",
+    "officials",
+    "said",
+    "Tuesday",
+    "market",
+    "shares",
+    "rose",
+    "percent",
+    "Inc",
+    "U.S.",
+    "e.g.",
+    "isn't",
+    "don't",
+    "it's",
+    "New",
+    "York",
+    "analogies",
+    "university",
+    "Oil",
+    "prices",
+    "quickly",
+    "connection",
+    "connected",
+    "formalize",
+    "hopeful",
+    "goodness",
+    "traditional",
+    "sensibility",
+    "probate",
+    "rate",
+    "cease",
+    "controll",
+    "fully",
+    "yes",
+    "by",
 ];
 const PUNCT: &[&str] = &[
-    ",", ".", "!", "?", "'s", "n't", "-", "--", "(", ")", "\"", "$", "%", "&", "&amp;", "&quot;",
-    "&lt;", "&gt;", "<skipped>", "...", "@", "#", "/", ":", ";", "'", "`", "[", "]", "{", "}",
-    "~", "^", "_", "|", "+", "=", "*",
+    ",",
+    ".",
+    "!",
+    "?",
+    "'s",
+    "n't",
+    "-",
+    "--",
+    "(",
+    ")",
+    "\"",
+    "$",
+    "%",
+    "&",
+    "&amp;",
+    "&quot;",
+    "&lt;",
+    "&gt;",
+    "<skipped>",
+    "...",
+    "@",
+    "#",
+    "/",
+    ":",
+    ";",
+    "'",
+    "`",
+    "[",
+    "]",
+    "{",
+    "}",
+    "~",
+    "^",
+    "_",
+    "|",
+    "+",
+    "=",
+    "*",
 ];
 const NUMBERS: &[&str] = &[
-    "3.14", "1,000", "1990-2000", "-5", "42", "0.5", "7", "2-3", "100%", "$4.99", "5.", ",5",
+    "3.14",
+    "1,000",
+    "1990-2000",
+    "-5",
+    "42",
+    "0.5",
+    "7",
+    "2-3",
+    "100%",
+    "$4.99",
+    "5.",
+    ",5",
 ];
 const UNICODE: &[&str] = &[
-    "café", "naïve", "Straße", "日本語", "İstanbul", "Ωmega", "—", "“quoted”", "😀", "\u{a0}",
-    "\u{212a}elvin", "ﬁne", "déjà-vu", "Ärger", "ça", "über", "\u{1c}", "\u{2003}", "ＡＢＣ",
-    "a\u{308}", "x\u{85}y",
+    "café",
+    "naïve",
+    "Straße",
+    "日本語",
+    "İstanbul",
+    "Ωmega",
+    "—",
+    "“quoted”",
+    "😀",
+    "\u{a0}",
+    "\u{212a}elvin",
+    "ﬁne",
+    "déjà-vu",
+    "Ärger",
+    "ça",
+    "über",
+    "\u{1c}",
+    "\u{2003}",
+    "ＡＢＣ",
+    "a\u{308}",
+    "x\u{85}y",
 ];
 const SEPARATORS: &[&str] = &[" ", " ", " ", " ", " ", "", "\n", "  ", "\t", "-\n"];
 
@@ -93,7 +220,12 @@ fn related(reference: &[String], rng: &mut ChaCha8Rng) -> Vec<String> {
             // A repeated phrase.
             let phrase: Vec<String> = reference.iter().take(3).cloned().collect();
             let times = rng.gen_range(1..5);
-            phrase.iter().cycle().take(phrase.len() * times).cloned().collect()
+            phrase
+                .iter()
+                .cycle()
+                .take(phrase.len() * times)
+                .cloned()
+                .collect()
         }
         4 => {
             let mut shuffled = reference.to_vec();
@@ -126,11 +258,26 @@ struct Case {
 
 fn synthetic_cases(rng: &mut ChaCha8Rng) -> Vec<Case> {
     let mut cases = vec![
-        Case { prediction: String::new(), references: vec![String::new()] },
-        Case { prediction: "hello".into(), references: vec![String::new()] },
-        Case { prediction: String::new(), references: vec!["hello world".into()] },
-        Case { prediction: "...!!!".into(), references: vec!["?!".into()] },
-        Case { prediction: "the the the the".into(), references: vec!["the".into()] },
+        Case {
+            prediction: String::new(),
+            references: vec![String::new()],
+        },
+        Case {
+            prediction: "hello".into(),
+            references: vec![String::new()],
+        },
+        Case {
+            prediction: String::new(),
+            references: vec!["hello world".into()],
+        },
+        Case {
+            prediction: "...!!!".into(),
+            references: vec!["?!".into()],
+        },
+        Case {
+            prediction: "the the the the".into(),
+            references: vec!["the".into()],
+        },
     ];
     while cases.len() < SYNTHETIC_CASES {
         let first = random_tokens(rng, 25);
@@ -141,7 +288,10 @@ fn synthetic_cases(rng: &mut ChaCha8Rng) -> Vec<Case> {
             references.push(join(&other, rng));
         }
         references.shuffle(rng);
-        cases.push(Case { prediction: join(&prediction, rng), references });
+        cases.push(Case {
+            prediction: join(&prediction, rng),
+            references,
+        });
     }
     cases
 }
@@ -154,7 +304,9 @@ fn dataset_rows(name: &str) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Real texts: headline generation (the document's first words against the title) and QA
@@ -166,21 +318,33 @@ fn real_cases(rng: &mut ChaCha8Rng) -> Vec<Case> {
         let summary = row["summary"].as_str().unwrap_or_default();
         let words: Vec<&str> = document.split(' ').collect();
         let take = rng.gen_range(1..=words.len().clamp(1, 15));
-        cases.push(Case { prediction: words[..take].join(" "), references: vec![summary.into()] });
+        cases.push(Case {
+            prediction: words[..take].join(" "),
+            references: vec![summary.into()],
+        });
     }
     for row in dataset_rows("xquad_en").iter().take(100) {
         let answers: Vec<String> = row["answers"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         let context = row["context"].as_str().unwrap_or_default();
         let start = row["answer_start"].as_u64().unwrap_or(0) as usize;
         let words_before = context.get(..start).map_or(0, |s| s.split(' ').count());
         let words: Vec<&str> = context.split(' ').collect();
-        let from = words_before.saturating_sub(rng.gen_range(1..3)).min(words.len());
+        let from = words_before
+            .saturating_sub(rng.gen_range(1..3))
+            .min(words.len());
         let to = (from + rng.gen_range(1..6)).min(words.len());
         if !answers.is_empty() {
-            cases.push(Case { prediction: words[from..to].join(" "), references: answers });
+            cases.push(Case {
+                prediction: words[from..to].join(" "),
+                references: answers,
+            });
         }
     }
     cases
@@ -194,7 +358,10 @@ fn stem_words(cases: &[Case]) -> Vec<String> {
         }
     }
     for row in dataset_rows("agnews_headline") {
-        words.extend(rouge_tokenize(row["document"].as_str().unwrap_or_default(), false));
+        words.extend(rouge_tokenize(
+            row["document"].as_str().unwrap_or_default(),
+            false,
+        ));
     }
     words.into_iter().collect()
 }
@@ -210,7 +377,9 @@ fn metrics_agree_with_the_python_references() {
             std::env::var_os("PROMPTOPT_CI").is_none(),
             "PROMPTOPT_CI is set but .venv-ci is missing: run scripts/python-venv.sh"
         );
-        eprintln!("skipping the differential metrics test: run scripts/python-venv.sh to create .venv-ci");
+        eprintln!(
+            "skipping the differential metrics test: run scripts/python-venv.sh to create .venv-ci"
+        );
         return;
     };
     let mut rng = ChaCha8Rng::seed_from_u64(20_240_501);
@@ -235,7 +404,11 @@ fn metrics_agree_with_the_python_references() {
     let path = dir.path().join("cases.json");
     std::fs::write(&path, input.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference_metrics.py");
-    let output = Command::new(&python).arg(&script).arg(&path).output().unwrap();
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "reference script failed: {}",
@@ -253,7 +426,10 @@ fn metrics_agree_with_the_python_references() {
                 let ours = rouge_multi(*kind, &case.references, &case.prediction, stem).fmeasure;
                 let theirs = expected[field][k].as_f64().unwrap();
                 if !close(ours, theirs) {
-                    mismatches.push(format!("case {i} {field} {}: {ours} vs {theirs}", kind.name()));
+                    mismatches.push(format!(
+                        "case {i} {field} {}: {ours} vs {theirs}",
+                        kind.name()
+                    ));
                 }
             }
         }
@@ -262,8 +438,16 @@ fn metrics_agree_with_the_python_references() {
         if !close(ours, theirs) {
             mismatches.push(format!("case {i} sentence BLEU: {ours} vs {theirs}"));
         }
-        let em = case.references.iter().map(|r| exact_match_score(&case.prediction, r)).fold(0.0, f64::max);
-        let f1 = case.references.iter().map(|r| token_f1_score(&case.prediction, r)).fold(0.0, f64::max);
+        let em = case
+            .references
+            .iter()
+            .map(|r| exact_match_score(&case.prediction, r))
+            .fold(0.0, f64::max);
+        let f1 = case
+            .references
+            .iter()
+            .map(|r| token_f1_score(&case.prediction, r))
+            .fold(0.0, f64::max);
         if !close(em, expected["em"].as_f64().unwrap()) {
             mismatches.push(format!("case {i} SQuAD EM: {em} vs {}", expected["em"]));
         }
@@ -284,8 +468,11 @@ fn metrics_agree_with_the_python_references() {
             })
             .count()
     };
-    let (partial_bleu, partial_rouge2, partial_f1) =
-        (partial("bleu", None, 100.0), partial("rouge", Some(1), 1.0), partial("f1", None, 1.0));
+    let (partial_bleu, partial_rouge2, partial_f1) = (
+        partial("bleu", None, 100.0),
+        partial("rouge", Some(1), 1.0),
+        partial("f1", None, 1.0),
+    );
     assert!(
         partial_bleu >= 150 && partial_rouge2 >= 150 && partial_f1 >= 100,
         "too few partial scores: BLEU {partial_bleu}, ROUGE-2 {partial_rouge2}, F1 {partial_f1}"
@@ -299,7 +486,11 @@ fn metrics_agree_with_the_python_references() {
         let ours = corpus_bleu(&pairs);
         let theirs = expected.as_f64().unwrap();
         if !close(ours, theirs) {
-            mismatches.push(format!("corpus BLEU of {} cases from {}: {ours} vs {theirs}", group.len(), group[0]));
+            mismatches.push(format!(
+                "corpus BLEU of {} cases from {}: {ours} vs {theirs}",
+                group.len(),
+                group[0]
+            ));
         }
     }
     let stems = reference["stems"].as_array().unwrap();
@@ -332,6 +523,11 @@ fn metrics_agree_with_the_python_references() {
         mismatches.is_empty(),
         "{} mismatches, first ones:\n{}",
         mismatches.len(),
-        mismatches.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        mismatches
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -114,7 +114,12 @@ fn parse_json_lines(text: &str, path: &Path) -> Result<Vec<Example>, CoreError> 
             continue;
         }
         let value: Value = serde_json::from_str(trimmed).map_err(|e| {
-            malformed("JSON", path, format!("line {line_no}"), json_message(&e, true))
+            malformed(
+                "JSON",
+                path,
+                format!("line {line_no}"),
+                json_message(&e, true),
+            )
         })?;
         match value {
             Value::Object(map) => examples.push(Example::from_map(map)),
@@ -145,10 +150,7 @@ fn parse_json_array(text: &str, path: &Path) -> Result<Vec<Example>, CoreError> 
             "JSON",
             path,
             "top level".to_string(),
-            format!(
-                "expected an array of objects, found {}",
-                kind_of(&value)
-            ),
+            format!("expected an array of objects, found {}", kind_of(&value)),
         ));
     };
     items

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,10 @@ fn json_array_loads_and_reports_the_index() {
     let broken = write(dir.path(), "broken.json", "[\n{\"a\": 1},\n{\"a\" 2}\n]");
     let err = load_examples(&broken).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("Malformed JSON on line 3 of `{}`", broken.display())),
+        err.starts_with(&format!(
+            "Malformed JSON on line 3 of `{}`",
+            broken.display()
+        )),
         "{err}"
     );
 }
@@ -92,7 +95,11 @@ fn json_array_loads_and_reports_the_index() {
 #[test]
 fn json_file_with_one_object_per_line_is_read_as_json_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "d.json", "{\"a\": \"1\", \"label\": \"x\"}\n{\"a\": \"2\", \"label\": \"y\"}\n");
+    let path = write(
+        dir.path(),
+        "d.json",
+        "{\"a\": \"1\", \"label\": \"x\"}\n{\"a\": \"2\", \"label\": \"y\"}\n",
+    );
     assert_eq!(load_examples(&path).unwrap().len(), 2);
 }
 
@@ -141,8 +148,13 @@ fn csv_long_row_and_duplicate_header_are_errors() {
 fn unsupported_extension_and_missing_file() {
     let err = load_examples("data/train.txt").unwrap_err().to_string();
     assert!(err.starts_with("Unsupported dataset format `txt`"), "{err}");
-    let err = load_examples("/nonexistent/train.jsonl").unwrap_err().to_string();
-    assert!(err.starts_with("Cannot read `/nonexistent/train.jsonl`"), "{err}");
+    let err = load_examples("/nonexistent/train.jsonl")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("Cannot read `/nonexistent/train.jsonl`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -175,16 +187,32 @@ fn missing_key_names_it_and_the_existing_keys() {
 #[test]
 fn inference_refuses_to_guess() {
     let no_candidate = vec![Example::new().with("question", "q").with("reply", "r")];
-    let err = Dataset::new(no_candidate, None, None, "test").unwrap_err().to_string();
-    assert!(err.starts_with("Cannot infer the dataset's keys: none of the output key candidates"), "{err}");
-    assert!(err.ends_with("set `input_keys` and `output_keys` explicitly"), "{err}");
+    let err = Dataset::new(no_candidate, None, None, "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("Cannot infer the dataset's keys: none of the output key candidates"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("set `input_keys` and `output_keys` explicitly"),
+        "{err}"
+    );
 
     let different = vec![
         Example::new().with("text", "a").with("label", "x"),
-        Example::new().with("text", "b").with("label", "y").with("extra", 1),
+        Example::new()
+            .with("text", "b")
+            .with("label", "y")
+            .with("extra", 1),
     ];
-    let err = Dataset::new(different.clone(), None, None, "test").unwrap_err().to_string();
-    assert!(err.contains("example 2 has the fields `text`, `label`, `extra`"), "{err}");
+    let err = Dataset::new(different.clone(), None, None, "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("example 2 has the fields `text`, `label`, `extra`"),
+        "{err}"
+    );
     // Explicit keys resolve it.
     let ds = Dataset::new(different, keys(&["text"]), keys(&["label"]), "test").unwrap();
     assert_eq!(ds.input_keys, ["text"]);
@@ -204,7 +232,11 @@ fn output_candidates_are_tried_in_order() {
 
 #[test]
 fn partial_keys_are_completed() {
-    let examples = vec![Example::new().with("id", 1).with("q", "a").with("ctx", "c").with("answer", "x")];
+    let examples = vec![Example::new()
+        .with("id", 1)
+        .with("q", "a")
+        .with("ctx", "c")
+        .with("answer", "x")];
     let ds = Dataset::new(examples.clone(), None, keys(&["answer"]), "t").unwrap();
     assert_eq!(ds.input_keys, ["q", "ctx"]);
     let ds = Dataset::new(examples, keys(&["q"]), None, "t").unwrap();
@@ -217,13 +249,19 @@ fn key_both_input_and_output_is_an_error() {
     let err = Dataset::new(examples, keys(&["q", "answer"]), keys(&["answer"]), "t")
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "Invalid dataset keys: `answer` is both an input and an output key");
+    assert_eq!(
+        err,
+        "Invalid dataset keys: `answer` is both an input and an output key"
+    );
 }
 
 #[test]
 fn label_inference_rule() {
     let make = |labels: &[&str]| -> Vec<Example> {
-        labels.iter().map(|l| Example::new().with("label", *l)).collect()
+        labels
+            .iter()
+            .map(|l| Example::new().with("label", *l))
+            .collect()
     };
     assert_eq!(
         infer_labels(&make(&["b", "a", "b", "a"]), "label"),
@@ -243,8 +281,14 @@ fn label_inference_rule() {
     missing.push(Example::new().with("other", "x"));
     assert_eq!(infer_labels(&missing, "label"), None);
     // Integers count as their text.
-    let ints: Vec<Example> = [0, 1, 1, 0].iter().map(|i| Example::new().with("y", *i)).collect();
-    assert_eq!(infer_labels(&ints, "y"), Some(vec!["0".to_string(), "1".to_string()]));
+    let ints: Vec<Example> = [0, 1, 1, 0]
+        .iter()
+        .map(|i| Example::new().with("y", *i))
+        .collect();
+    assert_eq!(
+        infer_labels(&ints, "y"),
+        Some(vec!["0".to_string(), "1".to_string()])
+    );
 }
 
 #[test]
@@ -252,7 +296,12 @@ fn signature_uses_labels_when_inferred() {
     let examples: Vec<Example> = ["positive", "negative", "positive", "negative"]
         .iter()
         .enumerate()
-        .map(|(i, l)| Example::new().with("id", i).with("text", format!("t{i}")).with("label", *l))
+        .map(|(i, l)| {
+            Example::new()
+                .with("id", i)
+                .with("text", format!("t{i}"))
+                .with("label", *l)
+        })
         .collect();
     let ds = Dataset::new(examples, None, None, "t").unwrap();
     let sig = ds.signature();
@@ -268,7 +317,12 @@ fn signature_uses_labels_when_inferred() {
 #[test]
 fn split_is_seeded_disjoint_and_complete() {
     let examples: Vec<Example> = (0..50)
-        .map(|i| Example::new().with("id", i).with("text", format!("t{i}")).with("label", "x"))
+        .map(|i| {
+            Example::new()
+                .with("id", i)
+                .with("text", format!("t{i}"))
+                .with("label", "x")
+        })
         .collect();
     let ds = Dataset::new(examples, None, None, "t").unwrap();
     let (a, b) = ds.split(0.8, 7).unwrap();
@@ -278,7 +332,12 @@ fn split_is_seeded_disjoint_and_complete() {
     assert_eq!(b, b2);
     let (a3, _) = ds.split(0.8, 8).unwrap();
     assert_ne!(a, a3);
-    let mut ids: Vec<String> = a.examples.iter().chain(&b.examples).map(|e| e.id().unwrap()).collect();
+    let mut ids: Vec<String> = a
+        .examples
+        .iter()
+        .chain(&b.examples)
+        .map(|e| e.id().unwrap())
+        .collect();
     ids.sort_by_key(|s| s.parse::<u32>().unwrap());
     assert_eq!(ids, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
     assert_eq!(b.input_keys, ["text"]);
@@ -296,13 +355,42 @@ fn loads_every_shared_dataset() {
         return;
     }
     // (folder, inferred inputs, inferred output, explicit inputs, explicit output, labels?)
-    let cases: [(&str, &[&str], &str, &[&str], &str, bool); 7] = [
+    type Case<'a> = (&'a str, &'a [&'a str], &'a str, &'a [&'a str], &'a str, bool);
+    let cases: [Case<'_>; 7] = [
         ("sst2", &["text"], "label", &["text"], "label", true),
-        ("agnews", &["text", "title", "description"], "label", &["text"], "label", true),
-        ("agnews_headline", &["document", "topic"], "summary", &["document"], "summary", false),
+        (
+            "agnews",
+            &["text", "title", "description"],
+            "label",
+            &["text"],
+            "label",
+            true,
+        ),
+        (
+            "agnews_headline",
+            &["document", "topic"],
+            "summary",
+            &["document"],
+            "summary",
+            false,
+        ),
         ("banking77", &["text"], "label", &["text"], "label", true),
-        ("gsm8k", &["question", "rationale", "solution_raw"], "answer", &["question"], "answer", false),
-        ("trec", &["text", "fine_label"], "label", &["text"], "label", true),
+        (
+            "gsm8k",
+            &["question", "rationale", "solution_raw"],
+            "answer",
+            &["question"],
+            "answer",
+            false,
+        ),
+        (
+            "trec",
+            &["text", "fine_label"],
+            "label",
+            &["text"],
+            "label",
+            true,
+        ),
         (
             "xquad_en",
             &["title", "context", "question", "answers", "answer_start"],

@@ -41,15 +41,21 @@ pub fn tokenize_13a(text: &str) -> String {
         }
     }
     // 2. A period or comma after a non-digit; 3. before a non-digit; 4. a dash after a digit.
-    let step2 = scan_pairs(&step1, |a, b| !a.is_ascii_digit() && matches!(b, '.' | ','), |a, b| {
-        vec![a, ' ', b, ' ']
-    });
-    let step3 = scan_pairs(&step2, |a, b| matches!(a, '.' | ',') && !b.is_ascii_digit(), |a, b| {
-        vec![' ', a, ' ', b]
-    });
-    let step4 = scan_pairs(&step3, |a, b| a.is_ascii_digit() && b == '-', |a, b| {
-        vec![a, ' ', b, ' ']
-    });
+    let step2 = scan_pairs(
+        &step1,
+        |a, b| !a.is_ascii_digit() && matches!(b, '.' | ','),
+        |a, b| vec![a, ' ', b, ' '],
+    );
+    let step3 = scan_pairs(
+        &step2,
+        |a, b| matches!(a, '.' | ',') && !b.is_ascii_digit(),
+        |a, b| vec![' ', a, ' ', b],
+    );
+    let step4 = scan_pairs(
+        &step3,
+        |a, b| a.is_ascii_digit() && b == '-',
+        |a, b| vec![a, ' ', b, ' '],
+    );
     let joined: String = step4.into_iter().collect();
     python_split(&joined).collect::<Vec<_>>().join(" ")
 }
@@ -288,7 +294,10 @@ mod tests {
     #[test]
     fn tokenizes_like_13a() {
         assert_eq!(tokenize_13a("Hello, world!"), "Hello , world !");
-        assert_eq!(tokenize_13a("It costs $3.50, really."), "It costs $ 3.50 , really .");
+        assert_eq!(
+            tokenize_13a("It costs $3.50, really."),
+            "It costs $ 3.50 , really ."
+        );
         assert_eq!(tokenize_13a("1990-2000 don't"), "1990 - 2000 don't");
         assert_eq!(tokenize_13a("a &amp; b &lt;c&gt;"), "a & b < c >");
         assert_eq!(tokenize_13a("line-\nbreak\nhere  "), "linebreak here");

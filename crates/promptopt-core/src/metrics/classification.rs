@@ -183,7 +183,14 @@ mod tests {
     fn macro_f1_matches_a_hand_computation() {
         // gold: a a a b b c ; pred: a a b b c c
         // a: tp 2 fp 0 fn 1 -> 4/5 ; b: tp 1 fp 1 fn 1 -> 2/4 ; c: tp 1 fp 1 fn 0 -> 2/3
-        let data = [("a", "a"), ("a", "a"), ("a", "b"), ("b", "b"), ("b", "c"), ("c", "c")];
+        let data = [
+            ("a", "a"),
+            ("a", "a"),
+            ("a", "b"),
+            ("b", "b"),
+            ("b", "c"),
+            ("c", "c"),
+        ];
         let pairs: Vec<(Example, Prediction)> = data.iter().map(|(g, p)| pair(g, p)).collect();
         let refs: Vec<(&Example, &Prediction)> = pairs.iter().map(|(e, p)| (e, p)).collect();
         let value = MacroF1::new("label").corpus_score(&refs).unwrap();

@@ -52,7 +52,9 @@ where
 
 impl<F> std::fmt::Debug for FnMetric<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnMetric").field("info", &self.info).finish()
+        f.debug_struct("FnMetric")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -119,7 +121,9 @@ impl Drop for Running {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl CommandMetric {
@@ -153,11 +157,7 @@ impl CommandMetric {
 
     /// Runs a command line through `sh -c`.
     pub fn shell(name: impl Into<String>, command_line: &str) -> Result<Self, CoreError> {
-        let mut metric = Self::new(
-            name,
-            "sh",
-            vec!["-c".to_string(), command_line.to_string()],
-        )?;
+        let mut metric = Self::new(name, "sh", vec!["-c".to_string(), command_line.to_string()])?;
         metric.display = command_line.to_string();
         Ok(metric)
     }
@@ -262,7 +262,11 @@ impl CommandMetric {
     }
 
     /// Scores one prediction, returning the error instead of a worst-value score.
-    pub fn try_score(&self, example: &Example, prediction: &Prediction) -> Result<Score, CoreError> {
+    pub fn try_score(
+        &self,
+        example: &Example,
+        prediction: &Prediction,
+    ) -> Result<Score, CoreError> {
         let request = json!({"example": example, "prediction": prediction.outputs});
         let mut line = request.to_string();
         line.push('\n');
@@ -392,7 +396,11 @@ mod tests {
         })
         .with_range(0.0, 100.0);
         assert_eq!(m.info().max, 100.0);
-        assert_eq!(m.score(&Example::new(), &pred("abc"), &Trace::default()).value, 3.0);
+        assert_eq!(
+            m.score(&Example::new(), &pred("abc"), &Trace::default())
+                .value,
+            3.0
+        );
         assert!(!m.is_blocking());
     }
 
@@ -404,7 +412,10 @@ mod tests {
             Score::with_feedback(1.0, "good")
         );
         let err = parse_reply("hello").unwrap_err();
-        assert!(err.starts_with("it answered `hello`; expected a number"), "{err}");
+        assert!(
+            err.starts_with("it answered `hello`; expected a number"),
+            "{err}"
+        );
         assert!(parse_reply("{\"feedback\": \"x\"}").is_err());
     }
 
@@ -415,7 +426,9 @@ mod tests {
         let script = "n=0; while read -r line; do n=$((n+1)); \
             if [ $n -eq 3 ]; then echo oops; elif [ $n -eq 4 ]; then echo gone >&2; exit 3; \
             else echo \"{\\\"score\\\": $n, \\\"feedback\\\": \\\"call $n\\\"}\"; fi; done";
-        let m = CommandMetric::shell("calls", script).unwrap().with_range(0.0, 10.0);
+        let m = CommandMetric::shell("calls", script)
+            .unwrap()
+            .with_range(0.0, 10.0);
         assert!(m.is_blocking());
         let e = Example::new().with("answer", "x");
         let s1 = m.score(&e, &pred("a"), &Trace::default());
@@ -441,7 +454,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("Metric command `/nonexistent/promptopt-metric` failed: cannot start it"),
+            err.starts_with(
+                "Metric command `/nonexistent/promptopt-metric` failed: cannot start it"
+            ),
             "{err}"
         );
     }

@@ -135,12 +135,16 @@ pub fn by_name(name: &str, output_key: &str) -> Result<Arc<dyn Metric>, CoreErro
     let lowered = name.trim().to_ascii_lowercase();
     let cutoff = |prefix: &str| -> Option<Result<usize, CoreError>> {
         let rest = lowered.strip_prefix(prefix)?;
-        Some(rest.parse::<usize>().ok().filter(|k| *k > 0).ok_or_else(|| {
-            CoreError::Invalid {
-                what: format!("metric `{name}`"),
-                message: "the cutoff after `@` must be a whole number of at least 1".to_string(),
-            }
-        }))
+        Some(
+            rest.parse::<usize>()
+                .ok()
+                .filter(|k| *k > 0)
+                .ok_or_else(|| CoreError::Invalid {
+                    what: format!("metric `{name}`"),
+                    message: "the cutoff after `@` must be a whole number of at least 1"
+                        .to_string(),
+                }),
+        )
     };
     if let Some(k) = cutoff("ndcg@") {
         return Ok(Arc::new(Ndcg::new(output_key, k?)));
@@ -199,7 +203,10 @@ mod tests {
 
     #[test]
     fn unknown_metric_lists_the_known_ones() {
-        let err = by_name("semantic_similarity", "answer").err().unwrap().to_string();
+        let err = by_name("semantic_similarity", "answer")
+            .err()
+            .unwrap()
+            .to_string();
         assert_eq!(
             err,
             "Unknown metric `semantic_similarity`; known metrics: `accuracy`, `f1`, \

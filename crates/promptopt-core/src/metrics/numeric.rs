@@ -16,8 +16,7 @@ pub fn extract_numbers(text: &str) -> Vec<f64> {
     let mut i = 0;
     while i < chars.len() {
         let starts_digit = chars[i].is_ascii_digit();
-        let starts_point =
-            chars[i] == '.' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit());
+        let starts_point = chars[i] == '.' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit());
         if !(starts_digit || starts_point) {
             i += 1;
             continue;
@@ -29,7 +28,11 @@ pub fn extract_numbers(text: &str) -> Vec<f64> {
             back -= 1;
         }
         if back > 0 && matches!(chars[back - 1], '-' | '+' | '−') {
-            let before_sign = if back >= 2 { Some(chars[back - 2]) } else { None };
+            let before_sign = if back >= 2 {
+                Some(chars[back - 2])
+            } else {
+                None
+            };
             if !before_sign.is_some_and(char::is_alphanumeric) {
                 negative = chars[back - 1] != '+';
             }
@@ -117,7 +120,10 @@ impl Metric for NumericMatch {
         let Some(expected) = final_number(&gold_text) else {
             return Score::with_feedback(
                 0.0,
-                format!("The example's `{key}` holds no number: `{}`", snippet(&gold_text, 100)),
+                format!(
+                    "The example's `{key}` holds no number: `{}`",
+                    snippet(&gold_text, 100)
+                ),
             );
         };
         let got = match predicted(prediction, key, 0.0) {
@@ -125,7 +131,10 @@ impl Metric for NumericMatch {
             Err(_) => {
                 return Score::with_feedback(
                     0.0,
-                    format!("Expected {}, but the prediction has no `{key}` field", show(expected)),
+                    format!(
+                        "Expected {}, but the prediction has no `{key}` field",
+                        show(expected)
+                    ),
                 )
             }
         };
@@ -157,7 +166,10 @@ mod tests {
 
     #[test]
     fn extracts_numbers() {
-        assert_eq!(extract_numbers("He paid $1,234.50 for 3 items."), [1234.5, 3.0]);
+        assert_eq!(
+            extract_numbers("He paid $1,234.50 for 3 items."),
+            [1234.5, 3.0]
+        );
         assert_eq!(final_number("The answer is -42."), Some(-42.0));
         assert_eq!(final_number("so -$5 each"), Some(-5.0));
         assert_eq!(final_number("5-3"), Some(3.0));
@@ -190,6 +202,9 @@ mod tests {
         let p = Prediction {
             outputs: Example::new().with("answer", "18"),
         };
-        assert_eq!(metric.score(&numeric_gold, &p, &Trace::default()).value, 1.0);
+        assert_eq!(
+            metric.score(&numeric_gold, &p, &Trace::default()).value,
+            1.0
+        );
     }
 }

@@ -17,10 +17,7 @@ use crate::{value_to_text, Example, Metric, MetricInfo, Prediction, Score, Trace
 pub fn parse_ranking(value: &Value) -> Vec<String> {
     let raw: Vec<String> = match value {
         Value::Array(items) => items.iter().map(value_to_text).collect(),
-        Value::String(text) => text
-            .split([',', '\n', ';'])
-            .map(str::to_string)
-            .collect(),
+        Value::String(text) => text.split([',', '\n', ';']).map(str::to_string).collect(),
         Value::Null => Vec::new(),
         other => vec![value_to_text(other)],
     };
@@ -51,7 +48,10 @@ pub fn parse_relevance(value: &Value) -> Vec<(String, f64)> {
                 (rel > 0.0).then(|| (id.trim().to_string(), rel))
             })
             .collect(),
-        other => parse_ranking(other).into_iter().map(|id| (id, 1.0)).collect(),
+        other => parse_ranking(other)
+            .into_iter()
+            .map(|id| (id, 1.0))
+            .collect(),
     }
 }
 
@@ -115,7 +115,13 @@ fn ranking_of(prediction: &Prediction, key: &str) -> Result<Vec<String>, Score> 
     }
 }
 
-fn ranking_feedback(name: &str, value: f64, ranking: &[String], relevant: &[String], k: usize) -> String {
+fn ranking_feedback(
+    name: &str,
+    value: f64,
+    ranking: &[String],
+    relevant: &[String],
+    k: usize,
+) -> String {
     let top: Vec<String> = ranking.iter().take(k).cloned().collect();
     let missed: Vec<String> = relevant
         .iter()
@@ -135,7 +141,10 @@ fn ranking_feedback(name: &str, value: f64, ranking: &[String], relevant: &[Stri
         ));
     }
     if !wrong.is_empty() {
-        feedback.push_str(&format!("; ranked but not relevant: {}", word_list(&wrong, 10)));
+        feedback.push_str(&format!(
+            "; ranked but not relevant: {}",
+            word_list(&wrong, 10)
+        ));
     }
     feedback
 }
@@ -169,7 +178,10 @@ impl Metric for Ndcg {
             Err(score) => return score,
         };
         if relevance.is_empty() {
-            return Score::with_feedback(0.0, format!("The example's `{key}` lists no relevant id"));
+            return Score::with_feedback(
+                0.0,
+                format!("The example's `{key}` lists no relevant id"),
+            );
         }
         let ranking = match ranking_of(prediction, key) {
             Ok(r) => r,
@@ -178,7 +190,10 @@ impl Metric for Ndcg {
         let value = ndcg_at_k(&ranking, &relevance, self.k);
         let relevant: Vec<String> = relevance.into_iter().map(|(id, _)| id).collect();
         let name = format!("NDCG@{}", self.k);
-        Score::with_feedback(value, ranking_feedback(&name, value, &ranking, &relevant, self.k))
+        Score::with_feedback(
+            value,
+            ranking_feedback(&name, value, &ranking, &relevant, self.k),
+        )
     }
 }
 
@@ -212,11 +227,17 @@ impl Metric for MeanAveragePrecision {
     fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
         let key = self.output_key.as_str();
         let relevant: Vec<String> = match gold(example, key, 0.0) {
-            Ok(value) => parse_relevance(value).into_iter().map(|(id, _)| id).collect(),
+            Ok(value) => parse_relevance(value)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             Err(score) => return score,
         };
         if relevant.is_empty() {
-            return Score::with_feedback(0.0, format!("The example's `{key}` lists no relevant id"));
+            return Score::with_feedback(
+                0.0,
+                format!("The example's `{key}` lists no relevant id"),
+            );
         }
         let ranking = match ranking_of(prediction, key) {
             Ok(r) => r,
@@ -245,7 +266,10 @@ mod tests {
 
     #[test]
     fn parses_rankings() {
-        assert_eq!(parse_ranking(&json!("d3, d1\n d2,d1")), ids(&["d3", "d1", "d2"]));
+        assert_eq!(
+            parse_ranking(&json!("d3, d1\n d2,d1")),
+            ids(&["d3", "d1", "d2"])
+        );
         assert_eq!(parse_ranking(&json!(["a", 2, "a"])), ids(&["a", "2"]));
         assert_eq!(parse_ranking(&json!("[\"x\", \"y\"]")), ids(&["x", "y"]));
         assert_eq!(
@@ -283,9 +307,13 @@ mod tests {
     fn map_is_the_mean_of_average_precision() {
         let metric = MeanAveragePrecision::new("docs", None);
         let e1 = Example::new().with("docs", json!(["a"]));
-        let p1 = Prediction { outputs: Example::new().with("docs", "b, a") };
+        let p1 = Prediction {
+            outputs: Example::new().with("docs", "b, a"),
+        };
         let e2 = Example::new().with("docs", json!(["x", "y"]));
-        let p2 = Prediction { outputs: Example::new().with("docs", json!(["x", "y"])) };
+        let p2 = Prediction {
+            outputs: Example::new().with("docs", json!(["x", "y"])),
+        };
         let s1 = metric.score(&e1, &p1, &Trace::default());
         let s2 = metric.score(&e2, &p2, &Trace::default());
         assert!((s1.value - 0.5).abs() < 1e-12);

@@ -146,7 +146,12 @@ pub fn rouge(kind: RougeKind, target: &str, prediction: &str, stem: bool) -> Rou
 
 /// The ROUGE score against several references: the one with the highest F-measure (the first
 /// on ties); zero when there are no references.
-pub fn rouge_multi(kind: RougeKind, targets: &[String], prediction: &str, stem: bool) -> RougeScore {
+pub fn rouge_multi(
+    kind: RougeKind,
+    targets: &[String],
+    prediction: &str,
+    stem: bool,
+) -> RougeScore {
     let mut best: Option<RougeScore> = None;
     for target in targets {
         let score = rouge(kind, target, prediction, stem);
@@ -251,20 +256,38 @@ mod tests {
             rouge_tokenize("The cat's hat, 3.5 déjà-vu!", false),
             ["the", "cat", "s", "hat", "3", "5", "d", "j", "vu"]
         );
-        assert_eq!(rouge_tokenize("Running dogs ran", true), ["run", "dog", "ran"]);
+        assert_eq!(
+            rouge_tokenize("Running dogs ran", true),
+            ["run", "dog", "ran"]
+        );
         assert!(rouge_tokenize("  ...  ", false).is_empty());
     }
 
     #[test]
     fn scores_by_hand() {
         // target: the cat sat on the mat (6) ; prediction: the cat on the mat (5)
-        let r1 = rouge(RougeKind::Rouge1, "the cat sat on the mat", "the cat on the mat", false);
+        let r1 = rouge(
+            RougeKind::Rouge1,
+            "the cat sat on the mat",
+            "the cat on the mat",
+            false,
+        );
         assert!((r1.precision - 1.0).abs() < 1e-12);
         assert!((r1.recall - 5.0 / 6.0).abs() < 1e-12);
         // bigrams: target 5, prediction 4, common: the-cat, on-the, the-mat = 3
-        let r2 = rouge(RougeKind::Rouge2, "the cat sat on the mat", "the cat on the mat", false);
+        let r2 = rouge(
+            RougeKind::Rouge2,
+            "the cat sat on the mat",
+            "the cat on the mat",
+            false,
+        );
         assert!((r2.fmeasure - fmeasure(3.0 / 4.0, 3.0 / 5.0)).abs() < 1e-12);
-        let rl = rouge(RougeKind::RougeL, "the cat sat on the mat", "the cat on the mat", false);
+        let rl = rouge(
+            RougeKind::RougeL,
+            "the cat sat on the mat",
+            "the cat on the mat",
+            false,
+        );
         assert!((rl.fmeasure - fmeasure(1.0, 5.0 / 6.0)).abs() < 1e-12);
         assert_eq!(rouge(RougeKind::RougeL, "", "x", false).fmeasure, 0.0);
     }

@@ -47,7 +47,9 @@ pub fn normalize_answer(text: &str) -> String {
 
 /// SQuAD exact match of one prediction against one gold answer.
 pub fn exact_match_score(prediction: &str, gold: &str) -> f64 {
-    f64::from(u8::from(normalize_answer(prediction) == normalize_answer(gold)))
+    f64::from(u8::from(
+        normalize_answer(prediction) == normalize_answer(gold),
+    ))
 }
 
 /// SQuAD token F1 of one prediction against one gold answer.
@@ -206,15 +208,24 @@ impl Metric for TokenF1 {
             .iter()
             .map(|a| token_f1_score(&got, a))
             .enumerate()
-            .fold((0, f64::MIN), |acc, (i, v)| if v > acc.1 { (i, v) } else { acc });
+            .fold(
+                (0, f64::MIN),
+                |acc, (i, v)| if v > acc.1 { (i, v) } else { acc },
+            );
         let best_answer = &answers[best_index];
         if best >= 1.0 {
             return Score::with_feedback(1.0, format!("Correct: `{}`", snippet(&got, 200)));
         }
         let normalized_gold = normalize_answer(best_answer);
         let normalized_got = normalize_answer(&got);
-        let gold_tokens: Vec<&str> = normalized_gold.split(' ').filter(|t| !t.is_empty()).collect();
-        let got_tokens: Vec<&str> = normalized_got.split(' ').filter(|t| !t.is_empty()).collect();
+        let gold_tokens: Vec<&str> = normalized_gold
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .collect();
+        let got_tokens: Vec<&str> = normalized_got
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .collect();
         let missing: Vec<String> = gold_tokens
             .iter()
             .filter(|t| !got_tokens.contains(t))
@@ -248,7 +259,10 @@ mod tests {
     #[test]
     fn normalisation_follows_the_squad_script() {
         assert_eq!(normalize_answer("The Eiffel Tower!"), "eiffel tower");
-        assert_eq!(normalize_answer("  a  cat,  an apple and THE dog "), "cat apple and dog");
+        assert_eq!(
+            normalize_answer("  a  cat,  an apple and THE dog "),
+            "cat apple and dog"
+        );
         assert_eq!(normalize_answer("theory of an-archy"), "theory of anarchy");
         assert_eq!(normalize_answer("the"), "");
         assert_eq!(normalize_answer("\"1,000\" dollars."), "1000 dollars");
@@ -259,7 +273,10 @@ mod tests {
 
     #[test]
     fn exact_match_and_f1_values() {
-        assert_eq!(exact_match_score("the Denver Broncos", "Denver Broncos"), 1.0);
+        assert_eq!(
+            exact_match_score("the Denver Broncos", "Denver Broncos"),
+            1.0
+        );
         assert_eq!(exact_match_score("Broncos", "Denver Broncos"), 0.0);
         // pred: denver broncos won ; gold: denver broncos -> p 2/3, r 1 -> 0.8
         assert!((token_f1_score("Denver Broncos won", "the Denver Broncos") - 0.8).abs() < 1e-12);
@@ -272,9 +289,10 @@ mod tests {
 
     #[test]
     fn uses_the_answers_list_and_explains() {
-        let example = Example::new()
-            .with("answer", "Denver Broncos")
-            .with("answers", serde_json::json!(["Denver Broncos", "the Broncos"]));
+        let example = Example::new().with("answer", "Denver Broncos").with(
+            "answers",
+            serde_json::json!(["Denver Broncos", "the Broncos"]),
+        );
         let prediction = Prediction {
             outputs: Example::new().with("answer", "Broncos"),
         };
