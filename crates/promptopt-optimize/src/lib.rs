@@ -1,1 +1,58 @@
-//! promptopt-optimize (under construction).
+//! Optimizers, the optimization pipeline and the local model registry of promptopt.
+//!
+//! An [`Optimizer`] searches [`promptopt_core::ProgramState`]s for a program described by a
+//! [`ProgramRunner`], spending from one [`Budget`] through an [`OptimizeContext`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use promptopt_core::{Example, Field, Signature};
+//! use promptopt_lm::ScriptedLm;
+//! use promptopt_optimize::{FieldProgram, OptimizeContext, ProgramRunner};
+//! # use promptopt_core::{Metric, MetricInfo, Prediction, Score, Trace};
+//! # struct Exact;
+//! # impl Metric for Exact {
+//! #     fn info(&self) -> MetricInfo { MetricInfo { name: "exact".into(), higher_is_better: true, min: 0.0, max: 1.0 } }
+//! #     fn score(&self, e: &Example, p: &Prediction, _: &Trace) -> Score {
+//! #         Score::new(if e.text("label") == p.text("label") { 1.0 } else { 0.0 })
+//! #     }
+//! # }
+//!
+//! let program = Arc::new(FieldProgram::new(
+//!     "predict",
+//!     Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
+//! ));
+//! let lm = Arc::new(ScriptedLm::constant("label: positive"));
+//! let ctx = OptimizeContext::builder(program.clone(), lm, "scripted/test", Arc::new(Exact)).build();
+//! let examples = vec![
+//!     Example::new().with("text", "great").with("label", "positive"),
+//!     Example::new().with("text", "awful").with("label", "negative"),
+//! ];
+//! let report = ctx.evaluate(&program.initial_state(), &examples).await?;
+//! assert_eq!(report.score, 0.5);
+//! assert_eq!(ctx.budget().calls(), 2);
+//! # Ok::<(), promptopt_optimize::OptimizeError>(())
+//! # }).unwrap();
+//! ```
+
+mod budget;
+mod config;
+mod context;
+mod error;
+mod events;
+mod field_program;
+mod optimizer;
+
+pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};
+pub use config::AlgorithmConfig;
+pub use context::{
+    percentile, EvalReport, ExampleResult, OptimizeContext, OptimizeContextBuilder,
+    PredictorInfo, ProgramRunner, TaskModel,
+};
+pub use error::OptimizeError;
+pub use events::{CollectSink, Event, EventSink, FanOut, FnSink, NullSink};
+pub use field_program::FieldProgram;
+pub use optimizer::{
+    CandidateRecord, OptimizerOutcome, Optimizer, OutcomeBuilder, StopReason, TrialKind,
+    TrialPoint,
+};
