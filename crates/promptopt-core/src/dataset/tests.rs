@@ -355,7 +355,14 @@ fn loads_every_shared_dataset() {
         return;
     }
     // (folder, inferred inputs, inferred output, explicit inputs, explicit output, labels?)
-    type Case<'a> = (&'a str, &'a [&'a str], &'a str, &'a [&'a str], &'a str, bool);
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        bool,
+    );
     let cases: [Case<'_>; 7] = [
         ("sst2", &["text"], "label", &["text"], "label", true),
         (
