@@ -57,7 +57,9 @@ pub enum CoreError {
     },
 
     /// Input or output keys could not be inferred.
-    #[error("Cannot infer the dataset's keys: {reason}; set `input_keys` and `output_keys` explicitly")]
+    #[error(
+        "Cannot infer the dataset's keys: {reason}; set `input_keys` and `output_keys` explicitly"
+    )]
     AmbiguousKeys {
         /// Why.
         reason: String,
@@ -100,4 +102,72 @@ pub enum CoreError {
     /// JSON (de)serialization failed.
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// A model call failed.
+    #[error("The model call of predictor `{predictor}` failed: {source}")]
+    Lm {
+        /// The predictor.
+        predictor: String,
+        /// The cause.
+        #[source]
+        source: promptopt_lm::LmError,
+    },
+
+    /// A module called a predictor it does not declare.
+    #[error("Predictor `{name}` is not in the program; it has: {known}")]
+    UnknownPredictor {
+        /// The name called.
+        name: String,
+        /// The declared predictors, comma-separated.
+        known: String,
+    },
+
+    /// The program state lacks a predictor of the program.
+    #[error("The program state has no entry for predictor `{name}`")]
+    MissingPredictorState {
+        /// The predictor.
+        name: String,
+    },
+
+    /// An example lacks an input field of a predictor.
+    #[error("Input field `{field}` of predictor `{predictor}` is missing from the example")]
+    MissingInput {
+        /// The predictor.
+        predictor: String,
+        /// The field.
+        field: String,
+    },
+
+    /// No model is configured under a name.
+    #[error("No model `{model}` is configured; configured: {known}")]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+        /// The configured models, comma-separated.
+        known: String,
+    },
+
+    /// A reply could not be parsed into the output fields (a scored failure in evaluations).
+    #[error("The reply of predictor `{predictor}` could not be parsed: {message}")]
+    Parse {
+        /// The predictor.
+        predictor: String,
+        /// What was wrong.
+        message: String,
+        /// The raw reply.
+        raw: String,
+    },
+
+    /// An evaluation stopped because too many examples failed.
+    #[error("Evaluation stopped: {errors} examples failed, more than `max_errors` = {max}; last error (example {index}): {last}")]
+    TooManyErrors {
+        /// Examples failed so far.
+        errors: usize,
+        /// The limit.
+        max: usize,
+        /// The index of the example that failed last.
+        index: usize,
+        /// Its error.
+        last: String,
+    },
 }

@@ -1,17 +1,26 @@
 //! Examples, datasets, signatures, programs, adapters, metrics and the evaluator of promptopt.
 
+pub mod adapter;
 pub mod dataset;
 mod error;
+pub mod evaluate;
+pub mod events;
 mod example;
 pub mod metrics;
+mod module;
+pub mod program;
 mod signature;
 mod state;
 mod trace;
 
 pub use dataset::Dataset;
 pub use error::CoreError;
+pub use evaluate::{evaluate, EvalReport, EvalSettings, ExampleResult};
+pub use events::{Event, EventSink};
 pub use example::{value_to_text, Example};
 pub use metrics::{Metric, MetricInfo, Score};
+pub use module::{initial_state, Module, SinglePredictor};
+pub use program::{LmRegistry, Program, RunContext, RunOutput, RunSettings, Runtime};
 pub use signature::{Field, FieldType, Signature};
 pub use state::{PredictorState, ProgramState, Strategy};
 pub use trace::{Prediction, Trace, TraceStep};
