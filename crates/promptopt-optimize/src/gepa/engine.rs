@@ -1,0 +1,428 @@
+//! GEPA's loop: seed evaluation, then per iteration a merge (when one is due) or a reflective
+//! mutation, every step recorded in the run state.
+
+use promptopt_core::{Example, ProgramState};
+use promptopt_lm::{ChatRequest, LmError};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{GepaConfig, ModuleSelector};
+use super::frontier::retire_for_cap;
+use super::merge::{accept_merge, merge_subsample, plan_merge, Lineage};
+use super::reflection::{
+    extract_instructions, reflection_messages, reflective_dataset, Rollout,
+};
+use super::selection::{best_by_average, select_parent};
+use super::state::{CandidateEntry, IterationRecord, Origin, RunState};
+use crate::{Event, OptimizeContext, OptimizeError, StopReason};
+
+/// Stream offset of the reflection model's sampling seeds.
+const REFLECTION_SEED_OFFSET: u64 = 0x5EED_0000;
+
+/// What one iteration ended with.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// It completed.
+    Done(IterationRecord),
+    /// The next evaluation would pass the metric-call budget: the run is over.
+    OutOfMetricBudget,
+}
+
+/// The loop's fixed inputs.
+pub(crate) struct Engine<'a> {
+    pub ctx: &'a OptimizeContext,
+    pub config: &'a GepaConfig,
+    pub train: &'a [Example],
+    pub val: &'a [Example],
+    pub predictors: Vec<String>,
+    pub reflection_model: String,
+}
+
+fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
+    match error {
+        LmError::BudgetExhausted(_) => OptimizeError::Stopped(
+            ctx.budget()
+                .stopped_reason()
+                .unwrap_or(StopReason::BudgetCalls),
+        ),
+        other => OptimizeError::Lm(other),
+    }
+}
+
+fn pick(examples: &[Example], indices: &[usize]) -> Vec<Example> {
+    indices
+        .iter()
+        .filter_map(|&i| examples.get(i).cloned())
+        .collect()
+}
+
+impl Engine<'_> {
+    /// Evaluates the initial state on the validation set and makes it candidate 0.
+    pub async fn seed(
+        &self,
+        state: &mut RunState,
+        initial: &ProgramState,
+    ) -> Result<bool, OptimizeError> {
+        if !state.budget.reserve(self.val.len() as u64) {
+            return Ok(false);
+        }
+        let report = self.ctx.evaluate(initial, self.val).await?;
+        state.candidates.push(CandidateEntry {
+            id: 0,
+            state: initial.clone(),
+            parents: Vec::new(),
+            origin: Origin::Seed,
+            val_scores: report.subscores(),
+            iteration: 0,
+            discovered_at: state.budget.used,
+            active: true,
+            next_predictor: 0,
+        });
+        Ok(true)
+    }
+
+    /// Runs iteration `state.iteration + 1`.
+    pub async fn iteration(&self, state: &mut RunState) -> Result<Step, OptimizeError> {
+        let mut rng = self.ctx.rng_for(state.iteration);
+        let merge_allowed = state.last_found_new;
+        state.last_found_new = false;
+        let merge_due = self.config.use_merge
+            && merge_allowed
+            && state.merges_due > 0
+            && state.merges_accepted < self.config.max_merge_invocations;
+        if merge_due && rng.gen_bool(self.config.crossover_rate) {
+            if let Some(step) = self.merge(state, &mut rng).await? {
+                return Ok(step);
+            }
+        }
+        self.reflect(state, &mut rng).await
+    }
+
+    fn record(&self, state: &RunState, kind: &str) -> IterationRecord {
+        IterationRecord {
+            iteration: state.iteration + 1,
+            kind: kind.to_string(),
+            parents: Vec::new(),
+            predictors: Vec::new(),
+            examples: Vec::new(),
+            parent_scores: Vec::new(),
+            child_scores: Vec::new(),
+            accepted: false,
+            candidate: None,
+            frontier_size: 0,
+            metric_calls: 0,
+            note: String::new(),
+        }
+    }
+
+    fn finish(&self, state: &RunState, mut record: IterationRecord) -> Step {
+        record.frontier_size = state.frontier().len();
+        record.metric_calls = state.budget.used;
+        Step::Done(record)
+    }
+
+    /// Adds a candidate, applies the pool cap, and announces it.
+    fn add_candidate(
+        &self,
+        state: &mut RunState,
+        program: ProgramState,
+        parents: Vec<usize>,
+        origin: Origin,
+        val_scores: Vec<f64>,
+    ) -> usize {
+        let id = state.candidates.len();
+        let next_predictor = parents
+            .iter()
+            .filter_map(|&p| state.candidates.get(p).map(|c| c.next_predictor))
+            .max()
+            .unwrap_or(0);
+        state.candidates.push(CandidateEntry {
+            id,
+            state: program,
+            parents,
+            origin,
+            val_scores,
+            iteration: state.iteration + 1,
+            discovered_at: state.budget.used,
+            active: true,
+            next_predictor,
+        });
+        if let Some(cap) = self.config.population_size {
+            let active: Vec<(usize, &[f64])> = state
+                .candidates
+                .iter()
+                .filter(|c| c.active)
+                .map(|c| (c.id, c.val_scores.as_slice()))
+                .collect();
+            for retired in retire_for_cap(&active, cap, self.config.elite_size) {
+                if let Some(c) = state.candidates.get_mut(retired) {
+                    c.active = false;
+                }
+            }
+        }
+        id
+    }
+
+    /// A merge attempt; `None` when no merge could be planned (the iteration reflects instead).
+    async fn merge(
+        &self,
+        state: &mut RunState,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Step>, OptimizeError> {
+        let frontier = state.frontier();
+        let dominators = frontier.dominators(&state.active_averages());
+        let states: Vec<ProgramState> = state.candidates.iter().map(|c| c.state.clone()).collect();
+        let parents: Vec<Vec<usize>> = state.candidates.iter().map(|c| c.parents.clone()).collect();
+        let averages = state.averages();
+        let lineage = Lineage {
+            states: &states,
+            parents: &parents,
+            averages: &averages,
+        };
+        let Some(plan) = plan_merge(&lineage, &dominators, &mut state.ledger, rng) else {
+            return Ok(None);
+        };
+        let scores_a = state.candidates[plan.a].val_scores.clone();
+        let scores_b = state.candidates[plan.b].val_scores.clone();
+        let subsample = merge_subsample(
+            &scores_a,
+            &scores_b,
+            self.config.merge_subsample_size,
+            rng,
+        );
+        if !state.budget.reserve(subsample.len() as u64) {
+            return Ok(Some(Step::OutOfMetricBudget));
+        }
+        let sub_report = self
+            .ctx
+            .evaluate(&plan.state, &pick(self.val, &subsample))
+            .await?;
+        state.merges_tried += 1;
+        let merged_sub = sub_report.subscores();
+        let a_sub: Vec<f64> = subsample.iter().map(|&k| scores_a[k]).collect();
+        let b_sub: Vec<f64> = subsample.iter().map(|&k| scores_b[k]).collect();
+        let accepted = accept_merge(&merged_sub, &a_sub, &b_sub);
+        let mut record = self.record(state, "merge");
+        record.parents = vec![plan.a, plan.b];
+        record.examples = subsample.clone();
+        record.parent_scores = vec![a_sub.iter().sum(), b_sub.iter().sum()];
+        record.child_scores = merged_sub.clone();
+        self.ctx.emit(Event::CandidateProposed {
+            candidate: state.candidates.len(),
+            description: format!(
+                "merge of #{} and #{} over #{}",
+                plan.a, plan.b, plan.ancestor
+            ),
+        });
+        if !accepted {
+            record.note = "merged candidate scored below a parent on the subsample".to_string();
+            return Ok(Some(self.finish(state, record)));
+        }
+        // The subsample's scores are kept; only the rest of the validation set is evaluated.
+        let rest: Vec<usize> = (0..self.val.len())
+            .filter(|k| !subsample.contains(k))
+            .collect();
+        if !state.budget.reserve(rest.len() as u64) {
+            return Ok(Some(Step::OutOfMetricBudget));
+        }
+        let rest_report = self.ctx.evaluate(&plan.state, &pick(self.val, &rest)).await?;
+        let mut val_scores = vec![0.0; self.val.len()];
+        for (&k, &s) in subsample.iter().zip(&merged_sub) {
+            val_scores[k] = s;
+        }
+        for (&k, s) in rest.iter().zip(rest_report.subscores()) {
+            val_scores[k] = s;
+        }
+        let id = self.add_candidate(
+            state,
+            plan.state,
+            vec![plan.a, plan.b],
+            Origin::Merge {
+                ancestor: plan.ancestor,
+            },
+            val_scores,
+        );
+        state.merges_due = state.merges_due.saturating_sub(1);
+        state.merges_accepted += 1;
+        record.accepted = true;
+        record.candidate = Some(id);
+        Ok(Some(self.finish(state, record)))
+    }
+
+    /// Which predictors a mutation of `parent` rewrites (advances its round-robin turn).
+    fn choose_predictors(
+        &self,
+        state: &mut RunState,
+        parent: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<String> {
+        let n = self.predictors.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let Some(entry) = state.candidates.get_mut(parent) else {
+            return Vec::new();
+        };
+        let turn = entry.next_predictor % n;
+        entry.next_predictor = (turn + 1) % n;
+        match self.config.module_selector {
+            ModuleSelector::RoundRobin => vec![self.predictors[turn].clone()],
+            ModuleSelector::All => {
+                let chosen: Vec<String> = self
+                    .predictors
+                    .iter()
+                    .filter(|_| rng.gen_bool(self.config.mutation_rate))
+                    .cloned()
+                    .collect();
+                if chosen.is_empty() {
+                    vec![self.predictors[turn].clone()]
+                } else {
+                    chosen
+                }
+            }
+        }
+    }
+
+    /// A reflective mutation.
+    async fn reflect(
+        &self,
+        state: &mut RunState,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Step, OptimizeError> {
+        let frontier = state.frontier();
+        let averages = state.active_averages();
+        let parent = select_parent(
+            self.config.candidate_selection_strategy,
+            self.config.tournament_size,
+            &frontier,
+            &averages,
+            rng,
+        )
+        .or_else(|| best_by_average(&averages))
+        .unwrap_or(0);
+        let batch_ids = state.sampler.batch(state.iteration, self.ctx.seed());
+        let batch = pick(self.train, &batch_ids);
+        let b = batch.len() as u64;
+        if !state.budget.fits(2 * b) || !state.budget.reserve(b) {
+            return Ok(Step::OutOfMetricBudget);
+        }
+        let parent_state = state.candidates[parent].state.clone();
+        let parent_report = self.ctx.evaluate(&parent_state, &batch).await?;
+        let parent_scores = parent_report.subscores();
+        let mut record = self.record(state, "reflection");
+        record.parents = vec![parent];
+        record.examples = batch_ids.clone();
+        record.parent_scores = parent_scores.clone();
+        if self.config.skip_perfect_score
+            && !parent_scores.is_empty()
+            && parent_scores.iter().all(|&s| s >= self.config.perfect_score)
+        {
+            record.kind = "skip".to_string();
+            record.note = "parent is perfect on the minibatch".to_string();
+            return Ok(self.finish(state, record));
+        }
+        let chosen = self.choose_predictors(state, parent, rng);
+        let rollouts: Vec<Rollout<'_>> = parent_report
+            .results
+            .iter()
+            .map(|r| Rollout {
+                trace: &r.trace,
+                score: r.score.value,
+                feedback: r.score.feedback.as_deref(),
+            })
+            .collect();
+        let mut child = parent_state.clone();
+        let mut rewritten = Vec::new();
+        for name in &chosen {
+            let records = reflective_dataset(name, &rollouts, rng);
+            if records.is_empty() {
+                continue;
+            }
+            let current = child
+                .predictor(name)
+                .map(|p| p.instructions.clone())
+                .unwrap_or_default();
+            let messages = reflection_messages(name, &current, &records);
+            let request = ChatRequest::new(self.reflection_model.clone(), messages)
+                .with_temperature(1.0)
+                .with_seed(
+                    self.ctx
+                        .seed()
+                        .wrapping_add(REFLECTION_SEED_OFFSET)
+                        .wrapping_add(state.iteration),
+                );
+            self.ctx.check()?;
+            state.reflection_calls += 1;
+            let reply = match self.ctx.prompt_lm().chat(&request).await {
+                Ok(reply) => reply,
+                Err(LmError::BudgetExhausted(m)) => {
+                    return Err(stopped(self.ctx, LmError::BudgetExhausted(m)))
+                }
+                Err(error) => {
+                    self.ctx.warn(format!(
+                        "GEPA iteration {}: the reflection call for `{name}` failed: {error}",
+                        state.iteration + 1
+                    ));
+                    continue;
+                }
+            };
+            match extract_instructions(reply.text()) {
+                Some(new) if new != current => {
+                    if let Some(p) = child.predictor_mut(name) {
+                        p.instructions = new;
+                        rewritten.push(name.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        record.predictors = rewritten.clone();
+        if rewritten.is_empty() {
+            record.kind = "skip".to_string();
+            record.note = "no new instructions were proposed".to_string();
+            return Ok(self.finish(state, record));
+        }
+        self.ctx.emit(Event::CandidateProposed {
+            candidate: state.candidates.len(),
+            description: format!(
+                "reflection on {} of #{parent}",
+                rewritten
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+        if !state.budget.reserve(b) {
+            return Ok(Step::OutOfMetricBudget);
+        }
+        let child_report = self.ctx.evaluate(&child, &batch).await?;
+        let child_scores = child_report.subscores();
+        record.child_scores = child_scores.clone();
+        let accepted = child_scores.iter().sum::<f64>() > parent_scores.iter().sum::<f64>();
+        if !accepted {
+            record.note = "no improvement on the minibatch".to_string();
+            return Ok(self.finish(state, record));
+        }
+        if !state.budget.reserve(self.val.len() as u64) {
+            return Ok(Step::OutOfMetricBudget);
+        }
+        let val_report = self.ctx.evaluate(&child, self.val).await?;
+        let id = self.add_candidate(
+            state,
+            child,
+            vec![parent],
+            Origin::Reflection {
+                predictors: rewritten,
+            },
+            val_report.subscores(),
+        );
+        state.last_found_new = true;
+        if self.config.use_merge && state.merges_accepted < self.config.max_merge_invocations {
+            state.merges_due += 1;
+        }
+        record.accepted = true;
+        record.candidate = Some(id);
+        Ok(self.finish(state, record))
+    }
+}
