@@ -41,6 +41,7 @@ mod context;
 mod error;
 mod events;
 mod field_program;
+pub mod gepa;
 mod optimizer;
 
 pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};
