@@ -29,7 +29,7 @@ mod request;
 mod response;
 mod scripted;
 mod stack;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod usage;
 
