@@ -9,6 +9,25 @@
 //! `topic` or `answers` become inputs too, so name the keys explicitly when that is not what the
 //! task means. Inference refuses to guess when no candidate output key exists or when the
 //! examples do not all have the same fields.
+//!
+//! ```
+//! use promptopt_core::{Dataset, Example, FieldType};
+//!
+//! let examples = vec![
+//!     Example::new().with("id", 1).with("text", "great film").with("label", "positive"),
+//!     Example::new().with("id", 2).with("text", "dull").with("label", "negative"),
+//!     Example::new().with("id", 3).with("text", "loved it").with("label", "positive"),
+//!     Example::new().with("id", 4).with("text", "boring").with("label", "negative"),
+//! ];
+//! let dataset = Dataset::new(examples, None, None, "inline")?;
+//! assert_eq!(dataset.input_keys, ["text"]);
+//! assert_eq!(dataset.output_keys, ["label"]);
+//! let signature = dataset.signature();
+//! assert!(matches!(&signature.outputs[0].ty, FieldType::Label { allowed } if allowed.len() == 2));
+//! let (train, validation) = dataset.split(0.75, 42)?;
+//! assert_eq!((train.len(), validation.len()), (3, 1));
+//! # Ok::<(), promptopt_core::CoreError>(())
+//! ```
 
 mod load;
 

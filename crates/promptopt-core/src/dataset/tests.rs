@@ -116,6 +116,9 @@ fn csv_values_are_strings_and_quoted_fields_work() {
     assert_eq!(ds.examples[0].get("id"), Some(&Value::String("1".into())));
     assert_eq!(ds.examples[0].text("text").unwrap(), "hello, world");
     assert_eq!(ds.examples[1].text("text").unwrap(), "multi\nline");
+    // Blank lines (and a missing final newline) are not records.
+    let blank = write(dir.path(), "blank.csv", "text,label\na,x\n\n\nb,y");
+    assert_eq!(load_examples(&blank).unwrap().len(), 2);
     assert_eq!(ds.input_keys, ["text"]);
 }
 

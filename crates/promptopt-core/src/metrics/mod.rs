@@ -6,6 +6,19 @@
 //!
 //! [`by_name`] builds the built-in metrics from the names request files use; [`FnMetric`] and
 //! [`CommandMetric`] wrap user code.
+//!
+//! ```
+//! use promptopt_core::metrics::by_name;
+//! use promptopt_core::{Example, Prediction, Trace};
+//!
+//! let metric = by_name("accuracy", "label")?;
+//! let example = Example::new().with("text", "great film").with("label", "positive");
+//! let prediction = Prediction { outputs: Example::new().with("label", "Negative") };
+//! let score = metric.score(&example, &prediction, &Trace::default());
+//! assert_eq!(score.value, 0.0);
+//! assert_eq!(score.feedback.as_deref(), Some("Expected `positive`, got `Negative`"));
+//! # Ok::<(), promptopt_core::CoreError>(())
+//! ```
 
 mod bleu;
 mod classification;
