@@ -1,0 +1,505 @@
+//! GEPA's loop against scripted models: improvement, acceptance, the metric-call count,
+//! resume equivalence, graceful stops and merge inside the loop.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use promptopt_core::{
+    Example, Field, Metric, MetricInfo, PredictorState, Prediction, ProgramState, Score,
+    Signature, Trace, TraceStep,
+};
+use promptopt_lm::{ChatRequest, Message, ScriptedLm, Usage};
+use promptopt_optimize::gepa::{
+    CandidateEntry, Gepa, GepaConfig, Origin, RunDir, RunState, STOP_FILE,
+};
+use promptopt_optimize::{
+    Budget, BudgetLimits, CancelFlag, CollectSink, Event, FieldProgram, OptimizeContext,
+    OptimizeError, Optimizer, PredictorInfo, ProgramRunner, StopReason, TaskModel,
+};
+
+const VOCAB: [(&str, &str); 6] = [
+    ("alpha", "pos"),
+    ("beta", "pos"),
+    ("gamma", "neg"),
+    ("delta", "neg"),
+    ("epsilon", "neu"),
+    ("zeta", "neu"),
+];
+
+struct Exact;
+
+impl Metric for Exact {
+    fn info(&self) -> MetricInfo {
+        MetricInfo {
+            name: "exact".into(),
+            higher_is_better: true,
+            min: 0.0,
+            max: 1.0,
+        }
+    }
+
+    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
+        let gold = example.text("label").unwrap_or_default();
+        if prediction.text("label").as_deref() == Some(gold.as_str()) {
+            Score::with_feedback(1.0, "Correct.")
+        } else {
+            Score::with_feedback(0.0, format!("Expected `{gold}`."))
+        }
+    }
+}
+
+fn data() -> (Vec<Example>, Vec<Example>) {
+    let train = (0..12)
+        .map(|i| {
+            let (word, label) = VOCAB[i % VOCAB.len()];
+            Example::new()
+                .with("text", format!("sample {i} about {word}"))
+                .with("label", label)
+        })
+        .collect();
+    let val = VOCAB
+        .iter()
+        .map(|(word, label)| {
+            Example::new()
+                .with("text", format!("check {word} now"))
+                .with("label", *label)
+        })
+        .collect();
+    (train, val)
+}
+
+/// The task model knows a word's label only when the instructions hold a `word -> label` line.
+fn task_reply(request: &ChatRequest) -> String {
+    let system = request.messages.first().map(|m| m.content.as_str()).unwrap_or("");
+    let user = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+    for (word, _) in VOCAB {
+        if user.contains(word) {
+            let prefix = format!("{word} -> ");
+            if let Some(line) = system.lines().find(|l| l.starts_with(&prefix)) {
+                return format!("label: {}", &line[prefix.len()..]);
+            }
+        }
+    }
+    "label: unknown".to_string()
+}
+
+/// The reflection model adds a `word -> label` rule for every failed example it is shown.
+fn learning_reflection(request: &ChatRequest) -> String {
+    let user = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+    let current = user
+        .split("```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .unwrap_or("")
+        .to_string();
+    let mut rules: Vec<String> = Vec::new();
+    let mut word: Option<&str> = None;
+    for line in user.lines() {
+        if let Some(text) = line.strip_prefix("- text: ") {
+            word = VOCAB.iter().map(|(w, _)| *w).find(|w| text.contains(w));
+        }
+        if let Some(fb) = line.strip_prefix("Feedback: Expected `") {
+            let label = fb.trim_end_matches("`.");
+            if let Some(w) = word {
+                let rule = format!("{w} -> {label}");
+                if !current.contains(&rule) && !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+    }
+    let mut text = current;
+    for rule in rules {
+        text.push('\n');
+        text.push_str(&rule);
+    }
+    format!("Here you go:\n```\n{text}\n```")
+}
+
+struct Setup {
+    ctx: OptimizeContext,
+    task: ScriptedLm,
+    reflect: ScriptedLm,
+    events: CollectSink,
+    program: Arc<FieldProgram>,
+}
+
+fn setup(
+    seed: u64,
+    budget: Budget,
+    reflection: impl Fn(&ChatRequest) -> String + Send + Sync + 'static,
+) -> Setup {
+    let program = Arc::new(FieldProgram::new(
+        "predict",
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
+            .with_instructions("Classify the text."),
+    ));
+    let task = ScriptedLm::new(|r| Ok(task_reply(r)));
+    let reflect = ScriptedLm::new(move |r| Ok(reflection(r)));
+    let events = CollectSink::new();
+    let ctx = OptimizeContext::builder(
+        program.clone(),
+        Arc::new(task.clone()),
+        "scripted/task",
+        Arc::new(Exact),
+    )
+    .prompt_model(Arc::new(reflect.clone()), "scripted/reflect")
+    .seed(seed)
+    .concurrency(3)
+    .budget(Arc::new(budget))
+    .events(Arc::new(events.clone()))
+    .build();
+    Setup {
+        ctx,
+        task,
+        reflect,
+        events,
+        program,
+    }
+}
+
+fn config(json: serde_json::Value) -> GepaConfig {
+    GepaConfig::from_config(&promptopt_optimize::AlgorithmConfig::from_json(json).unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reflection_improves_and_counts_every_metric_call() {
+    let s = setup(7, Budget::unlimited(), learning_reflection);
+    let (train, val) = data();
+    let gepa = Gepa::new(config(serde_json::json!({"max_metric_calls": 60})));
+    let initial = s.program.initial_state();
+    let run = gepa.run(&s.ctx, &train, &val, &initial).await.unwrap();
+
+    let seed_score = run.state.candidates[0].average();
+    assert_eq!(seed_score, 0.0);
+    assert!(run.outcome.best_score > 0.5, "{}", run.outcome.best_score);
+    assert!(run.state.candidates.len() > 1);
+    // The budget is never passed, and every metric call is one task-model call.
+    assert!(run.state.budget.used <= 60);
+    assert_eq!(run.state.budget.used, s.task.calls());
+    assert_eq!(run.state.reflection_calls, s.reflect.calls());
+    // The count adds up: V for the seed, 2b per reflective iteration, V per accepted child.
+    let reflective = run.state.log.iter().filter(|r| r.kind == "reflection").count() as u64;
+    let skipped = run.state.log.iter().filter(|r| r.kind == "skip").count() as u64;
+    let accepted = run.state.log.iter().filter(|r| r.accepted).count() as u64;
+    assert_eq!(
+        run.state.budget.used,
+        6 + reflective * 6 + skipped * 3 + accepted * 6
+    );
+    // Every accepted child beat its parent on the same minibatch.
+    for r in run.state.log.iter().filter(|r| r.accepted) {
+        assert!(r.child_scores.iter().sum::<f64>() > r.parent_scores.iter().sum::<f64>());
+    }
+    // The best is the candidate with the best average, and the lineage is kept.
+    let best = run.state.best().unwrap();
+    assert_eq!(run.outcome.best, best.state);
+    for c in &run.state.candidates[1..] {
+        assert_eq!(c.parents.len(), 1);
+        assert!(c.parents[0] < c.id);
+        assert!(matches!(c.origin, Origin::Reflection { .. }));
+    }
+    assert_eq!(run.outcome.candidates.len(), run.state.candidates.len());
+    assert!(run.outcome.candidates[1].description.contains("reflection on `predict` of #"));
+    // One event per iteration.
+    let iterations = s
+        .events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::GepaIteration { .. }))
+        .count();
+    assert_eq!(iterations as u64, run.state.iteration);
+    assert_eq!(run.outcome.iterations as u64, run.state.iteration);
+}
+
+#[tokio::test]
+async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
+    // Every proposal is useless: the child ties its parent (0 = 0) and strict improvement
+    // rejects it. V = 6, b = 3: the seed costs 6, each iteration 6. With 32 calls, four
+    // iterations fit (30); the fifth would need 6 with 2 left, so it does not start.
+    let s = setup(1, Budget::unlimited(), |_| "```\nBe vague.\n```".to_string());
+    let (train, val) = data();
+    let gepa = Gepa::new(config(serde_json::json!({"max_metric_calls": 32})));
+    let run = gepa
+        .run(&s.ctx, &train, &val, &s.program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(run.state.iteration, 4);
+    assert_eq!(run.state.budget.used, 30);
+    assert_eq!(s.task.calls(), 30);
+    assert_eq!(s.reflect.calls(), 4);
+    assert_eq!(run.state.candidates.len(), 1);
+    assert!(run.state.log.iter().all(|r| !r.accepted && r.kind == "reflection"));
+    assert_eq!(run.outcome.stop_reason, None);
+    assert_eq!(run.outcome.best, s.program.initial_state());
+}
+
+#[tokio::test]
+async fn resumed_run_ends_where_an_uninterrupted_one_does() {
+    let (train, val) = data();
+    let settings = serde_json::json!({"num_generations": 7, "reflection_minibatch_size": 2});
+    let dir = tempfile::tempdir().unwrap();
+
+    let full = setup(11, Budget::unlimited(), learning_reflection);
+    let initial = full.program.initial_state();
+    let uninterrupted = Gepa::new(config(settings.clone()))
+        .with_run_dir(dir.path().join("a"))
+        .run(&full.ctx, &train, &val, &initial)
+        .await
+        .unwrap();
+    assert_eq!(uninterrupted.state.iteration, 7);
+
+    // Interrupted after 3 iterations by the run's iteration limit.
+    let limited = Budget::new(BudgetLimits {
+        max_iterations: Some(3),
+        ..Default::default()
+    });
+    let first = setup(11, limited, learning_reflection);
+    let gepa = Gepa::new(config(settings)).with_run_dir(dir.path().join("b"));
+    let part = gepa.run(&first.ctx, &train, &val, &initial).await.unwrap();
+    assert_eq!(part.outcome.stop_reason, Some(StopReason::MaxIterations));
+    assert_eq!(part.state.iteration, 3);
+    let saved = RunDir::new(dir.path().join("b")).load().await.unwrap().unwrap();
+    assert_eq!(saved.iteration, 3);
+
+    let second = setup(11, Budget::unlimited(), learning_reflection);
+    let resumed = gepa
+        .clone()
+        .resume(true)
+        .run(&second.ctx, &train, &val, &initial)
+        .await
+        .unwrap();
+    assert_eq!(resumed.state.iteration, 7);
+    assert_eq!(resumed.state.candidates, uninterrupted.state.candidates);
+    assert_eq!(resumed.state.log, uninterrupted.state.log);
+    assert_eq!(resumed.state.budget, uninterrupted.state.budget);
+    assert_eq!(resumed.outcome.best, uninterrupted.outcome.best);
+    assert_eq!(resumed.outcome.best_score, uninterrupted.outcome.best_score);
+    assert_eq!(resumed.outcome.candidates, uninterrupted.outcome.candidates);
+    // Together the two parts made the calls of one run.
+    assert_eq!(first.task.calls() + second.task.calls(), full.task.calls());
+
+    // Resuming with another seed is refused.
+    let other = setup(12, Budget::unlimited(), learning_reflection);
+    let err = gepa
+        .clone()
+        .resume(true)
+        .run(&other.ctx, &train, &val, &initial)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("seed"), "{err}");
+}
+
+#[tokio::test]
+async fn stop_file_and_cancel_flag_stop_gracefully() {
+    let (train, val) = data();
+    let dir = tempfile::tempdir().unwrap();
+    tokio::fs::create_dir_all(dir.path()).await.unwrap();
+    tokio::fs::write(dir.path().join(STOP_FILE), b"").await.unwrap();
+    let s = setup(3, Budget::unlimited(), learning_reflection);
+    let run = Gepa::new(config(serde_json::json!({"num_generations": 5})))
+        .with_run_dir(dir.path())
+        .run(&s.ctx, &train, &val, &s.program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(run.outcome.stop_reason, Some(StopReason::Cancelled));
+    assert_eq!(run.state.iteration, 0);
+    assert_eq!(run.outcome.best_score, 0.0);
+    let saved = RunDir::new(dir.path()).load().await.unwrap().unwrap();
+    assert_eq!(saved.candidates.len(), 1);
+
+    // The cancellation flag, raised by the task model after 20 calls.
+    let cancel = CancelFlag::new();
+    let raise = cancel.clone();
+    let count = Arc::new(AtomicU64::new(0));
+    let program = Arc::new(FieldProgram::new(
+        "predict",
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
+    ));
+    let task = ScriptedLm::new(move |r| {
+        if count.fetch_add(1, Ordering::SeqCst) + 1 >= 20 {
+            raise.cancel();
+        }
+        Ok(task_reply(r))
+    });
+    let ctx = OptimizeContext::builder(program.clone(), Arc::new(task), "scripted/task", Arc::new(Exact))
+        .prompt_model(Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))), "scripted/reflect")
+        .budget(Arc::new(Budget::with_cancel(BudgetLimits::default(), cancel)))
+        .build();
+    let run = Gepa::new(config(serde_json::json!({"num_generations": 50})))
+        .run(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(run.outcome.stop_reason, Some(StopReason::Cancelled));
+    assert!(run.state.iteration < 50);
+    assert!(!run.outcome.best_score.is_nan());
+}
+
+#[tokio::test]
+async fn cancelled_before_anything_scored_is_an_error() {
+    let cancel = CancelFlag::new();
+    cancel.cancel();
+    let s = setup(
+        0,
+        Budget::with_cancel(BudgetLimits::default(), cancel),
+        learning_reflection,
+    );
+    let (train, val) = data();
+    let err = Gepa::default()
+        .compile(&s.ctx, &train, &val, &s.program.initial_state())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OptimizeError::Stopped(StopReason::Cancelled)));
+    let err = Gepa::default()
+        .compile(&s.ctx, &[], &val, &s.program.initial_state())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OptimizeError::NoExamples { .. }));
+}
+
+/// Two predictors: `first` answers `kind: x` examples, `second` answers `kind: y` ones.
+struct TwoStep;
+
+fn two_step_state(first: &str, second: &str) -> ProgramState {
+    let mut s = ProgramState::single("first", PredictorState::new(first));
+    s.predictors.insert("second".into(), PredictorState::new(second));
+    s
+}
+
+#[async_trait]
+impl ProgramRunner for TwoStep {
+    fn predictors(&self) -> Vec<PredictorInfo> {
+        ["first", "second"]
+            .into_iter()
+            .map(|name| PredictorInfo {
+                name: name.into(),
+                signature: Signature::new(vec![Field::text("kind")], vec![Field::text("label")]),
+            })
+            .collect()
+    }
+
+    fn initial_state(&self) -> ProgramState {
+        two_step_state("BASE", "BASE")
+    }
+
+    async fn run(
+        &self,
+        task: &TaskModel,
+        state: &ProgramState,
+        example: &Example,
+    ) -> Result<(Prediction, Trace), OptimizeError> {
+        let kind = example.text("kind").unwrap_or_default();
+        let mut trace = Trace::default();
+        let mut replies = Vec::new();
+        for name in ["first", "second"] {
+            let instructions = state.predictor(name).map(|p| p.instructions.clone()).unwrap_or_default();
+            let request = ChatRequest::new(
+                task.model.clone(),
+                vec![Message::system(instructions), Message::user(format!("kind: {kind}"))],
+            );
+            let reply = task.lm.chat(&request).await?;
+            let text = reply.text().to_string();
+            trace.steps.push(TraceStep {
+                predictor: name.into(),
+                inputs: Example::new().with("kind", kind.clone()),
+                request,
+                raw: text.clone(),
+                outputs: Some(Example::new().with("label", text.clone())),
+                parse_error: None,
+                usage: Usage::default(),
+                latency: Duration::ZERO,
+                cost_usd: None,
+                cache_hit: false,
+            });
+            replies.push(text);
+        }
+        let label = if kind == "x" { replies[0].clone() } else { replies[1].clone() };
+        Ok((Prediction { outputs: Example::new().with("label", label) }, trace))
+    }
+
+    fn render(
+        &self,
+        _task: &TaskModel,
+        _state: &ProgramState,
+        _example: &Example,
+    ) -> Result<Vec<ChatRequest>, OptimizeError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn a_due_merge_combines_the_predictors_each_parent_improved() {
+    // Saved pool: seed (BASE, BASE); #1 changed `first`; #2 changed `second`. #1 is best on the
+    // x examples, #2 on the y ones; a merge is due. Hand-computed: the triplet is (1, 2, 0);
+    // the merge takes `first` from #1 and `second` from #2; the stratified subsample of 4 holds
+    // both x and both y examples; the merge scores 4 >= max(2, 2) and is accepted with no
+    // further evaluation (the subsample is the whole validation set).
+    let task = ScriptedLm::new(|r: &ChatRequest| {
+        let system = &r.messages[0].content;
+        let user = &r.messages[1].content;
+        let good = (system.contains("FIX-X") && user.contains("kind: x"))
+            || (system.contains("FIX-Y") && user.contains("kind: y"));
+        Ok(if good { "good" } else { "bad" }.to_string())
+    });
+    let ctx = OptimizeContext::builder(Arc::new(TwoStep), Arc::new(task.clone()), "scripted/task", Arc::new(Exact))
+        .prompt_model(Arc::new(ScriptedLm::constant("```\nunused\n```")), "scripted/reflect")
+        .seed(5)
+        .build();
+    let ex = |kind: &str| Example::new().with("kind", kind).with("label", "good");
+    let train: Vec<Example> = ["x", "y", "x", "y", "x", "y"].iter().map(|k| ex(k)).collect();
+    let val: Vec<Example> = ["x", "x", "y", "y"].iter().map(|k| ex(k)).collect();
+
+    let cfg = config(serde_json::json!({"num_generations": 4, "max_metric_calls": 1000}));
+    let mut saved = RunState::new(5, cfg.clone(), train.len(), val.len(), Some(1000));
+    let entry = |id: usize, first: &str, second: &str, scores: Vec<f64>, parents: Vec<usize>| CandidateEntry {
+        id,
+        state: two_step_state(first, second),
+        parents: parents.clone(),
+        origin: if parents.is_empty() { Origin::Seed } else { Origin::Reflection { predictors: vec![] } },
+        val_scores: scores,
+        iteration: id as u64,
+        discovered_at: 0,
+        active: true,
+        next_predictor: 0,
+    };
+    saved.candidates = vec![
+        entry(0, "BASE", "BASE", vec![0.0; 4], vec![]),
+        entry(1, "FIX-X", "BASE", vec![1.0, 1.0, 0.0, 0.0], vec![0]),
+        entry(2, "BASE", "FIX-Y", vec![0.0, 0.0, 1.0, 1.0], vec![0]),
+    ];
+    saved.iteration = 2;
+    saved.merges_due = 1;
+    saved.last_found_new = true;
+    saved.budget.used = 30;
+    let dir = tempfile::tempdir().unwrap();
+    RunDir::new(dir.path()).save(&saved).await.unwrap();
+
+    let run = Gepa::new(cfg)
+        .with_run_dir(dir.path())
+        .resume(true)
+        .run(&ctx, &train, &val, &TwoStep.initial_state())
+        .await
+        .unwrap();
+    let merge = &run.state.log[0];
+    assert_eq!(merge.kind, "merge");
+    assert_eq!(merge.parents, vec![1, 2]);
+    assert_eq!(merge.examples.len(), 4);
+    assert_eq!(merge.parent_scores, vec![2.0, 2.0]);
+    assert!(merge.accepted);
+    let merged = &run.state.candidates[3];
+    assert_eq!(merged.state, two_step_state("FIX-X", "FIX-Y"));
+    assert_eq!(merged.parents, vec![1, 2]);
+    assert_eq!(merged.origin, Origin::Merge { ancestor: 0 });
+    assert_eq!(merged.val_scores, vec![1.0; 4]);
+    assert_eq!(merged.discovered_at, 34);
+    assert_eq!(run.state.merges_accepted, 1);
+    assert_eq!(run.state.merges_due, 0);
+    assert_eq!(run.outcome.best, two_step_state("FIX-X", "FIX-Y"));
+    assert_eq!(run.outcome.best_score, 1.0);
+    // The merged candidate is perfect, so the last iteration skips reflection.
+    assert_eq!(run.state.log[1].kind, "skip");
+    assert_eq!(run.state.iteration, 4);
+}
