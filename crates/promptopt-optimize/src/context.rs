@@ -1,11 +1,18 @@
 //! What an optimizer works with: the program, the models, the metric, the budget and the events.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
 use async_trait::async_trait;
 use futures::StreamExt;
-use promptopt_core::{Example, Metric, Prediction, ProgramState, Score, Signature, Trace};
+use promptopt_core::evaluate::normalize;
+use promptopt_core::{
+    CoreError, Example, Metric, Prediction, ProgramState, Score, Signature, Trace,
+};
 use promptopt_lm::{ChatRequest, LmError, SharedLm, Usage};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +40,8 @@ pub struct TaskModel {
     pub temperature: Option<f32>,
     /// Upper bound on generated tokens per call.
     pub max_tokens: Option<u32>,
+    /// Sampling seed sent with each call (also distinguishes cache entries of resampled runs).
+    pub seed: Option<u64>,
 }
 
 impl std::fmt::Debug for TaskModel {
@@ -41,6 +50,7 @@ impl std::fmt::Debug for TaskModel {
             .field("model", &self.model)
             .field("temperature", &self.temperature)
             .field("max_tokens", &self.max_tokens)
+            .field("seed", &self.seed)
             .finish_non_exhaustive()
     }
 }
@@ -85,8 +95,12 @@ pub struct ExampleResult {
     pub prediction: Option<Prediction>,
     /// The run's trace (empty when the run failed).
     pub trace: Trace,
-    /// The metric's score (0 when the run failed).
+    /// The metric's score in its own units, with its feedback (the worst value of the metric's
+    /// range when the run failed).
     pub score: Score,
+    /// The score on a 0–1 scale, higher better (0 when the run failed; the raw value for an
+    /// unbounded metric).
+    pub normalized: f64,
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -95,8 +109,11 @@ pub struct ExampleResult {
 /// The evaluation of one state on a set of examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
-    /// The aggregate score: the metric's corpus score, or the mean of per-example scores.
+    /// The aggregate on a 0–1 scale, higher better (what optimizers compare): the metric's corpus
+    /// score or the mean of per-example scores, normalized by the metric's range.
     pub score: f64,
+    /// The aggregate in the metric's own units.
+    pub raw_score: f64,
     /// Per example, in input order.
     pub results: Vec<ExampleResult>,
     /// Wall time of the whole evaluation.
@@ -105,9 +122,9 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    /// Per-example scores in input order.
+    /// Per-example scores (0–1, higher better) in input order.
     pub fn subscores(&self) -> Vec<f64> {
-        self.results.iter().map(|r| r.score.value).collect()
+        self.results.iter().map(|r| r.normalized).collect()
     }
 
     /// Number of runs that failed.
@@ -202,6 +219,7 @@ pub struct OptimizeContext {
     max_errors: usize,
     budget: Arc<Budget>,
     events: Arc<dyn EventSink>,
+    memo: Arc<Mutex<HashMap<String, EvalReport>>>,
 }
 
 impl std::fmt::Debug for OptimizeContext {
@@ -284,9 +302,7 @@ impl OptimizeContextBuilder {
 
     /// The context.
     pub fn build(self) -> OptimizeContext {
-        let budget = self
-            .budget
-            .unwrap_or_else(|| Arc::new(Budget::unlimited()));
+        let budget = self.budget.unwrap_or_else(|| Arc::new(Budget::unlimited()));
         let (raw_prompt_lm, prompt_model) = self
             .prompt
             .unwrap_or_else(|| (self.task_lm.clone(), self.task_model.clone()));
@@ -295,6 +311,7 @@ impl OptimizeContextBuilder {
             model: self.task_model,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
+            seed: None,
         };
         OptimizeContext {
             program: self.program,
@@ -309,6 +326,7 @@ impl OptimizeContextBuilder {
             max_errors: self.max_errors,
             budget,
             events: self.events,
+            memo: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -461,7 +479,11 @@ impl OptimizeContext {
 
     fn stopped_or(&self, error: OptimizeError) -> OptimizeError {
         match error {
-            OptimizeError::Lm(LmError::BudgetExhausted(_)) => OptimizeError::Stopped(
+            OptimizeError::Lm(LmError::BudgetExhausted(_))
+            | OptimizeError::Core(CoreError::Lm {
+                source: LmError::BudgetExhausted(_),
+                ..
+            }) => OptimizeError::Stopped(
                 self.budget
                     .stopped_reason()
                     .unwrap_or(StopReason::BudgetCalls),
@@ -476,9 +498,20 @@ impl OptimizeContext {
         state: &ProgramState,
         example: &Example,
     ) -> Result<(Prediction, Trace), OptimizeError> {
+        self.run_with(&self.task, state, example).await
+    }
+
+    /// Runs `state` on one example with other task-model settings (e.g. a higher temperature
+    /// and a seed for resampling). `task.lm` should be this context's (budgeted) model.
+    pub async fn run_with(
+        &self,
+        task: &TaskModel,
+        state: &ProgramState,
+        example: &Example,
+    ) -> Result<(Prediction, Trace), OptimizeError> {
         self.check()?;
         self.program
-            .run(&self.task, state, example)
+            .run(task, state, example)
             .await
             .map_err(|e| self.stopped_or(e))
     }
@@ -505,7 +538,51 @@ impl OptimizeContext {
         state: &ProgramState,
         examples: &[Example],
     ) -> Result<EvalReport, OptimizeError> {
+        let key = self.memo_key(state, examples);
+        if let Some(report) = self.memo.lock().get(&key) {
+            return Ok(report.clone());
+        }
+        let report = self.evaluate_uncached(state, examples).await?;
+        self.memo.lock().insert(key, report.clone());
+        Ok(report)
+    }
+
+    /// The evaluation of `state` on `examples` when this context already made it (evaluations
+    /// are remembered per state, task model and examples: a deterministic model would answer
+    /// the same again).
+    pub fn remembered(&self, state: &ProgramState, examples: &[Example]) -> Option<EvalReport> {
+        self.memo
+            .lock()
+            .get(&self.memo_key(state, examples))
+            .cloned()
+    }
+
+    fn memo_key(&self, state: &ProgramState, examples: &[Example]) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.task.model.as_bytes());
+        hasher.update(format!(
+            "{:?}|{:?}|{:?}",
+            self.task.temperature, self.task.max_tokens, self.task.seed
+        ));
+        hasher.update(state.canonical_json().as_bytes());
+        for example in examples {
+            hasher.update(
+                serde_json::to_string(example)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            hasher.update(b"\n");
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    async fn evaluate_uncached(
+        &self,
+        state: &ProgramState,
+        examples: &[Example],
+    ) -> Result<EvalReport, OptimizeError> {
         self.check()?;
+        let info = self.metric.info();
         let started = std::time::Instant::now();
         // The futures are made up front (they do nothing until polled), so the stream's type
         // holds no closure over borrowed examples.
@@ -522,11 +599,13 @@ impl OptimizeContext {
             match outcome {
                 Ok((prediction, trace)) => {
                     let score = self.metric.score(example, &prediction, &trace);
+                    let normalized = normalize(&info, score.value);
                     results.push(ExampleResult {
                         index,
                         prediction: Some(prediction),
                         trace,
                         score,
+                        normalized,
                         error: None,
                     });
                 }
@@ -536,33 +615,51 @@ impl OptimizeContext {
                     if errors > self.max_errors {
                         return Err(error);
                     }
+                    let worst = if info.higher_is_better {
+                        info.min
+                    } else {
+                        info.max
+                    };
                     results.push(ExampleResult {
                         index,
                         prediction: None,
                         trace: Trace::default(),
-                        score: Score::new(0.0),
+                        score: Score::with_feedback(
+                            if worst.is_finite() { worst } else { 0.0 },
+                            error.to_string(),
+                        ),
+                        normalized: 0.0,
                         error: Some(error.to_string()),
                     });
                 }
             }
         }
-        let score = {
-            let pairs: Vec<(&Example, &Prediction)> = results
-                .iter()
-                .filter_map(|r| r.prediction.as_ref().map(|p| (&examples[r.index], p)))
-                .collect();
-            match self.metric.corpus_score(&pairs) {
-                Some(corpus) if pairs.len() == results.len() => corpus,
-                Some(corpus) if !results.is_empty() => {
-                    // Failed runs count as zero in the corpus aggregate too.
-                    corpus * pairs.len() as f64 / results.len() as f64
-                }
-                _ if results.is_empty() => 0.0,
-                _ => results.iter().map(|r| r.score.value).sum::<f64>() / results.len() as f64,
+        let pairs: Vec<(&Example, &Prediction)> = results
+            .iter()
+            .filter_map(|r| r.prediction.as_ref().map(|p| (&examples[r.index], p)))
+            .collect();
+        let (raw_score, score) = match self.metric.corpus_score(&pairs) {
+            Some(corpus) => {
+                // Failed runs count as the worst score in the corpus aggregate too.
+                let share = if results.is_empty() {
+                    0.0
+                } else {
+                    pairs.len() as f64 / results.len() as f64
+                };
+                (corpus, normalize(&info, corpus) * share)
+            }
+            None if results.is_empty() => (0.0, 0.0),
+            None => {
+                let n = results.len() as f64;
+                (
+                    results.iter().map(|r| r.score.value).sum::<f64>() / n,
+                    results.iter().map(|r| r.normalized).sum::<f64>() / n,
+                )
             }
         };
         Ok(EvalReport {
             score,
+            raw_score,
             results,
             wall_time: started.elapsed(),
         })

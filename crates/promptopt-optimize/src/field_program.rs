@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use promptopt_core::{
-    value_to_text, Example, PredictorState, Prediction, ProgramState, Signature, Strategy, Trace,
+    value_to_text, Example, Prediction, PredictorState, ProgramState, Signature, Strategy, Trace,
     TraceStep,
 };
 use promptopt_lm::{ChatRequest, Message};
@@ -95,10 +95,14 @@ impl FieldProgram {
             messages.push(Message::assistant(Self::lines(demo, &outputs)));
         }
         messages.push(Message::user(Self::lines(example, &inputs)));
-        let model = predictor.model.clone().unwrap_or_else(|| task.model.clone());
+        let model = predictor
+            .model
+            .clone()
+            .unwrap_or_else(|| task.model.clone());
         let mut request = ChatRequest::new(model, messages);
         request.temperature = task.temperature;
         request.max_tokens = task.max_tokens;
+        request.seed = task.seed;
         request
     }
 
@@ -109,7 +113,10 @@ impl FieldProgram {
         for line in reply.lines() {
             let marker = line.split_once(':').and_then(|(k, v)| {
                 let k = k.trim().to_lowercase();
-                names.iter().find(|n| **n == k).map(|n| (n.clone(), v.trim()))
+                names
+                    .iter()
+                    .find(|n| **n == k)
+                    .map(|n| (n.clone(), v.trim()))
             });
             match marker {
                 Some((name, value)) => {

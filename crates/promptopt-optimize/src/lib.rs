@@ -35,25 +35,35 @@
 //! # }).unwrap();
 //! ```
 
+mod bootstrap;
 mod budget;
 mod config;
 mod context;
+mod core_program;
 mod error;
 mod events;
 mod field_program;
 pub mod gepa;
+mod labeled;
+pub mod mipro;
 mod optimizer;
+mod random_search;
+pub mod select;
 
+pub use bootstrap::{BootstrapFewShot, BootstrapRun};
 pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};
 pub use config::AlgorithmConfig;
 pub use context::{
-    percentile, EvalReport, ExampleResult, OptimizeContext, OptimizeContextBuilder,
-    PredictorInfo, ProgramRunner, TaskModel,
+    percentile, EvalReport, ExampleResult, OptimizeContext, OptimizeContextBuilder, PredictorInfo,
+    ProgramRunner, TaskModel,
 };
+pub use core_program::CoreProgram;
 pub use error::OptimizeError;
 pub use events::{CollectSink, Event, EventSink, FanOut, FnSink, NullSink};
 pub use field_program::FieldProgram;
+pub use labeled::{demo_of, LabeledFewShot};
 pub use optimizer::{
-    CandidateRecord, OptimizerOutcome, Optimizer, OutcomeBuilder, StopReason, TrialKind,
-    TrialPoint,
+    CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind, TrialPoint,
 };
+pub use random_search::BootstrapFewShotWithRandomSearch;
+pub use select::SelectionStrategy;

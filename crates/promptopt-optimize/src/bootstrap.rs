@@ -1,0 +1,402 @@
+//! BootstrapFewShot: the program's own successful runs on training examples become demos.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use promptopt_core::evaluate::normalize;
+use promptopt_core::{Example, ProgramState};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::labeled::demo_of;
+use crate::select::{self, SelectionStrategy};
+use crate::{
+    AlgorithmConfig, Event, LabeledFewShot, OptimizeContext, OptimizeError, Optimizer,
+    OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind,
+};
+
+/// Bootstraps demos as DSPy's `BootstrapFewShot` does, with the guide's selection strategies.
+///
+/// 1. The teacher is the initial state; when it has no demos it gets up to
+///    `max_labeled_demos` labeled training examples (seeded sample), as DSPy's teacher does.
+/// 2. Training examples are tried in the order the selection strategy gives (`in_order`:
+///    the training set's order, DSPy's behaviour; `diverse`: spread over the input space;
+///    `hard`: examples the zero-shot program scores lowest first; `random`), each up to
+///    `max_rounds` times (rounds after the first resample at temperature 1 with a new seed),
+///    with the example itself removed from the teacher's demos. A run whose score passes the
+///    metric (normalized score `>= metric_threshold`, or `> 0` without a threshold) and whose
+///    reply parsed gives one demo per predictor: its inputs and outputs (with `reasoning` under
+///    chain of thought). Trying stops when `max_bootstrapped` demos are collected.
+/// 3. Each predictor gets `max_bootstrapped_demos` of them (chosen by the strategy when more
+///    were collected) plus labeled examples not bootstrapped, up to `max_labeled_demos` demos.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapFewShot {
+    /// Bootstrapped demos per predictor (default 4).
+    pub max_bootstrapped_demos: usize,
+    /// Demos per predictor in all, labeled ones filling up (default 16).
+    pub max_labeled_demos: usize,
+    /// Tries per training example (default 1).
+    pub max_rounds: usize,
+    /// The normalized score a run needs to become a demo (`None`: any score above 0).
+    pub metric_threshold: Option<f64>,
+    /// The order of trying and choosing.
+    pub selection: SelectionStrategy,
+    /// Demos to collect before choosing (`None`: `max_bootstrapped_demos`).
+    pub max_bootstrapped: Option<usize>,
+    /// Failed runs tolerated before bootstrapping fails (default 10).
+    pub max_errors: usize,
+}
+
+impl Default for BootstrapFewShot {
+    fn default() -> Self {
+        Self {
+            max_bootstrapped_demos: 4,
+            max_labeled_demos: 16,
+            max_rounds: 1,
+            metric_threshold: None,
+            selection: SelectionStrategy::InOrder,
+            max_bootstrapped: None,
+            max_errors: 10,
+        }
+    }
+}
+
+/// What bootstrapping produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapRun {
+    /// The state with its new demos.
+    pub state: ProgramState,
+    /// Demos bootstrapped (collected, before choosing).
+    pub bootstrapped: usize,
+    /// Training examples tried.
+    pub tried: usize,
+    /// Why bootstrapping stopped early, if it did.
+    pub stop_reason: Option<StopReason>,
+}
+
+impl BootstrapFewShot {
+    /// Keys of `algorithm_config`: DSPy's names and the guide's (`num_examples` sets both demo
+    /// counts, `bootstrap_rounds` is `max_rounds`, `max_bootstrapped` the demos collected).
+    pub const CONFIG_KEYS: &'static [&'static str] = &[
+        "max_bootstrapped_demos",
+        "max_labeled_demos",
+        "max_rounds",
+        "metric_threshold",
+        "num_examples",
+        "bootstrap_rounds",
+        "selection_strategy",
+        "max_bootstrapped",
+        "max_errors",
+    ];
+
+    /// Settings from a request's `algorithm_config`.
+    pub fn from_config(config: &AlgorithmConfig) -> Result<Self, OptimizeError> {
+        config.check_keys("algorithm_config", "bootstrapfewshot", Self::CONFIG_KEYS)?;
+        Self::from_checked(config)
+    }
+
+    /// Settings from a config whose keys were already checked (by a wider key list).
+    pub fn from_checked(config: &AlgorithmConfig) -> Result<Self, OptimizeError> {
+        let d = Self::default();
+        let num_examples = config.usize("num_examples")?;
+        let selection = match config.choice("selection_strategy", &SelectionStrategy::NAMES)? {
+            Some(name) => SelectionStrategy::from_name(name).unwrap_or_default(),
+            None => d.selection,
+        };
+        Ok(Self {
+            max_bootstrapped_demos: config
+                .usize("max_bootstrapped_demos")?
+                .or(num_examples)
+                .unwrap_or(d.max_bootstrapped_demos),
+            max_labeled_demos: config
+                .usize("max_labeled_demos")?
+                .or(num_examples)
+                .unwrap_or(d.max_labeled_demos),
+            max_rounds: config
+                .positive("max_rounds")?
+                .or(config.positive("bootstrap_rounds")?)
+                .unwrap_or(d.max_rounds),
+            metric_threshold: config.f64_in("metric_threshold", 0.0, 1.0)?,
+            selection,
+            max_bootstrapped: config.usize("max_bootstrapped")?,
+            max_errors: config.usize("max_errors")?.unwrap_or(d.max_errors),
+        })
+    }
+
+    /// Bootstraps demos for `initial` from `trainset` (no evaluation on a validation set).
+    pub async fn bootstrap(
+        &self,
+        ctx: &OptimizeContext,
+        trainset: &[Example],
+        initial: &ProgramState,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<BootstrapRun, OptimizeError> {
+        let predictors = ctx.predictors();
+        let input_keys: Vec<String> = predictors
+            .first()
+            .map(|p| p.signature.input_names())
+            .unwrap_or_default();
+        let has_demos = initial.predictors.values().any(|p| !p.demos.is_empty());
+        let teacher = if has_demos || self.max_labeled_demos == 0 {
+            initial.clone()
+        } else {
+            LabeledFewShot {
+                k: self.max_labeled_demos,
+                sample: true,
+            }
+            .apply(&predictors, trainset, initial, rng)
+        };
+        let mut stop_reason = None;
+        let baseline = if self.selection == SelectionStrategy::Hard {
+            match self.zero_shot_scores(ctx, trainset, initial, rng).await {
+                Ok(w) => Some(w),
+                Err(OptimizeError::Stopped(r)) => {
+                    stop_reason = Some(r);
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let order = select::order(
+            self.selection,
+            trainset,
+            &input_keys,
+            baseline.as_deref(),
+            rng,
+        );
+        let target = self
+            .max_bootstrapped
+            .unwrap_or(self.max_bootstrapped_demos)
+            .max(self.max_bootstrapped_demos);
+        let info = ctx.metric().info();
+        // Per predictor: (training index, demo), in the order found.
+        let mut found: BTreeMap<String, Vec<(usize, Example)>> = BTreeMap::new();
+        let mut bootstrapped: BTreeSet<usize> = BTreeSet::new();
+        let mut tried = 0usize;
+        let mut errors = 0usize;
+        ctx.emit(Event::StageStarted {
+            stage: "bootstrap".into(),
+            total: Some(target as u64),
+        });
+        'examples: for &i in &order {
+            if stop_reason.is_some() || bootstrapped.len() >= target {
+                break;
+            }
+            let example = &trainset[i];
+            tried += 1;
+            let teacher_i = without_example(&teacher, &predictors, example);
+            for round in 0..self.max_rounds {
+                let mut task = ctx.task().clone();
+                if round > 0 {
+                    task.temperature = Some(1.0);
+                    task.seed = Some(round as u64);
+                }
+                match ctx.run_with(&task, &teacher_i, example).await {
+                    Ok((prediction, trace)) => {
+                        if trace.has_parse_failure() {
+                            continue;
+                        }
+                        let score = ctx.score(example, &prediction, &trace);
+                        let normalized = normalize(&info, score.value);
+                        let success = match self.metric_threshold {
+                            Some(t) => normalized >= t,
+                            None => normalized > 0.0,
+                        };
+                        if !success {
+                            continue;
+                        }
+                        let mut per_predictor: BTreeMap<String, Example> = BTreeMap::new();
+                        for step in &trace.steps {
+                            if let Some(outputs) = &step.outputs {
+                                let mut demo = step.inputs.clone();
+                                demo.merge(outputs);
+                                per_predictor.insert(step.predictor.clone(), demo);
+                            }
+                        }
+                        for (name, demo) in per_predictor {
+                            found.entry(name).or_default().push((i, demo));
+                        }
+                        bootstrapped.insert(i);
+                        ctx.emit(Event::StageProgress {
+                            stage: "bootstrap".into(),
+                            done: bootstrapped.len() as u64,
+                            total: Some(target as u64),
+                        });
+                        break;
+                    }
+                    Err(OptimizeError::Stopped(r)) => {
+                        stop_reason = Some(r);
+                        break 'examples;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors > self.max_errors {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        // Labeled fill: the examples not bootstrapped, shuffled.
+        let mut rest: Vec<&Example> = trainset
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !bootstrapped.contains(i))
+            .map(|(_, e)| e)
+            .collect();
+        rest.shuffle(rng);
+        let mut state = initial.clone();
+        for info in &predictors {
+            let Some(predictor) = state.predictor_mut(&info.name) else {
+                continue;
+            };
+            let pool = found.remove(&info.name).unwrap_or_default();
+            let chosen = self.choose(pool, &input_keys, baseline.as_deref(), rng);
+            let mut demos: Vec<Example> = chosen;
+            let fill = self.max_labeled_demos.saturating_sub(demos.len());
+            demos.extend(rest.iter().take(fill).map(|e| demo_of(e, &info.signature)));
+            predictor.demos = demos;
+        }
+        Ok(BootstrapRun {
+            state,
+            bootstrapped: bootstrapped.len(),
+            tried,
+            stop_reason,
+        })
+    }
+
+    /// Picks `max_bootstrapped_demos` of the collected demos by the selection strategy.
+    fn choose(
+        &self,
+        pool: Vec<(usize, Example)>,
+        input_keys: &[String],
+        baseline: Option<&[f64]>,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Example> {
+        if pool.len() <= self.max_bootstrapped_demos {
+            return pool.into_iter().map(|(_, d)| d).collect();
+        }
+        let demos: Vec<Example> = pool.iter().map(|(_, d)| d.clone()).collect();
+        let pool_scores: Option<Vec<f64>> = baseline.map(|b| {
+            pool.iter()
+                .map(|(i, _)| b.get(*i).copied().unwrap_or(1.0))
+                .collect()
+        });
+        select::order(
+            self.selection,
+            &demos,
+            input_keys,
+            pool_scores.as_deref(),
+            rng,
+        )
+        .into_iter()
+        .take(self.max_bootstrapped_demos)
+        .map(|i| demos[i].clone())
+        .collect()
+    }
+
+    /// The zero-shot program's normalized score on the training examples (probing at most
+    /// `max(8 × demos to collect, 64)` of them, chosen at random; the others count as right).
+    async fn zero_shot_scores(
+        &self,
+        ctx: &OptimizeContext,
+        trainset: &[Example],
+        initial: &ProgramState,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>, OptimizeError> {
+        let target = self
+            .max_bootstrapped
+            .unwrap_or(self.max_bootstrapped_demos)
+            .max(1);
+        let cap = (8 * target).max(64).min(trainset.len());
+        let mut idx: Vec<usize> = (0..trainset.len()).collect();
+        idx.shuffle(rng);
+        idx.truncate(cap);
+        idx.sort_unstable();
+        let probe: Vec<Example> = idx.iter().map(|&i| trainset[i].clone()).collect();
+        let mut zero_shot = initial.clone();
+        for p in zero_shot.predictors.values_mut() {
+            p.demos.clear();
+        }
+        ctx.emit(Event::StageStarted {
+            stage: "hard_examples".into(),
+            total: Some(probe.len() as u64),
+        });
+        let report = ctx.evaluate(&zero_shot, &probe).await?;
+        let mut scores = vec![1.0; trainset.len()];
+        for (k, r) in report.results.iter().enumerate() {
+            scores[idx[k]] = r.normalized;
+        }
+        Ok(scores)
+    }
+}
+
+/// The teacher state without `example` among its demos (as DSPy removes the current example).
+fn without_example(
+    teacher: &ProgramState,
+    predictors: &[crate::PredictorInfo],
+    example: &Example,
+) -> ProgramState {
+    let mut state = teacher.clone();
+    for info in predictors {
+        if let Some(p) = state.predictor_mut(&info.name) {
+            let own = demo_of(example, &info.signature);
+            p.demos.retain(|d| *d != own && d != example);
+        }
+    }
+    state
+}
+
+#[async_trait]
+impl Optimizer for BootstrapFewShot {
+    fn name(&self) -> &'static str {
+        "bootstrapfewshot"
+    }
+
+    async fn compile(
+        &self,
+        ctx: &OptimizeContext,
+        trainset: &[Example],
+        valset: &[Example],
+        initial: &ProgramState,
+    ) -> Result<OptimizerOutcome, OptimizeError> {
+        let mut rng = ctx.rng();
+        let run = self.bootstrap(ctx, trainset, initial, &mut rng).await?;
+        let description = format!(
+            "bootstrapped {} of {} tried, {} demos",
+            run.bootstrapped,
+            run.tried,
+            run.state
+                .predictors
+                .values()
+                .map(|p| p.demos.len())
+                .max()
+                .unwrap_or(0)
+        );
+        let mut outcome = OutcomeBuilder::new(run.state.clone());
+        outcome.iteration_done();
+        if let Some(reason) = run.stop_reason {
+            return Ok(outcome.finish(Some(reason)));
+        }
+        if valset.is_empty() {
+            return Ok(outcome.finish(None));
+        }
+        match ctx.evaluate(&run.state, valset).await {
+            Ok(report) => {
+                outcome.record(
+                    Some(ctx),
+                    run.state,
+                    report.score,
+                    TrialKind::Full,
+                    description,
+                    report.subscores(),
+                );
+                Ok(outcome.finish(None))
+            }
+            Err(OptimizeError::Stopped(reason)) => Ok(outcome.finish(Some(reason))),
+            Err(e) => Err(e),
+        }
+    }
+}

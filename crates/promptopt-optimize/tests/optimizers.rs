@@ -1,0 +1,262 @@
+//! Optimizers against a scripted model: which demos they keep, and how budgets stop them.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use promptopt_core::{metrics, Example, Field, Signature};
+use promptopt_lm::{ChatRequest, Role, ScriptedLm};
+use promptopt_optimize::{
+    BootstrapFewShot, BootstrapFewShotWithRandomSearch, Budget, BudgetLimits, FieldProgram,
+    LabeledFewShot, OptimizeContext, Optimizer, ProgramRunner, SelectionStrategy, StopReason,
+};
+
+fn last_user(request: &ChatRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+/// Says `positive` exactly when the text mentions "great".
+fn scripted() -> ScriptedLm {
+    ScriptedLm::new(|request| {
+        let text = last_user(request);
+        Ok(if text.contains("great") {
+            "label: positive".into()
+        } else {
+            "label: negative".into()
+        })
+    })
+}
+
+fn ex(text: &str, label: &str) -> Example {
+    Example::new().with("text", text).with("label", label)
+}
+
+fn trainset() -> Vec<Example> {
+    vec![
+        ex("a great film", "positive"),
+        ex("lovely acting", "positive"), // the model gets this wrong
+        ex("dull and slow", "negative"),
+        ex("great fun", "positive"),
+        ex("warm and touching", "positive"), // wrong
+        ex("a mess", "negative"),
+        ex("great cast", "positive"),
+        ex("boring", "negative"),
+    ]
+}
+
+fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Arc<FieldProgram>, OptimizeContext) {
+    let program = Arc::new(FieldProgram::new(
+        "predict",
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
+    ));
+    let metric = metrics::by_name("accuracy", "label").unwrap();
+    let mut builder =
+        OptimizeContext::builder(program.clone(), Arc::new(lm), "scripted/test", metric)
+            .concurrency(1)
+            .seed(0);
+    if let Some(budget) = budget {
+        builder = builder.budget(Arc::new(budget));
+    }
+    (program, builder.build())
+}
+
+#[tokio::test]
+async fn bootstrap_keeps_only_runs_that_pass_the_metric() {
+    let lm = scripted();
+    let (program, ctx) = context(lm.clone(), None);
+    let optimizer = BootstrapFewShot {
+        max_labeled_demos: 0,
+        ..Default::default()
+    };
+    let train = trainset();
+    let mut rng = ctx.rng();
+    let run = optimizer
+        .bootstrap(&ctx, &train, &program.initial_state(), &mut rng)
+        .await
+        .unwrap();
+    let demos = &run.state.predictor("predict").unwrap().demos;
+    assert_eq!(run.bootstrapped, 4);
+    // In order: 1 passes, 2 fails, 3 and 4 pass, 5 fails, 6 passes: six tried for four demos.
+    assert_eq!(run.tried, 6);
+    assert_eq!(lm.calls(), 6);
+    let texts: Vec<String> = demos.iter().map(|d| d.text("text").unwrap()).collect();
+    assert_eq!(
+        texts,
+        ["a great film", "dull and slow", "great fun", "a mess"]
+    );
+    for d in demos {
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["text", "label"]);
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_fills_with_labeled_examples_and_scores_on_validation() {
+    let (program, ctx) = context(scripted(), None);
+    let optimizer = BootstrapFewShot {
+        max_bootstrapped_demos: 2,
+        max_labeled_demos: 3,
+        ..Default::default()
+    };
+    let train = trainset();
+    let val = vec![
+        ex("great", "positive"),
+        ex("bad", "negative"),
+        ex("nice", "positive"),
+    ];
+    let outcome = optimizer
+        .compile(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(outcome.best.predictor("predict").unwrap().demos.len(), 3);
+    assert!((outcome.best_score - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(outcome.trajectory.len(), 1);
+    assert_eq!(outcome.stop_reason, None);
+}
+
+#[tokio::test]
+async fn hard_selection_tries_the_baselines_failures_first() {
+    let lm = scripted();
+    let (program, ctx) = context(lm, None);
+    let optimizer = BootstrapFewShot {
+        max_bootstrapped_demos: 2,
+        max_labeled_demos: 0,
+        selection: SelectionStrategy::Hard,
+        // Every run "passes" so the order of trying shows in the demos.
+        metric_threshold: Some(0.0),
+        ..Default::default()
+    };
+    let train = trainset();
+    let mut rng = ctx.rng();
+    let run = optimizer
+        .bootstrap(&ctx, &train, &program.initial_state(), &mut rng)
+        .await
+        .unwrap();
+    let mut texts: Vec<String> = run
+        .state
+        .predictor("predict")
+        .unwrap()
+        .demos
+        .iter()
+        .map(|d| d.text("text").unwrap())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["lovely acting", "warm and touching"]);
+}
+
+#[tokio::test]
+async fn labeled_few_shot_is_seeded_and_makes_no_calls_to_build() {
+    let lm = scripted();
+    let (program, ctx) = context(lm.clone(), None);
+    let train = trainset();
+    let a = LabeledFewShot { k: 3, sample: true }.apply(
+        &ctx.predictors(),
+        &train,
+        &program.initial_state(),
+        &mut ctx.rng(),
+    );
+    let b = LabeledFewShot { k: 3, sample: true }.apply(
+        &ctx.predictors(),
+        &train,
+        &program.initial_state(),
+        &mut ctx.rng(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.predictor("predict").unwrap().demos.len(), 3);
+    assert_eq!(lm.calls(), 0);
+}
+
+#[tokio::test]
+async fn random_search_picks_the_best_candidate_on_validation() {
+    let (program, ctx) = context(scripted(), None);
+    let optimizer = BootstrapFewShotWithRandomSearch {
+        num_candidate_programs: 2,
+        ..Default::default()
+    };
+    let train = trainset();
+    let val = vec![ex("great", "positive"), ex("awful", "negative")];
+    let outcome = optimizer
+        .compile(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(outcome.candidates.len(), 5);
+    assert_eq!(outcome.candidates[0].description, "zero-shot");
+    assert_eq!(outcome.best_score, 1.0);
+    assert_eq!(outcome.iterations, 5);
+    let best_sofar: Vec<f64> = outcome.trajectory.iter().map(|t| t.best_so_far).collect();
+    assert!(best_sofar.windows(2).all(|w| w[1] >= w[0]));
+}
+
+#[tokio::test]
+async fn a_call_budget_stops_cleanly_with_the_best_so_far() {
+    let lm = scripted();
+    let budget = Budget::new(BudgetLimits {
+        max_lm_calls: Some(5),
+        ..Default::default()
+    });
+    let (program, ctx) = context(lm.clone(), Some(budget));
+    let optimizer = BootstrapFewShotWithRandomSearch::default();
+    let train = trainset();
+    let val = vec![ex("great", "positive"), ex("awful", "negative")];
+    let outcome = optimizer
+        .compile(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop_reason, Some(StopReason::BudgetCalls));
+    assert!(lm.calls() <= 5, "{} calls", lm.calls());
+    assert!(!outcome.candidates.is_empty());
+    assert_eq!(outcome.best_score, 1.0);
+}
+
+#[tokio::test]
+async fn max_iterations_and_timeout_stop_the_search() {
+    let budget = Budget::new(BudgetLimits {
+        max_iterations: Some(2),
+        ..Default::default()
+    });
+    let (program, ctx) = context(scripted(), Some(budget));
+    let train = trainset();
+    let val = vec![ex("great", "positive")];
+    let outcome = BootstrapFewShotWithRandomSearch::default()
+        .compile(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop_reason, Some(StopReason::MaxIterations));
+    assert_eq!(outcome.candidates.len(), 2);
+
+    let budget = Budget::new(BudgetLimits {
+        timeout: Some(Duration::ZERO),
+        ..Default::default()
+    });
+    let lm = scripted();
+    let (program, ctx) = context(lm.clone(), Some(budget));
+    let outcome = BootstrapFewShot::default()
+        .compile(&ctx, &train, &val, &program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop_reason, Some(StopReason::Timeout));
+    assert_eq!(lm.calls(), 0);
+}
+
+#[tokio::test]
+async fn cancellation_stops_before_the_next_call() {
+    let lm = scripted();
+    let (program, ctx) = context(lm.clone(), None);
+    ctx.budget().cancel_flag().cancel();
+    let outcome = BootstrapFewShotWithRandomSearch::default()
+        .compile(
+            &ctx,
+            &trainset(),
+            &[ex("great", "positive")],
+            &program.initial_state(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop_reason, Some(StopReason::Cancelled));
+    assert_eq!(lm.calls(), 0);
+}
