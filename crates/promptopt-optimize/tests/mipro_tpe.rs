@@ -20,17 +20,17 @@ impl Objective {
             .iter()
             .map(|&n| (0..n).map(|_| rng.gen::<f64>()).collect())
             .collect();
-        Self { effects, noise, rng }
+        Self {
+            effects,
+            noise,
+            rng,
+        }
     }
 
     fn optimum(&self) -> Vec<usize> {
         self.effects
             .iter()
-            .map(|e| {
-                (0..e.len())
-                    .max_by(|&a, &b| e[a].total_cmp(&e[b]))
-                    .unwrap()
-            })
+            .map(|e| (0..e.len()).max_by(|&a, &b| e[a].total_cmp(&e[b])).unwrap())
             .collect()
     }
 

@@ -108,7 +108,10 @@ pub(crate) async fn bootstrap(
             .take(max_bootstrapped)
             .collect();
         let n_boot = demos.len();
-        let fill = settings.max_labeled_demos.saturating_sub(n_boot).min(rest.len());
+        let fill = settings
+            .max_labeled_demos
+            .saturating_sub(n_boot)
+            .min(rest.len());
         demos.extend(rest.choose_multiple(rng, fill).map(|e| (*e).clone()));
         out.insert(name, (demos, n_boot));
     }

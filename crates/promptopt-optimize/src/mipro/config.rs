@@ -23,7 +23,6 @@ pub const CONFIG_KEYS: &[&str] = &[
     "minibatch",
     "minibatch_size",
     "minibatch_full_eval_steps",
-    "num_threads",
     "program_aware",
     "program_aware_proposer",
     "data_aware",
@@ -144,8 +143,6 @@ pub struct MiproConfig {
     pub minibatch_size: usize,
     /// Minibatch trials between full evaluations of the best-averaging candidate.
     pub minibatch_full_eval_steps: usize,
-    /// Concurrent program runs while evaluating (default: the run's setting).
-    pub num_threads: Option<usize>,
     /// Describe the program and each predictor to the proposer.
     #[serde(alias = "program_aware_proposer")]
     pub program_aware: bool,
@@ -181,7 +178,6 @@ impl Default for MiproConfig {
             minibatch: None,
             minibatch_size: 35,
             minibatch_full_eval_steps: 5,
-            num_threads: None,
             program_aware: true,
             data_aware: true,
             tip_aware: true,
@@ -242,8 +238,7 @@ impl MiproConfig {
                 message: message.into(),
             })
         };
-        if self.auto.is_some() && (self.num_candidates.is_some() || self.num_iterations.is_some())
-        {
+        if self.auto.is_some() && (self.num_candidates.is_some() || self.num_iterations.is_some()) {
             return invalid(
                 "auto",
                 "`auto` sets `num_candidates` and `num_iterations`; give either `auto` or both of them",
@@ -278,9 +273,6 @@ impl MiproConfig {
         }
         if self.view_data_batch_size == 0 {
             return invalid("view_data_batch_size", "must be at least 1");
-        }
-        if self.num_threads == Some(0) {
-            return invalid("num_threads", "must be at least 1");
         }
         Ok(())
     }
@@ -371,7 +363,11 @@ mod tests {
         let p = c.plan(1).unwrap();
         assert_eq!(p.auto, Some(AutoMode::Light));
         assert_eq!(
-            (p.num_instruct_candidates, p.num_fewshot_candidates, p.num_trials),
+            (
+                p.num_instruct_candidates,
+                p.num_fewshot_candidates,
+                p.num_trials
+            ),
             (3, 6, 10)
         );
         let medium = parse(r#"{"auto":"medium"}"#).unwrap().plan(1).unwrap();
@@ -380,9 +376,8 @@ mod tests {
         assert_eq!((heavy.num_instruct_candidates, heavy.num_trials), (9, 27));
         // Zero-shot, one predictor: light 6 / 9 trials, medium 12 / 18, heavy 18 / 27.
         let zs = |auto: &str| {
-            let json = format!(
-                r#"{{"auto":"{auto}","max_bootstrapped_demos":0,"max_labeled_demos":0}}"#
-            );
+            let json =
+                format!(r#"{{"auto":"{auto}","max_bootstrapped_demos":0,"max_labeled_demos":0}}"#);
             let p = parse(&json).unwrap().plan(1).unwrap();
             (p.num_instruct_candidates, p.num_trials)
         };
@@ -406,13 +401,17 @@ mod tests {
         let p = c.plan(2).unwrap();
         assert_eq!(p.auto, None);
         assert_eq!(
-            (p.num_instruct_candidates, p.num_fewshot_candidates, p.num_trials),
+            (
+                p.num_instruct_candidates,
+                p.num_fewshot_candidates,
+                p.num_trials
+            ),
             (20, 20, 10)
         );
         assert_eq!(p.val_size, None);
         assert_eq!(c.temperature, 0.7);
-        let dspy_names = parse(r#"{"num_candidates":4,"num_trials":7,"init_temperature":0.5}"#)
-            .unwrap();
+        let dspy_names =
+            parse(r#"{"num_candidates":4,"num_trials":7,"init_temperature":0.5}"#).unwrap();
         assert_eq!(dspy_names.num_iterations, Some(7));
         assert_eq!(dspy_names.temperature, 0.5);
     }
@@ -421,7 +420,7 @@ mod tests {
     fn unknown_keys_and_bad_combinations_are_errors() {
         let err = parse(r#"{"num_candidate":3}"#).unwrap_err().to_string();
         assert!(err.contains("`num_candidate`"), "{err}");
-        assert!(err.contains("num_candidates, num_iterations"), "{err}");
+        assert!(err.contains("`num_candidates`, `num_iterations`"), "{err}");
         let err = parse(r#"{"auto":"light","num_candidates":3}"#)
             .unwrap_err()
             .to_string();

@@ -35,7 +35,11 @@ pub fn max_similarity<'a>(text: &str, others: impl IntoIterator<Item = &'a str>)
 
 /// Whether `text` is too similar to one of `others` under `penalty` (from 0 to 1). Texts equal
 /// up to whitespace are always too similar.
-pub fn too_similar<'a>(text: &str, others: impl IntoIterator<Item = &'a str>, penalty: f64) -> bool {
+pub fn too_similar<'a>(
+    text: &str,
+    others: impl IntoIterator<Item = &'a str>,
+    penalty: f64,
+) -> bool {
     let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let text_normal = normal(text);
     let others: Vec<&str> = others.into_iter().collect();
@@ -62,10 +66,26 @@ mod tests {
     #[test]
     fn penalty_sets_the_threshold() {
         let others = ["Classify the sentiment of the review."];
-        assert!(too_similar("Classify  the sentiment of the review.", others, 0.0));
-        assert!(!too_similar("Classify the sentiment of the movie review.", others, 0.0));
+        assert!(too_similar(
+            "Classify  the sentiment of the review.",
+            others,
+            0.0
+        ));
+        assert!(!too_similar(
+            "Classify the sentiment of the movie review.",
+            others,
+            0.0
+        ));
         // 5 shared words of 6: similarity 0.83 > 1 - 0.2.
-        assert!(too_similar("Classify the sentiment of the movie review.", others, 0.2));
-        assert!(!too_similar("Decide whether the critic liked the film.", others, 0.2));
+        assert!(too_similar(
+            "Classify the sentiment of the movie review.",
+            others,
+            0.2
+        ));
+        assert!(!too_similar(
+            "Decide whether the critic liked the film.",
+            others,
+            0.2
+        ));
     }
 }

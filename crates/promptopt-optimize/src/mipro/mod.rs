@@ -23,7 +23,9 @@
 //! validation set after the preset's cap, `b` the minibatch size, when every bootstrapped run
 //! succeeds and no proposal is retried:
 //! * task model: bootstrapping (one program run per bootstrapped demo per set) `+ |V|` (default
-//!   program) `+ T * b + ceil(T / s) * |V|` with minibatches, or `+ T * |V|` without;
+//!   program) `+ T * b + ceil(T / s) * |V|` with minibatches, or `+ T * |V|` without, where a
+//!   combination evaluated again on the same examples costs nothing (the context remembers
+//!   evaluations), so without minibatches only distinct combinations count;
 //! * prompt model: the dataset summary `2 + min(max(ceil(|train| / 10) - 1, 0), 9)`, the
 //!   descriptions `P + 1`, and `P * min(N, n)` proposals (`N` instruction proposals, `n` demo
 //!   sets).
@@ -190,7 +192,13 @@ impl MiproV2 {
             valset_size: valset.len(),
             instructions: predictors
                 .iter()
-                .map(|p| vec![original_instruction(initial, &p.name, &p.signature.instructions)])
+                .map(|p| {
+                    vec![original_instruction(
+                        initial,
+                        &p.name,
+                        &p.signature.instructions,
+                    )]
+                })
                 .collect(),
             proposals: Vec::new(),
             demo_sets: if plan.zero_shot {
@@ -223,6 +231,7 @@ impl MiproV2 {
         };
         let mut proposer = GroundedProposer::new(ctx, settings, initial);
         let proposed = propose_all(
+            ctx,
             &mut proposer,
             &trainset,
             &demos.sets,
@@ -318,6 +327,7 @@ fn split_sets(
 }
 
 async fn propose_all(
+    ctx: &OptimizeContext,
     proposer: &mut GroundedProposer<'_>,
     trainset: &[Example],
     demo_sets: &[Vec<DemoSet>],
@@ -340,6 +350,15 @@ async fn propose_all(
             .propose_for(p, count, demo_sets, &history, &existing, rng)
             .await?;
         for proposal in proposals {
+            ctx.emit(Event::CandidateProposed {
+                candidate: run.instructions[p].len(),
+                description: format!(
+                    "instruction {} for `{}`: {}",
+                    run.instructions[p].len(),
+                    proposal.predictor,
+                    proposal.instruction
+                ),
+            });
             run.instructions[p].push(proposal.instruction.clone());
             run.proposals.push(proposal);
         }

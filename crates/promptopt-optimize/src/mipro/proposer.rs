@@ -205,14 +205,21 @@ pub fn strip_label(reply: &str) -> String {
     if let Some((head, rest)) = text.split_once(':') {
         let words: Vec<String> = head
             .split_whitespace()
-            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
             .collect();
         let labelled = !head.contains('\n')
             && words.len() <= 5
             && words.iter().any(|w| {
                 matches!(
                     w.as_str(),
-                    "instruction" | "instructions" | "prompt" | "summary" | "observations"
+                    "instruction"
+                        | "instructions"
+                        | "prompt"
+                        | "summary"
+                        | "observations"
                         | "description"
                 )
             });
@@ -286,7 +293,11 @@ fn field_lines(signature: &Signature) -> String {
 
 impl<'a> GroundedProposer<'a> {
     /// A proposer for the program of `ctx`, starting from `initial`.
-    pub fn new(ctx: &'a OptimizeContext, settings: ProposerSettings, initial: &'a ProgramState) -> Self {
+    pub fn new(
+        ctx: &'a OptimizeContext,
+        settings: ProposerSettings,
+        initial: &'a ProgramState,
+    ) -> Self {
         let predictors = ctx.predictors();
         let n = predictors.len();
         Self {
@@ -339,8 +350,9 @@ impl<'a> GroundedProposer<'a> {
             }
             Err(OptimizeError::Stopped(reason)) => Err(OptimizeError::Stopped(reason)),
             Err(error) => {
-                self.ctx
-                    .warn(format!("Dataset summary failed, proposing without it: {error}"));
+                self.ctx.warn(format!(
+                    "Dataset summary failed, proposing without it: {error}"
+                ));
                 self.settings.data_aware = false;
                 Ok(())
             }
@@ -442,18 +454,24 @@ impl<'a> GroundedProposer<'a> {
 
     /// Describes the program and each predictor, once each. A failed call (other than a stop)
     /// turns program awareness off.
-    pub async fn describe_program(&mut self, demo_sets: &[Vec<DemoSet>]) -> Result<(), OptimizeError> {
+    pub async fn describe_program(
+        &mut self,
+        demo_sets: &[Vec<DemoSet>],
+    ) -> Result<(), OptimizeError> {
         if !self.settings.program_aware {
             return Ok(());
         }
         match self.try_describe(demo_sets).await {
             Err(OptimizeError::Stopped(reason)) => Err(OptimizeError::Stopped(reason)),
             Err(error) => {
-                self.ctx
-                    .warn(format!("Program description failed, proposing without it: {error}"));
+                self.ctx.warn(format!(
+                    "Program description failed, proposing without it: {error}"
+                ));
                 self.settings.program_aware = false;
                 self.program_description = None;
-                self.predictor_descriptions.iter_mut().for_each(|d| *d = None);
+                self.predictor_descriptions
+                    .iter_mut()
+                    .for_each(|d| *d = None);
                 Ok(())
             }
             Ok(()) => Ok(()),
@@ -655,7 +673,11 @@ impl<'a> GroundedProposer<'a> {
     ) -> String {
         let info = &self.predictors[p];
         let mut sections: Vec<String> = Vec::new();
-        if let Some(summary) = self.dataset_summary.as_ref().filter(|_| self.settings.data_aware) {
+        if let Some(summary) = self
+            .dataset_summary
+            .as_ref()
+            .filter(|_| self.settings.data_aware)
+        {
             sections.push(format!("About the data:\n{summary}"));
         }
         if self.settings.program_aware {
@@ -670,7 +692,11 @@ impl<'a> GroundedProposer<'a> {
                 sections.push(format!("What step `{}` does:\n{d}", info.name));
             }
         } else {
-            sections.push(format!("The step `{}`:\n{}", info.name, field_lines(&info.signature)));
+            sections.push(format!(
+                "The step `{}`:\n{}",
+                info.name,
+                field_lines(&info.signature)
+            ));
         }
         if self.settings.fewshot_aware {
             let demos = if demos.is_empty() {
@@ -710,7 +736,10 @@ impl<'a> GroundedProposer<'a> {
         if tip != Tip::None {
             sections.push(format!("Tip: {}", tip.text()));
         }
-        sections.push(format!("Write a better instruction for step `{}`.", info.name));
+        sections.push(format!(
+            "Write a better instruction for step `{}`.",
+            info.name
+        ));
         sections.join("\n\n")
     }
 }
@@ -732,7 +761,10 @@ mod tests {
 
     #[test]
     fn examples_render_in_field_order() {
-        let e = Example::new().with("label", "pos").with("text", "good").with("id", 1);
+        let e = Example::new()
+            .with("label", "pos")
+            .with("text", "good")
+            .with("id", 1);
         let order = vec!["text".to_string(), "label".to_string()];
         assert_eq!(render_example(&e, &order), "text: good\nlabel: pos\nid: 1");
     }

@@ -307,8 +307,14 @@ pub async fn run_search(
                             "{} (full evaluation, minibatch mean {mean:.3})",
                             space.describe(&params)
                         );
-                        let improved =
-                            outcome.record(Some(ctx), state, full, TrialKind::Full, label, subscores);
+                        let improved = outcome.record(
+                            Some(ctx),
+                            state,
+                            full,
+                            TrialKind::Full,
+                            label,
+                            subscores,
+                        );
                         log.trials.push(TrialLog {
                             trial: number.map_or(trial_num + 1, |n| n + 1),
                             params: params.clone(),

@@ -1,0 +1,494 @@
+//! MIPROv2 with scripted models: LM calls per preset, replay, multi-predictor search, events.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use promptopt_core::{
+    Example, Field, Metric, MetricInfo, Prediction, PredictorState, ProgramState, Score, Signature,
+    Trace, TraceStep,
+};
+use promptopt_lm::{ChatRequest, Message, ScriptedLm};
+use promptopt_optimize::mipro::{MiproConfig, MiproRun, MiproV2};
+use promptopt_optimize::{
+    CollectSink, Event, FieldProgram, OptimizeContext, OptimizeError, PredictorInfo, ProgramRunner,
+    TaskModel, TrialKind,
+};
+
+struct ExactLabel;
+
+impl Metric for ExactLabel {
+    fn info(&self) -> MetricInfo {
+        MetricInfo {
+            name: "exact".into(),
+            higher_is_better: true,
+            min: 0.0,
+            max: 1.0,
+        }
+    }
+
+    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
+        Score::new(f64::from(u8::from(
+            example.text("label").is_some() && example.text("label") == prediction.text("label"),
+        )))
+    }
+}
+
+fn dataset(n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let good = (i + offset) % 3 != 0;
+            let text = if good {
+                format!("a good film number {}", i + offset)
+            } else {
+                format!("a dull film number {}", i + offset)
+            };
+            let label = if good { "positive" } else { "negative" };
+            Example::new().with("text", text).with("label", label)
+        })
+        .collect()
+}
+
+fn last_user(request: &ChatRequest) -> String {
+    request
+        .messages
+        .last()
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+/// Always right: bootstrapping succeeds on every example.
+fn task_lm() -> ScriptedLm {
+    ScriptedLm::new(|request| {
+        let text = last_user(request);
+        Ok(if text.contains("good") {
+            "label: positive".into()
+        } else {
+            "label: negative".into()
+        })
+    })
+}
+
+/// A distinct instruction per proposal (keyed by its rollout id), fixed text otherwise.
+fn prompt_lm() -> ScriptedLm {
+    ScriptedLm::new(|request| {
+        Ok(match request.rollout_id {
+            Some(id) => format!("Instruction: Label review {id} by its overall tone."),
+            None => "Reviews of films, labeled positive or negative.".into(),
+        })
+    })
+}
+
+struct Setup {
+    ctx: OptimizeContext,
+    task: ScriptedLm,
+    prompt: ScriptedLm,
+    events: CollectSink,
+    initial: ProgramState,
+}
+
+fn setup(program: Arc<dyn ProgramRunner>, seed: u64) -> Setup {
+    let task = task_lm();
+    let prompt = prompt_lm();
+    let events = CollectSink::new();
+    let initial = program.initial_state();
+    let ctx = OptimizeContext::builder(
+        program,
+        Arc::new(task.clone()),
+        "scripted/task",
+        Arc::new(ExactLabel),
+    )
+    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .seed(seed)
+    .events(Arc::new(events.clone()))
+    .build();
+    Setup {
+        ctx,
+        task,
+        prompt,
+        events,
+        initial,
+    }
+}
+
+fn classifier() -> Arc<dyn ProgramRunner> {
+    Arc::new(FieldProgram::new(
+        "predict",
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
+            .with_instructions("Classify the review."),
+    ))
+}
+
+async fn optimize(config: &str, train: usize, val: usize, seed: u64) -> (Setup, MiproRun) {
+    let s = setup(classifier(), seed);
+    let config = MiproConfig::from_value(&serde_json::from_str(config).unwrap()).unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&s.ctx, &dataset(train, 0), &dataset(val, 1000), &s.initial)
+        .await
+        .unwrap();
+    (s, run)
+}
+
+fn bootstrapped_demos(run: &MiproRun) -> usize {
+    run.demo_sets
+        .iter()
+        .flatten()
+        .map(|set| set.n_bootstrapped)
+        .sum()
+}
+
+/// Task-model calls: bootstrapping (one run per bootstrapped demo, since every run succeeds)
+/// `+ |V|` for the default program `+ T * b + ceil(T / s) * |V|` with minibatches, else
+/// `+ T * |V|`, where evaluating a combination again on the same examples costs nothing (the
+/// context remembers evaluations), so only distinct full evaluations count. Prompt-model calls:
+/// summary `2 + min(ceil(|train| / 10) - 1, 9)`, descriptions `P + 1`, proposals `P * min(N, n)`.
+fn expected_calls(run: &MiproRun, train: usize, predictors: usize, steps: usize) -> (usize, usize) {
+    let v = run.valset_size;
+    let t = run.plan.num_trials;
+    let distinct_full: std::collections::BTreeSet<&Vec<usize>> = run
+        .trials
+        .iter()
+        .filter(|t| t.kind == TrialKind::Full)
+        .map(|t| &t.params)
+        .collect();
+    let eval = if run.minibatch {
+        assert_eq!(distinct_full.len(), 1 + t.div_ceil(steps));
+        v + t * 35 + t.div_ceil(steps) * v
+    } else {
+        assert_eq!(run.trials.len(), 1 + t);
+        distinct_full.len() * v
+    };
+    let summary = 2 + (train.div_ceil(10) - 1).min(9);
+    let proposals = predictors
+        * run
+            .plan
+            .num_instruct_candidates
+            .min(run.plan.num_fewshot_candidates);
+    (
+        run.bootstrap_runs + eval,
+        summary + predictors + 1 + proposals,
+    )
+}
+
+#[tokio::test]
+async fn light_preset_spends_what_the_formula_says() {
+    let (s, run) = optimize(r#"{"auto": "light"}"#, 40, 60, 9).await;
+    assert_eq!(
+        (
+            run.plan.num_instruct_candidates,
+            run.plan.num_fewshot_candidates,
+            run.plan.num_trials
+        ),
+        (3, 6, 10)
+    );
+    assert!(run.minibatch, "60 validation examples are minibatched");
+    assert_eq!(run.bootstrap_runs, bootstrapped_demos(&run));
+    let (task, prompt) = expected_calls(&run, 40, 1, 5);
+    assert_eq!(s.task.calls() as usize, task);
+    assert_eq!(s.prompt.calls() as usize, prompt);
+    // 5 summary + 2 descriptions + 3 proposals.
+    assert_eq!(prompt, 10);
+    assert_eq!(run.proposer_calls.total(), prompt);
+    // The original instruction plus every paid proposal.
+    assert_eq!(run.instructions[0].len(), 4);
+    assert_eq!(run.instructions[0][0], "Classify the review.");
+    assert!(run.instructions[0][1].starts_with("Label review "));
+    // 1 default + 10 minibatch trials + 2 full evaluations.
+    let kinds: Vec<TrialKind> = run.trials.iter().map(|t| t.kind).collect();
+    assert_eq!(kinds.len(), 13);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == TrialKind::Minibatch).count(),
+        10
+    );
+    assert_eq!(run.outcome.candidates.len(), 13);
+    assert_eq!(run.outcome.iterations, 10);
+    assert_eq!(run.outcome.best_score, 1.0);
+    // The full evaluations come after minibatch trials 5 and 10 (DSPy's trial numbers 7, 13).
+    let fulls: Vec<usize> = run
+        .trials
+        .iter()
+        .skip(1)
+        .filter(|t| t.kind == TrialKind::Full)
+        .map(|t| t.trial)
+        .collect();
+    assert_eq!(fulls, vec![7, 13]);
+    // Every trial was reported.
+    let scored = s
+        .events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::TrialScored { .. }))
+        .count();
+    assert_eq!(scored, 13);
+}
+
+#[tokio::test]
+async fn medium_and_heavy_presets_cap_validation_and_scale_trials() {
+    let (s, run) = optimize(r#"{"auto": "medium"}"#, 30, 320, 3).await;
+    assert_eq!(run.valset_size, 300);
+    assert_eq!(run.plan.num_trials, 18);
+    let (task, prompt) = expected_calls(&run, 30, 1, 5);
+    assert_eq!(s.task.calls() as usize, task);
+    assert_eq!(s.prompt.calls() as usize, prompt);
+    assert_eq!(run.instructions[0].len(), 7);
+
+    let (s, run) = run_heavy().await;
+    assert_eq!(run.valset_size, 120);
+    assert_eq!(run.plan.num_trials, 27);
+    let (task, prompt) = expected_calls(&run, 120, 1, 5);
+    assert_eq!(s.task.calls() as usize, task);
+    // Summary 2 + 9 (capped), descriptions 2, proposals 9.
+    assert_eq!(prompt, 22);
+    assert_eq!(s.prompt.calls() as usize, prompt);
+}
+
+async fn run_heavy() -> (Setup, MiproRun) {
+    optimize(r#"{"auto": "heavy"}"#, 120, 120, 5).await
+}
+
+#[tokio::test]
+async fn small_validation_sets_are_scored_in_full() {
+    let (s, run) = optimize(r#"{"auto": "light"}"#, 20, 50, 0).await;
+    assert!(!run.minibatch);
+    let (task, prompt) = expected_calls(&run, 20, 1, 5);
+    // At most 1 + 10 full evaluations of 50, fewer when the search repeats a combination.
+    assert!(task <= run.bootstrap_runs + 50 + 10 * 50);
+    assert_eq!(s.task.calls() as usize, task);
+    assert_eq!(s.prompt.calls() as usize, prompt);
+    assert!(run.trials.iter().all(|t| t.kind == TrialKind::Full));
+
+    // Asked for, minibatching is honoured on the same 50 examples.
+    let (s, run) = optimize(r#"{"auto": "light", "minibatch": true}"#, 20, 50, 0).await;
+    assert!(run.minibatch);
+    let (task, _) = expected_calls(&run, 20, 1, 5);
+    assert_eq!(s.task.calls() as usize, task);
+}
+
+#[tokio::test]
+async fn manual_mode_and_zero_shot() {
+    let (s, run) = optimize(
+        r#"{"num_candidates": 4, "num_iterations": 6, "minibatch": false,
+            "max_bootstrapped_demos": 0, "max_labeled_demos": 0, "program_aware": false,
+            "data_aware": false}"#,
+        12,
+        8,
+        1,
+    )
+    .await;
+    assert!(run.plan.zero_shot);
+    // Zero-shot: only instructions are searched; the demo sets only informed the proposer.
+    assert!(run.demo_sets.is_empty());
+    assert_eq!(run.instructions[0].len(), 5);
+    assert_eq!(s.prompt.calls(), 4);
+    let (task, _) = expected_calls(&run, 12, 1, 5);
+    assert_eq!(s.task.calls() as usize, task);
+    assert!(run.trials.iter().all(|t| t.params.len() == 1));
+}
+
+#[tokio::test]
+async fn same_seed_replays_and_seed_zero_is_a_seed() {
+    let config = r#"{"auto": "light"}"#;
+    let (_, a) = optimize(config, 30, 60, 0).await;
+    let (_, b) = optimize(config, 30, 60, 0).await;
+    assert_eq!(a.trials, b.trials);
+    assert_eq!(a.instructions, b.instructions);
+    assert_eq!(a.outcome.best, b.outcome.best);
+    assert_eq!(a.outcome.trajectory, b.outcome.trajectory);
+    let (_, c) = optimize(config, 30, 60, 9).await;
+    assert_ne!(
+        a.trials, c.trials,
+        "seed 0 differs from DSPy's default seed 9"
+    );
+}
+
+#[tokio::test]
+async fn early_stopping_ends_the_search() {
+    // Every state scores 1.0, so no full evaluation after the default improves.
+    let (_, run) = optimize(
+        r#"{"auto": "light", "minibatch": false, "early_stopping": true, "patience": 2}"#,
+        20,
+        30,
+        4,
+    )
+    .await;
+    assert_eq!(
+        run.outcome.stop_reason,
+        Some(promptopt_optimize::StopReason::EarlyStopping)
+    );
+    assert_eq!(run.outcome.iterations, 2);
+}
+
+#[tokio::test]
+async fn diversity_penalty_retries_near_duplicates() {
+    let s = setup(classifier(), 2);
+    // Every proposal says the same thing but for one word: all but the first are too similar.
+    let prompt = ScriptedLm::new(|request| {
+        Ok(match request.rollout_id {
+            Some(id) => format!("Read the review carefully and label its tone {}", id % 2),
+            None => "Film reviews.".into(),
+        })
+    });
+    let ctx = OptimizeContext::builder(
+        classifier(),
+        Arc::new(s.task.clone()),
+        "scripted/task",
+        Arc::new(ExactLabel),
+    )
+    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .build();
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "auto": "light", "diversity_penalty": 0.5, "program_aware": false, "data_aware": false
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&ctx, &dataset(20, 0), &dataset(30, 500), &s.initial)
+        .await
+        .unwrap();
+    // Each proposal's word set overlaps every other's in 8 of 9 or 10 words; only distinct
+    // enough ones survive, and each rejected first try was retried once.
+    assert!(run.instructions[0].len() < 4, "{:?}", run.instructions[0]);
+    assert!(prompt.calls() > 3);
+    assert!(run.proposals.iter().all(|p| !p.instruction.is_empty()));
+}
+
+/// Two steps: `rewrite` (text → summary), then `classify` (summary → label).
+struct TwoStep;
+
+#[async_trait]
+impl ProgramRunner for TwoStep {
+    fn predictors(&self) -> Vec<PredictorInfo> {
+        vec![
+            PredictorInfo {
+                name: "rewrite".into(),
+                signature: Signature::new(vec![Field::text("text")], vec![Field::text("summary")])
+                    .with_instructions("Summarize the review."),
+            },
+            PredictorInfo {
+                name: "classify".into(),
+                signature: Signature::new(vec![Field::text("summary")], vec![Field::text("label")])
+                    .with_instructions("Classify the summary."),
+            },
+        ]
+    }
+
+    fn initial_state(&self) -> ProgramState {
+        let mut state =
+            ProgramState::single("rewrite", PredictorState::new("Summarize the review."));
+        state.predictors.insert(
+            "classify".into(),
+            PredictorState::new("Classify the summary."),
+        );
+        state
+    }
+
+    async fn run(
+        &self,
+        task: &TaskModel,
+        state: &ProgramState,
+        example: &Example,
+    ) -> Result<(Prediction, Trace), OptimizeError> {
+        let mut steps = Vec::new();
+        let mut current = example.project(&["text".to_string()]);
+        for (name, input, output) in [
+            ("rewrite", "text", "summary"),
+            ("classify", "summary", "label"),
+        ] {
+            let predictor = state
+                .predictor(name)
+                .ok_or_else(|| OptimizeError::Program(format!("No predictor `{name}`")))?;
+            let mut messages = vec![Message::system(predictor.instructions.clone())];
+            for demo in &predictor.demos {
+                messages.push(Message::user(demo.text(input).unwrap_or_default()));
+                messages.push(Message::assistant(demo.text(output).unwrap_or_default()));
+            }
+            let value = current.text(input).unwrap_or_default();
+            messages.push(Message::user(value.clone()));
+            let request = ChatRequest::new(task.model.clone(), messages);
+            let response = task.lm.chat(&request).await?;
+            let answer = if output == "label" {
+                response.text().trim_start_matches("label: ").to_string()
+            } else {
+                value.clone()
+            };
+            let outputs = Example::new().with(output, answer.clone());
+            steps.push(TraceStep {
+                predictor: name.into(),
+                inputs: Example::new().with(input, value),
+                request,
+                raw: response.text().to_string(),
+                outputs: Some(outputs),
+                parse_error: None,
+                usage: response.usage,
+                latency: response.latency,
+                cost_usd: response.cost_usd,
+                cache_hit: response.cache_hit,
+            });
+            current = Example::new().with(output, answer);
+        }
+        Ok((Prediction { outputs: current }, Trace { steps }))
+    }
+
+    fn render(
+        &self,
+        _task: &TaskModel,
+        _state: &ProgramState,
+        _example: &Example,
+    ) -> Result<Vec<ChatRequest>, OptimizeError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn multi_predictor_programs_are_searched_jointly() {
+    let s = setup(Arc::new(TwoStep), 11);
+    let run = MiproV2::new(MiproConfig::default())
+        .optimize(&s.ctx, &dataset(30, 0), &dataset(60, 300), &s.initial)
+        .await
+        .unwrap();
+    // P = 2 with demos: light gives floor(max(2 * 4 * log2 6, 9)) = 20 trials.
+    assert_eq!(run.plan.num_trials, 20);
+    assert_eq!(run.instructions.len(), 2);
+    assert_eq!(run.demo_sets.len(), 2);
+    // Both predictors got demos from the same successful traces.
+    assert_eq!(run.demo_sets[0][2].n_bootstrapped, 4);
+    assert_eq!(run.demo_sets[1][2].n_bootstrapped, 4);
+    assert!(run.demo_sets[1][2].demos[0].contains("summary"));
+    // Four parameters per trial: instruction and demo set of each predictor.
+    assert!(run.trials.iter().all(|t| t.params.len() == 4));
+    let distinct_second: std::collections::BTreeSet<(usize, usize)> = run
+        .trials
+        .iter()
+        .map(|t| (t.params[2], t.params[3]))
+        .collect();
+    assert!(distinct_second.len() > 3);
+    // Program runs make two task calls each; prompt calls: summary 4, descriptions 3,
+    // proposals 2 * 3.
+    let (task, prompt) = expected_calls(&run, 30, 2, 5);
+    assert_eq!(s.task.calls() as usize, 2 * task);
+    assert_eq!(s.prompt.calls() as usize, prompt);
+    assert_eq!(prompt, 13);
+    let best = &run.outcome.best;
+    assert!(best.predictor("rewrite").is_some() && best.predictor("classify").is_some());
+}
+
+#[tokio::test]
+async fn a_budget_stop_keeps_the_best_so_far() {
+    let s = setup(classifier(), 5);
+    let budget = Arc::new(promptopt_optimize::Budget::new(
+        promptopt_optimize::BudgetLimits {
+            max_lm_calls: Some(150),
+            ..Default::default()
+        },
+    ));
+    let ctx = s.ctx.with_budget(budget);
+    let run = MiproV2::new(MiproConfig::default())
+        .optimize(&ctx, &dataset(20, 0), &dataset(60, 200), &s.initial)
+        .await
+        .unwrap();
+    assert_eq!(
+        run.outcome.stop_reason,
+        Some(promptopt_optimize::StopReason::BudgetCalls)
+    );
+    assert_eq!(run.outcome.best_score, 1.0);
+    assert!(ctx.budget().calls() <= 150 + 4);
+}
