@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use promptopt_core::{
-    Example, Field, Metric, MetricInfo, PredictorState, Prediction, ProgramState, Score,
-    Signature, Trace, TraceStep,
+    Example, Field, Metric, MetricInfo, Prediction, PredictorState, ProgramState, Score, Signature,
+    Trace, TraceStep,
 };
 use promptopt_lm::{ChatRequest, Message, ScriptedLm, Usage};
 use promptopt_optimize::gepa::{
@@ -73,8 +73,16 @@ fn data() -> (Vec<Example>, Vec<Example>) {
 
 /// The task model knows a word's label only when the instructions hold a `word -> label` line.
 fn task_reply(request: &ChatRequest) -> String {
-    let system = request.messages.first().map(|m| m.content.as_str()).unwrap_or("");
-    let user = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+    let system = request
+        .messages
+        .first()
+        .map(|m| m.content.as_str())
+        .unwrap_or("");
+    let user = request
+        .messages
+        .last()
+        .map(|m| m.content.as_str())
+        .unwrap_or("");
     for (word, _) in VOCAB {
         if user.contains(word) {
             let prefix = format!("{word} -> ");
@@ -88,7 +96,11 @@ fn task_reply(request: &ChatRequest) -> String {
 
 /// The reflection model adds a `word -> label` rule for every failed example it is shown.
 fn learning_reflection(request: &ChatRequest) -> String {
-    let user = request.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+    let user = request
+        .messages
+        .last()
+        .map(|m| m.content.as_str())
+        .unwrap_or("");
     let current = user
         .split("```\n")
         .nth(1)
@@ -162,8 +174,7 @@ fn setup(
 }
 
 fn config(json: serde_json::Value) -> GepaConfig {
-    GepaConfig::from_config(&promptopt_optimize::AlgorithmConfig::from_json(json).unwrap())
-        .unwrap()
+    GepaConfig::from_config(&promptopt_optimize::AlgorithmConfig::from_json(json).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -183,7 +194,12 @@ async fn reflection_improves_and_counts_every_metric_call() {
     assert_eq!(run.state.budget.used, s.task.calls());
     assert_eq!(run.state.reflection_calls, s.reflect.calls());
     // The count adds up: V for the seed, 2b per reflective iteration, V per accepted child.
-    let reflective = run.state.log.iter().filter(|r| r.kind == "reflection").count() as u64;
+    let reflective = run
+        .state
+        .log
+        .iter()
+        .filter(|r| r.kind == "reflection")
+        .count() as u64;
     let skipped = run.state.log.iter().filter(|r| r.kind == "skip").count() as u64;
     let accepted = run.state.log.iter().filter(|r| r.accepted).count() as u64;
     assert_eq!(
@@ -203,7 +219,9 @@ async fn reflection_improves_and_counts_every_metric_call() {
         assert!(matches!(c.origin, Origin::Reflection { .. }));
     }
     assert_eq!(run.outcome.candidates.len(), run.state.candidates.len());
-    assert!(run.outcome.candidates[1].description.contains("reflection on `predict` of #"));
+    assert!(run.outcome.candidates[1]
+        .description
+        .contains("reflection on `predict` of #"));
     // One event per iteration.
     let iterations = s
         .events
@@ -220,7 +238,9 @@ async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
     // Every proposal is useless: the child ties its parent (0 = 0) and strict improvement
     // rejects it. V = 6, b = 3: the seed costs 6, each iteration 6. With 32 calls, four
     // iterations fit (30); the fifth would need 6 with 2 left, so it does not start.
-    let s = setup(1, Budget::unlimited(), |_| "```\nBe vague.\n```".to_string());
+    let s = setup(1, Budget::unlimited(), |_| {
+        "```\nBe vague.\n```".to_string()
+    });
     let (train, val) = data();
     let gepa = Gepa::new(config(serde_json::json!({"max_metric_calls": 32})));
     let run = gepa
@@ -232,7 +252,11 @@ async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
     assert_eq!(s.task.calls(), 30);
     assert_eq!(s.reflect.calls(), 4);
     assert_eq!(run.state.candidates.len(), 1);
-    assert!(run.state.log.iter().all(|r| !r.accepted && r.kind == "reflection"));
+    assert!(run
+        .state
+        .log
+        .iter()
+        .all(|r| !r.accepted && r.kind == "reflection"));
     assert_eq!(run.outcome.stop_reason, None);
     assert_eq!(run.outcome.best, s.program.initial_state());
 }
@@ -262,7 +286,11 @@ async fn resumed_run_ends_where_an_uninterrupted_one_does() {
     let part = gepa.run(&first.ctx, &train, &val, &initial).await.unwrap();
     assert_eq!(part.outcome.stop_reason, Some(StopReason::MaxIterations));
     assert_eq!(part.state.iteration, 3);
-    let saved = RunDir::new(dir.path().join("b")).load().await.unwrap().unwrap();
+    let saved = RunDir::new(dir.path().join("b"))
+        .load()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(saved.iteration, 3);
 
     let second = setup(11, Budget::unlimited(), learning_reflection);
@@ -298,7 +326,9 @@ async fn stop_file_and_cancel_flag_stop_gracefully() {
     let (train, val) = data();
     let dir = tempfile::tempdir().unwrap();
     tokio::fs::create_dir_all(dir.path()).await.unwrap();
-    tokio::fs::write(dir.path().join(STOP_FILE), b"").await.unwrap();
+    tokio::fs::write(dir.path().join(STOP_FILE), b"")
+        .await
+        .unwrap();
     let s = setup(3, Budget::unlimited(), learning_reflection);
     let run = Gepa::new(config(serde_json::json!({"num_generations": 5})))
         .with_run_dir(dir.path())
@@ -325,10 +355,21 @@ async fn stop_file_and_cancel_flag_stop_gracefully() {
         }
         Ok(task_reply(r))
     });
-    let ctx = OptimizeContext::builder(program.clone(), Arc::new(task), "scripted/task", Arc::new(Exact))
-        .prompt_model(Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))), "scripted/reflect")
-        .budget(Arc::new(Budget::with_cancel(BudgetLimits::default(), cancel)))
-        .build();
+    let ctx = OptimizeContext::builder(
+        program.clone(),
+        Arc::new(task),
+        "scripted/task",
+        Arc::new(Exact),
+    )
+    .prompt_model(
+        Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))),
+        "scripted/reflect",
+    )
+    .budget(Arc::new(Budget::with_cancel(
+        BudgetLimits::default(),
+        cancel,
+    )))
+    .build();
     let run = Gepa::new(config(serde_json::json!({"num_generations": 50})))
         .run(&ctx, &train, &val, &program.initial_state())
         .await
@@ -365,7 +406,8 @@ struct TwoStep;
 
 fn two_step_state(first: &str, second: &str) -> ProgramState {
     let mut s = ProgramState::single("first", PredictorState::new(first));
-    s.predictors.insert("second".into(), PredictorState::new(second));
+    s.predictors
+        .insert("second".into(), PredictorState::new(second));
     s
 }
 
@@ -395,10 +437,16 @@ impl ProgramRunner for TwoStep {
         let mut trace = Trace::default();
         let mut replies = Vec::new();
         for name in ["first", "second"] {
-            let instructions = state.predictor(name).map(|p| p.instructions.clone()).unwrap_or_default();
+            let instructions = state
+                .predictor(name)
+                .map(|p| p.instructions.clone())
+                .unwrap_or_default();
             let request = ChatRequest::new(
                 task.model.clone(),
-                vec![Message::system(instructions), Message::user(format!("kind: {kind}"))],
+                vec![
+                    Message::system(instructions),
+                    Message::user(format!("kind: {kind}")),
+                ],
             );
             let reply = task.lm.chat(&request).await?;
             let text = reply.text().to_string();
@@ -416,8 +464,17 @@ impl ProgramRunner for TwoStep {
             });
             replies.push(text);
         }
-        let label = if kind == "x" { replies[0].clone() } else { replies[1].clone() };
-        Ok((Prediction { outputs: Example::new().with("label", label) }, trace))
+        let label = if kind == "x" {
+            replies[0].clone()
+        } else {
+            replies[1].clone()
+        };
+        Ok((
+            Prediction {
+                outputs: Example::new().with("label", label),
+            },
+            trace,
+        ))
     }
 
     fn render(
@@ -444,26 +501,43 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
             || (system.contains("FIX-Y") && user.contains("kind: y"));
         Ok(if good { "good" } else { "bad" }.to_string())
     });
-    let ctx = OptimizeContext::builder(Arc::new(TwoStep), Arc::new(task.clone()), "scripted/task", Arc::new(Exact))
-        .prompt_model(Arc::new(ScriptedLm::constant("```\nunused\n```")), "scripted/reflect")
-        .seed(5)
-        .build();
+    let ctx = OptimizeContext::builder(
+        Arc::new(TwoStep),
+        Arc::new(task.clone()),
+        "scripted/task",
+        Arc::new(Exact),
+    )
+    .prompt_model(
+        Arc::new(ScriptedLm::constant("```\nunused\n```")),
+        "scripted/reflect",
+    )
+    .seed(5)
+    .build();
     let ex = |kind: &str| Example::new().with("kind", kind).with("label", "good");
-    let train: Vec<Example> = ["x", "y", "x", "y", "x", "y"].iter().map(|k| ex(k)).collect();
+    let train: Vec<Example> = ["x", "y", "x", "y", "x", "y"]
+        .iter()
+        .map(|k| ex(k))
+        .collect();
     let val: Vec<Example> = ["x", "x", "y", "y"].iter().map(|k| ex(k)).collect();
 
     let cfg = config(serde_json::json!({"num_generations": 4, "max_metric_calls": 1000}));
     let mut saved = RunState::new(5, cfg.clone(), train.len(), val.len(), Some(1000));
-    let entry = |id: usize, first: &str, second: &str, scores: Vec<f64>, parents: Vec<usize>| CandidateEntry {
-        id,
-        state: two_step_state(first, second),
-        parents: parents.clone(),
-        origin: if parents.is_empty() { Origin::Seed } else { Origin::Reflection { predictors: vec![] } },
-        val_scores: scores,
-        iteration: id as u64,
-        discovered_at: 0,
-        active: true,
-        next_predictor: 0,
+    let entry = |id: usize, first: &str, second: &str, scores: Vec<f64>, parents: Vec<usize>| {
+        CandidateEntry {
+            id,
+            state: two_step_state(first, second),
+            parents: parents.clone(),
+            origin: if parents.is_empty() {
+                Origin::Seed
+            } else {
+                Origin::Reflection { predictors: vec![] }
+            },
+            val_scores: scores,
+            iteration: id as u64,
+            discovered_at: 0,
+            active: true,
+            next_predictor: 0,
+        }
     };
     saved.candidates = vec![
         entry(0, "BASE", "BASE", vec![0.0; 4], vec![]),

@@ -24,7 +24,8 @@ impl MetricBudget {
 
     /// Whether `calls` more calls fit.
     pub fn fits(&self, calls: u64) -> bool {
-        self.max.is_none_or(|max| self.used.saturating_add(calls) <= max)
+        self.max
+            .is_none_or(|max| self.used.saturating_add(calls) <= max)
     }
 
     /// Reserves `calls` calls if they fit; `false` (and nothing reserved) otherwise.
@@ -56,7 +57,10 @@ mod tests {
         assert_eq!(b.used, 10);
         let mut b = MetricBudget::new(Some(10));
         assert!(b.reserve(8));
-        assert!(!b.reserve(3), "an evaluation of 3 does not start with 2 left");
+        assert!(
+            !b.reserve(3),
+            "an evaluation of 3 does not start with 2 left"
+        );
         assert_eq!(b.used, 8);
         assert_eq!(b.remaining(), Some(2));
         let mut u = MetricBudget::new(None);

@@ -195,11 +195,12 @@ impl GepaConfig {
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let parsed: GepaConfig =
-            serde_json::from_value(Value::Object(map)).map_err(|e| OptimizeError::InvalidConfig {
+        let parsed: GepaConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
+            OptimizeError::InvalidConfig {
                 key: "algorithm_config".to_string(),
                 message: format!("invalid GEPA settings: {e}"),
-            })?;
+            }
+        })?;
         parsed.validate()?;
         Ok(parsed)
     }
@@ -304,8 +305,14 @@ mod tests {
     #[test]
     fn auto_formula_counts_gepa_loop() {
         assert_eq!(AutoBudget::Light.metric_calls(50, 3, 5, 5), 287);
-        assert_eq!(AutoBudget::Medium.metric_calls(50, 3, 5, 5), 7 * 50 + 24 * 6 + 5 * 5);
-        assert_eq!(AutoBudget::Heavy.metric_calls(50, 3, 0, 5), 13 * 50 + 48 * 6);
+        assert_eq!(
+            AutoBudget::Medium.metric_calls(50, 3, 5, 5),
+            7 * 50 + 24 * 6 + 5 * 5
+        );
+        assert_eq!(
+            AutoBudget::Heavy.metric_calls(50, 3, 0, 5),
+            13 * 50 + 48 * 6
+        );
         let c = GepaConfig::default();
         assert_eq!(c.metric_call_budget(50), Some(287));
         let c = parse(json!({"auto": "medium", "use_merge": false})).unwrap();

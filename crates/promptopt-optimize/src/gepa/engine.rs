@@ -9,9 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{GepaConfig, ModuleSelector};
 use super::frontier::retire_for_cap;
 use super::merge::{accept_merge, merge_subsample, plan_merge, Lineage};
-use super::reflection::{
-    extract_instructions, reflection_messages, reflective_dataset, Rollout,
-};
+use super::reflection::{extract_instructions, reflection_messages, reflective_dataset, Rollout};
 use super::selection::{best_by_average, select_parent};
 use super::state::{CandidateEntry, IterationRecord, Origin, RunState};
 use crate::{Event, OptimizeContext, OptimizeError, StopReason};
@@ -23,7 +21,7 @@ const REFLECTION_SEED_OFFSET: u64 = 0x5EED_0000;
 #[derive(Debug)]
 pub(crate) enum Step {
     /// It completed.
-    Done(IterationRecord),
+    Done(Box<IterationRecord>),
     /// The next evaluation would pass the metric-call budget: the run is over.
     OutOfMetricBudget,
 }
@@ -118,7 +116,7 @@ impl Engine<'_> {
     fn finish(&self, state: &RunState, mut record: IterationRecord) -> Step {
         record.frontier_size = state.frontier().len();
         record.metric_calls = state.budget.used;
-        Step::Done(record)
+        Step::Done(Box::new(record))
     }
 
     /// Adds a candidate, applies the pool cap, and announces it.
@@ -184,12 +182,8 @@ impl Engine<'_> {
         };
         let scores_a = state.candidates[plan.a].val_scores.clone();
         let scores_b = state.candidates[plan.b].val_scores.clone();
-        let subsample = merge_subsample(
-            &scores_a,
-            &scores_b,
-            self.config.merge_subsample_size,
-            rng,
-        );
+        let subsample =
+            merge_subsample(&scores_a, &scores_b, self.config.merge_subsample_size, rng);
         if !state.budget.reserve(subsample.len() as u64) {
             return Ok(Some(Step::OutOfMetricBudget));
         }
@@ -225,7 +219,10 @@ impl Engine<'_> {
         if !state.budget.reserve(rest.len() as u64) {
             return Ok(Some(Step::OutOfMetricBudget));
         }
-        let rest_report = self.ctx.evaluate(&plan.state, &pick(self.val, &rest)).await?;
+        let rest_report = self
+            .ctx
+            .evaluate(&plan.state, &pick(self.val, &rest))
+            .await?;
         let mut val_scores = vec![0.0; self.val.len()];
         for (&k, &s) in subsample.iter().zip(&merged_sub) {
             val_scores[k] = s;
@@ -315,7 +312,9 @@ impl Engine<'_> {
         record.parent_scores = parent_scores.clone();
         if self.config.skip_perfect_score
             && !parent_scores.is_empty()
-            && parent_scores.iter().all(|&s| s >= self.config.perfect_score)
+            && parent_scores
+                .iter()
+                .all(|&s| s >= self.config.perfect_score)
         {
             record.kind = "skip".to_string();
             record.note = "parent is perfect on the minibatch".to_string();

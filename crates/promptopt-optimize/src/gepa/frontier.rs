@@ -122,7 +122,10 @@ impl Frontier {
                 None => break,
             }
         }
-        order.into_iter().filter(|id| !removed.contains(id)).collect()
+        order
+            .into_iter()
+            .filter(|id| !removed.contains(id))
+            .collect()
     }
 
     /// The frontier restricted to the dominators (fronts keep only surviving candidates).
@@ -275,11 +278,11 @@ mod tests {
 
     #[test]
     fn cap_retires_off_front_then_dominated_then_lowest_average() {
-        let pool = vec![
-            (0, vec![0.5, 0.4, 0.0]), // on front e2 only (tie with all)
-            (1, vec![1.0, 0.0, 0.0]), // owns e0
-            (2, vec![0.0, 1.0, 0.0]), // owns e1
-            (3, vec![0.2, 0.2, 0.0]), // on front e2 only
+        let pool = [
+            (0, vec![0.5, 0.4, 0.0]),  // on front e2 only (tie with all)
+            (1, vec![1.0, 0.0, 0.0]),  // owns e0
+            (2, vec![0.0, 1.0, 0.0]),  // owns e1
+            (3, vec![0.2, 0.2, 0.0]),  // on front e2 only
             (4, vec![0.1, 0.1, -1.0]), // on no front
         ];
         let refs: Vec<(usize, &[f64])> = pool.iter().map(|(i, s)| (*i, s.as_slice())).collect();

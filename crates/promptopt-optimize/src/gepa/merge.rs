@@ -104,7 +104,10 @@ pub fn find_triplet<R: Rng + ?Sized>(
             return None;
         }
         let pair = sample(rng, merge_candidates.len(), 2);
-        let (x, y) = (merge_candidates[pair.index(0)], merge_candidates[pair.index(1)]);
+        let (x, y) = (
+            merge_candidates[pair.index(0)],
+            merge_candidates[pair.index(1)],
+        );
         let (a, b) = if x < y { (x, y) } else { (y, x) };
         if a == b {
             continue;
@@ -229,7 +232,10 @@ pub fn merge_subsample<R: Rng + ?Sized>(
     let a_wins: Vec<usize> = (0..len).filter(|&k| scores_a[k] > scores_b[k]).collect();
     let b_wins: Vec<usize> = (0..len).filter(|&k| scores_b[k] > scores_a[k]).collect();
     let ties: Vec<usize> = (0..len)
-        .filter(|&k| !(scores_a[k] > scores_b[k]) && !(scores_b[k] > scores_a[k]))
+        .filter(|&k| {
+            scores_a[k].partial_cmp(&scores_b[k]) != Some(std::cmp::Ordering::Greater)
+                && scores_b[k].partial_cmp(&scores_a[k]) != Some(std::cmp::Ordering::Greater)
+        })
         .collect();
     let per_bucket = n.div_ceil(3).max(1);
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
@@ -283,7 +289,11 @@ mod tests {
     #[test]
     fn triplet_takes_each_predictor_from_the_candidate_that_changed_it() {
         let (states, parents, averages) = lineage_fixture();
-        let lineage = Lineage { states: &states, parents: &parents, averages: &averages };
+        let lineage = Lineage {
+            states: &states,
+            parents: &parents,
+            averages: &averages,
+        };
         assert_eq!(lineage.ancestors(3), BTreeSet::from([0, 1]));
         let mut ledger = MergeLedger::default();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -299,26 +309,44 @@ mod tests {
     #[test]
     fn descendants_are_not_merged_with_their_ancestors() {
         let (states, parents, averages) = lineage_fixture();
-        let lineage = Lineage { states: &states, parents: &parents, averages: &averages };
+        let lineage = Lineage {
+            states: &states,
+            parents: &parents,
+            averages: &averages,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         // 1 is 3's parent: never a pair.
-        assert_eq!(find_triplet(&lineage, &[1, 3], &MergeLedger::default(), &mut rng), None);
+        assert_eq!(
+            find_triplet(&lineage, &[1, 3], &MergeLedger::default(), &mut rng),
+            None
+        );
     }
 
     #[test]
     fn ancestor_scoring_above_a_parent_is_rejected() {
         let (states, parents, mut averages) = lineage_fixture();
         averages.insert(0, 0.55); // above 2's 0.5
-        let lineage = Lineage { states: &states, parents: &parents, averages: &averages };
+        let lineage = Lineage {
+            states: &states,
+            parents: &parents,
+            averages: &averages,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        assert_eq!(find_triplet(&lineage, &[1, 2], &MergeLedger::default(), &mut rng), None);
+        assert_eq!(
+            find_triplet(&lineage, &[1, 2], &MergeLedger::default(), &mut rng),
+            None
+        );
     }
 
     #[test]
     fn both_changed_takes_the_better_average() {
         // 2 vs 3 with ancestor 0: p: P0 == 2's, so 3's P1; q: Q2 vs Q3 both changed, 3 is better.
         let (states, parents, averages) = lineage_fixture();
-        let lineage = Lineage { states: &states, parents: &parents, averages: &averages };
+        let lineage = Lineage {
+            states: &states,
+            parents: &parents,
+            averages: &averages,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let (merged, desc) = merge_states(&lineage, 2, 3, 0, &mut rng).unwrap();
         assert_eq!(merged, state("P1", "Q3"));
@@ -342,7 +370,10 @@ mod tests {
         assert_eq!(distinct.len(), 5);
         // Only a-wins: fills from the rest; never more than the set.
         let s = merge_subsample(&[1.0, 1.0, 1.0, 1.0], &[0.0; 4], 9, &mut rng);
-        assert_eq!(s.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([0, 1, 2, 3]));
+        assert_eq!(
+            s.iter().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 1, 2, 3])
+        );
     }
 
     #[test]

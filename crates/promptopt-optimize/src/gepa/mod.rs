@@ -57,9 +57,7 @@ pub use reflection::{
 };
 pub use sampler::EpochSampler;
 pub use selection::{best_by_average, select_parent};
-pub use state::{
-    CandidateEntry, IterationRecord, Origin, RunDir, RunState, STATE_FILE, STOP_FILE,
-};
+pub use state::{CandidateEntry, IterationRecord, Origin, RunDir, RunState, STATE_FILE, STOP_FILE};
 
 use crate::{
     AlgorithmConfig, Event, OptimizeContext, OptimizeError, Optimizer, OptimizerOutcome,
@@ -279,7 +277,7 @@ impl Gepa {
                         done: state.iteration,
                         total: config.num_generations,
                     });
-                    state.log.push(record);
+                    state.log.push(*record);
                     if let Some(dir) = &run_dir {
                         dir.save(&state).await?;
                     }

@@ -87,14 +87,19 @@ pub fn reflective_dataset<R: Rng + ?Sized>(
         if steps.is_empty() {
             continue;
         }
-        let step = match steps.iter().find(|s| s.parse_error.is_some() || s.outputs.is_none()) {
+        let step = match steps
+            .iter()
+            .find(|s| s.parse_error.is_some() || s.outputs.is_none())
+        {
             Some(failed) => *failed,
             None => steps[rng.gen_range(0..steps.len())],
         };
         let generated = match (&step.outputs, &step.parse_error) {
             (Some(outputs), None) => Generated::Outputs(outputs.clone()),
             (_, error) => Generated::FormatFailure {
-                error: error.clone().unwrap_or_else(|| "no output fields".to_string()),
+                error: error
+                    .clone()
+                    .unwrap_or_else(|| "no output fields".to_string()),
                 raw: step.raw.clone(),
             },
         };
@@ -253,7 +258,11 @@ mod tests {
             request: ChatRequest::new("scripted/test", vec![]),
             raw: raw.into(),
             outputs: out.map(|o| Example::new().with("label", o)),
-            parse_error: if out.is_none() { Some("missing field `label`".into()) } else { None },
+            parse_error: if out.is_none() {
+                Some("missing field `label`".into())
+            } else {
+                None
+            },
             usage: Usage::default(),
             latency: Duration::ZERO,
             cost_usd: None,
@@ -263,15 +272,34 @@ mod tests {
 
     #[test]
     fn dataset_prefers_failed_steps_and_fills_feedback() {
-        let t1 = Trace { steps: vec![step("p", "good", Some("positive"), "positive")] };
-        let t2 = Trace {
-            steps: vec![step("p", "a", Some("x"), "x"), step("p", "b", None, "I think maybe")],
+        let t1 = Trace {
+            steps: vec![step("p", "good", Some("positive"), "positive")],
         };
-        let t3 = Trace { steps: vec![step("other", "c", Some("y"), "y")] };
+        let t2 = Trace {
+            steps: vec![
+                step("p", "a", Some("x"), "x"),
+                step("p", "b", None, "I think maybe"),
+            ],
+        };
+        let t3 = Trace {
+            steps: vec![step("other", "c", Some("y"), "y")],
+        };
         let rollouts = [
-            Rollout { trace: &t1, score: 1.0, feedback: Some("Correct.") },
-            Rollout { trace: &t2, score: 0.0, feedback: None },
-            Rollout { trace: &t3, score: 0.0, feedback: None },
+            Rollout {
+                trace: &t1,
+                score: 1.0,
+                feedback: Some("Correct."),
+            },
+            Rollout {
+                trace: &t2,
+                score: 0.0,
+                feedback: None,
+            },
+            Rollout {
+                trace: &t3,
+                score: 0.0,
+                feedback: None,
+            },
         ];
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let data = reflective_dataset("p", &rollouts, &mut rng);
@@ -290,43 +318,89 @@ mod tests {
     #[test]
     fn prompt_is_bounded() {
         let long = "x".repeat(50_000);
-        let t = Trace { steps: vec![step("p", &long, None, &long)] };
+        let t = Trace {
+            steps: vec![step("p", &long, None, &long)],
+        };
         let rollouts: Vec<Rollout> = (0..20)
-            .map(|_| Rollout { trace: &t, score: 0.0, feedback: Some(&long) })
+            .map(|_| Rollout {
+                trace: &t,
+                score: 0.0,
+                feedback: Some(&long),
+            })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let data = reflective_dataset("p", &rollouts, &mut rng);
         assert_eq!(data.len(), 20);
         let messages = reflection_messages("p", &long, &data);
         let size: usize = messages.iter().map(|m| m.content.len()).sum();
-        assert!(size < MAX_EXAMPLES_CHARS + MAX_INSTRUCTION_CHARS + 6000, "{size}");
+        assert!(
+            size < MAX_EXAMPLES_CHARS + MAX_INSTRUCTION_CHARS + 6000,
+            "{size}"
+        );
         assert!(messages[1].content.contains("more characters cut"));
-        assert!(!messages[1].content.contains(&format!("## Example {}", MAX_EXAMPLES + 1)));
+        assert!(!messages[1]
+            .content
+            .contains(&format!("## Example {}", MAX_EXAMPLES + 1)));
     }
 
     #[test]
     fn extracts_fenced_instructions() {
         assert_eq!(
-            extract_instructions("Sure!\n```text\nClassify the sentiment.\nAnswer one word.\n```\nDone").as_deref(),
+            extract_instructions(
+                "Sure!\n```text\nClassify the sentiment.\nAnswer one word.\n```\nDone"
+            )
+            .as_deref(),
             Some("Classify the sentiment.\nAnswer one word.")
         );
-        assert_eq!(extract_instructions("```\nA\n```\nB\n```").as_deref(), Some("A\n```\nB"));
-        assert_eq!(extract_instructions("```\nOpen only").as_deref(), Some("Open only"));
-        assert_eq!(extract_instructions("  Plain text  ").as_deref(), Some("Plain text"));
-        assert_eq!(extract_instructions("New: ```Be brief.``` ok").as_deref(), Some("Be brief."));
+        assert_eq!(
+            extract_instructions("```\nA\n```\nB\n```").as_deref(),
+            Some("A\n```\nB")
+        );
+        assert_eq!(
+            extract_instructions("```\nOpen only").as_deref(),
+            Some("Open only")
+        );
+        assert_eq!(
+            extract_instructions("  Plain text  ").as_deref(),
+            Some("Plain text")
+        );
+        assert_eq!(
+            extract_instructions("New: ```Be brief.``` ok").as_deref(),
+            Some("Be brief.")
+        );
         assert_eq!(extract_instructions("```\n\n```"), None);
         assert_eq!(extract_instructions(""), None);
         let huge = format!("```\n{}\n```", "y".repeat(MAX_INSTRUCTION_CHARS + 10));
-        assert_eq!(extract_instructions(&huge).unwrap().len(), MAX_INSTRUCTION_CHARS);
+        assert_eq!(
+            extract_instructions(&huge).unwrap().len(),
+            MAX_INSTRUCTION_CHARS
+        );
     }
 
     #[test]
     fn prompt_snapshot() {
-        let t = Trace { steps: vec![step("classify", "A gripping, funny film.", Some("negative"), "negative")] };
-        let t2 = Trace { steps: vec![step("classify", "Dull.", None, "Label: maybe")] };
+        let t = Trace {
+            steps: vec![step(
+                "classify",
+                "A gripping, funny film.",
+                Some("negative"),
+                "negative",
+            )],
+        };
+        let t2 = Trace {
+            steps: vec![step("classify", "Dull.", None, "Label: maybe")],
+        };
         let rollouts = [
-            Rollout { trace: &t, score: 0.0, feedback: Some("Expected `positive`, got `negative`.") },
-            Rollout { trace: &t2, score: 0.0, feedback: Some("Expected `negative`.") },
+            Rollout {
+                trace: &t,
+                score: 0.0,
+                feedback: Some("Expected `positive`, got `negative`."),
+            },
+            Rollout {
+                trace: &t2,
+                score: 0.0,
+                feedback: Some("Expected `negative`."),
+            },
         ];
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let data = reflective_dataset("classify", &rollouts, &mut rng);

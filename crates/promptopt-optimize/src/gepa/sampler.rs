@@ -126,7 +126,9 @@ mod tests {
         let mut d = EpochSampler::new(10, 3);
         assert_ne!(
             (0..4).flat_map(|i| d.batch(i, 10)).collect::<Vec<_>>(),
-            (0..4).flat_map(|i| EpochSampler::new(10, 3).batch(i, 9)).collect::<Vec<_>>()
+            (0..4)
+                .flat_map(|i| EpochSampler::new(10, 3).batch(i, 9))
+                .collect::<Vec<_>>()
         );
     }
 

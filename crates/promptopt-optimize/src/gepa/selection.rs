@@ -109,7 +109,11 @@ mod tests {
 
     #[test]
     fn current_best_takes_the_highest_average_lowest_id() {
-        let (f, a) = setup(&[(0, vec![0.5, 0.5]), (1, vec![1.0, 0.0]), (2, vec![0.0, 0.2])]);
+        let (f, a) = setup(&[
+            (0, vec![0.5, 0.5]),
+            (1, vec![1.0, 0.0]),
+            (2, vec![0.0, 0.2]),
+        ]);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         assert_eq!(
             select_parent(CandidateSelection::CurrentBest, None, &f, &a, &mut rng),
@@ -175,7 +179,9 @@ mod tests {
         // Tournament of one is a uniform draw among survivors.
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            seen.insert(select_parent(CandidateSelection::Pareto, Some(1), &f, &a, &mut rng).unwrap());
+            seen.insert(
+                select_parent(CandidateSelection::Pareto, Some(1), &f, &a, &mut rng).unwrap(),
+            );
         }
         assert_eq!(seen, [0, 1, 3].into_iter().collect());
     }
@@ -185,7 +191,13 @@ mod tests {
         let f = Frontier::default();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let a = BTreeMap::new();
-        assert_eq!(select_parent(CandidateSelection::Pareto, None, &f, &a, &mut rng), None);
-        assert_eq!(select_parent(CandidateSelection::CurrentBest, None, &f, &a, &mut rng), None);
+        assert_eq!(
+            select_parent(CandidateSelection::Pareto, None, &f, &a, &mut rng),
+            None
+        );
+        assert_eq!(
+            select_parent(CandidateSelection::CurrentBest, None, &f, &a, &mut rng),
+            None
+        );
     }
 }

@@ -206,7 +206,10 @@ impl RunState {
 
     /// Average validation score of every candidate (retired ones included).
     pub fn averages(&self) -> BTreeMap<usize, f64> {
-        self.candidates.iter().map(|c| (c.id, c.average())).collect()
+        self.candidates
+            .iter()
+            .map(|c| (c.id, c.average()))
+            .collect()
     }
 
     /// Average validation score of the active candidates.
@@ -289,19 +292,21 @@ impl RunDir {
 
     /// Whether someone asked the run to stop.
     pub async fn stop_requested(&self) -> bool {
-        tokio::fs::try_exists(self.stop_path()).await.unwrap_or(false)
+        tokio::fs::try_exists(self.stop_path())
+            .await
+            .unwrap_or(false)
     }
 
     /// The saved state, `None` when there is none.
     pub async fn load(&self) -> Result<Option<RunState>, OptimizeError> {
         let path = self.state_path();
         match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| OptimizeError::InvalidRequest {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                OptimizeError::InvalidRequest {
                     location: Some(path),
                     message: format!("unreadable GEPA state: {e}"),
-                }),
+                }
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(OptimizeError::io(path, e)),
         }
@@ -350,12 +355,15 @@ mod tests {
         let run = RunDir::new(dir.path().join("run"));
         assert!(run.load().await.unwrap().is_none());
         let mut s = RunState::new(3, GepaConfig::default(), 10, 4, Some(100));
-        s.candidates.push(entry(0, vec![0.0, 1.0, 0.0, 0.0], vec![], Origin::Seed));
+        s.candidates
+            .push(entry(0, vec![0.0, 1.0, 0.0, 0.0], vec![], Origin::Seed));
         s.candidates.push(entry(
             1,
             vec![1.0, 1.0, 0.0, 0.0],
             vec![0],
-            Origin::Reflection { predictors: vec!["p".into()] },
+            Origin::Reflection {
+                predictors: vec!["p".into()],
+            },
         ));
         s.sampler.batch(0, 3);
         run.save(&s).await.unwrap();
@@ -365,8 +373,12 @@ mod tests {
         assert_eq!(back.frontier().len(), 2);
         assert_eq!(back.candidates[1].describe(), "#1 reflection on `p` of #0");
         let initial = s.candidates[0].state.clone();
-        assert!(back.check_compatible(3, 10, 4, &initial, run.root()).is_ok());
-        assert!(back.check_compatible(4, 10, 4, &initial, run.root()).is_err());
+        assert!(back
+            .check_compatible(3, 10, 4, &initial, run.root())
+            .is_ok());
+        assert!(back
+            .check_compatible(4, 10, 4, &initial, run.root())
+            .is_err());
         assert!(!run.stop_requested().await);
         tokio::fs::write(run.stop_path(), b"").await.unwrap();
         assert!(run.stop_requested().await);
