@@ -5,8 +5,9 @@
 //! more shuffled bootstrap); set 2 bootstraps up to `max_bootstrapped_demos` demos over the
 //! training set in order; every further set shuffles the training set and bootstraps a random
 //! number of demos between 1 and `max_bootstrapped_demos`. Bootstrapped sets are topped up with
-//! labeled examples up to `max_labeled_demos`, as BootstrapFewShot does. Every program run and
-//! random choice goes through the run's context and generator.
+//! labeled examples up to `max_labeled_demos`, as BootstrapFewShot does (the crate's
+//! [`BootstrapFewShot`] and [`LabeledFewShot`] build them). Every program run and random choice
+//! goes through the run's context and generator.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{OptimizeContext, OptimizeError};
+use crate::{BootstrapFewShot, LabeledFewShot, OptimizeContext, OptimizeError};
 
 /// How a demo set was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,20 +85,32 @@ pub struct DemoSettings {
 }
 
 /// The demo sets of every predictor (`[predictor][set]`, predictors in program order), and the
-/// program runs bootstrapping spent.
+/// training examples bootstrapping tried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoCandidates {
     /// Per predictor, its sets.
     pub sets: Vec<Vec<DemoSet>>,
-    /// Program runs made while bootstrapping.
+    /// Training examples tried while bootstrapping (one program run each per round).
     pub bootstrap_runs: usize,
 }
 
 /// Per predictor: demos (bootstrapped first) and how many were bootstrapped.
-pub(crate) type PredictorDemos = BTreeMap<String, (Vec<Example>, usize)>;
+type PredictorDemos = BTreeMap<String, (Vec<Example>, usize)>;
+
+/// The demos of every predictor of `state`, each with its bootstrapped count.
+fn demos_of(state: &ProgramState, bootstrapped: usize) -> PredictorDemos {
+    state
+        .predictors
+        .iter()
+        .map(|(name, p)| {
+            let n = bootstrapped.min(p.demos.len());
+            (name.clone(), (p.demos.clone(), n))
+        })
+        .collect()
+}
 
 /// Builds the demo sets. `initial` is the state whose instructions the bootstrapping teacher
-/// runs with.
+/// runs with. A stop while bootstrapping ends the step with `Stopped`.
 pub async fn build_demo_sets(
     ctx: &OptimizeContext,
     trainset: &[Example],
@@ -105,12 +118,12 @@ pub async fn build_demo_sets(
     settings: &DemoSettings,
     rng: &mut ChaCha8Rng,
 ) -> Result<DemoCandidates, OptimizeError> {
-    let names: Vec<String> = ctx.predictors().into_iter().map(|p| p.name).collect();
-    let mut sets: Vec<Vec<DemoSet>> = vec![Vec::new(); names.len()];
+    let predictors = ctx.predictors();
+    let mut sets: Vec<Vec<DemoSet>> = vec![Vec::new(); predictors.len()];
     let mut bootstrap_runs = 0usize;
     let push = |sets: &mut Vec<Vec<DemoSet>>, kind: DemoSetKind, demos: &PredictorDemos| {
-        for (i, name) in names.iter().enumerate() {
-            let (list, n_boot) = demos.get(name).cloned().unwrap_or_default();
+        for (i, info) in predictors.iter().enumerate() {
+            let (list, n_boot) = demos.get(&info.name).cloned().unwrap_or_default();
             sets[i].push(DemoSet {
                 kind,
                 demos: list,
@@ -118,60 +131,53 @@ pub async fn build_demo_sets(
             });
         }
     };
+    let mut empty = initial.clone();
+    for p in empty.predictors.values_mut() {
+        p.demos.clear();
+    }
     for slot in 0..settings.num_sets.max(1) {
-        match slot {
-            0 => push(&mut sets, DemoSetKind::ZeroShot, &BTreeMap::new()),
+        let (kind, order, size) = match slot {
+            0 => {
+                push(&mut sets, DemoSetKind::ZeroShot, &demos_of(&empty, 0));
+                continue;
+            }
             1 if settings.max_labeled_demos > 0 => {
-                let demos = labeled(&names, trainset, settings.max_labeled_demos, rng);
-                push(&mut sets, DemoSetKind::Labeled, &demos);
+                let state = LabeledFewShot {
+                    k: settings.max_labeled_demos,
+                    sample: true,
+                }
+                .apply(&predictors, trainset, &empty, rng);
+                push(&mut sets, DemoSetKind::Labeled, &demos_of(&state, 0));
+                continue;
             }
-            2 => {
-                let (demos, runs) = super::bootstrap::bootstrap(
-                    ctx,
-                    trainset,
-                    initial,
-                    settings.max_bootstrapped_demos,
-                    settings,
-                    rng,
-                )
-                .await?;
-                bootstrap_runs += runs;
-                push(&mut sets, DemoSetKind::Bootstrapped, &demos);
-            }
+            2 => (
+                DemoSetKind::Bootstrapped,
+                trainset.to_vec(),
+                settings.max_bootstrapped_demos,
+            ),
             _ => {
                 let mut shuffled = trainset.to_vec();
                 shuffled.shuffle(rng);
                 let size = rng.gen_range(1..=settings.max_bootstrapped_demos.max(1));
-                let (demos, runs) =
-                    super::bootstrap::bootstrap(ctx, &shuffled, initial, size, settings, rng)
-                        .await?;
-                bootstrap_runs += runs;
-                push(&mut sets, DemoSetKind::Shuffled { size }, &demos);
+                (DemoSetKind::Shuffled { size }, shuffled, size)
             }
+        };
+        let bootstrap = BootstrapFewShot {
+            max_bootstrapped_demos: size,
+            max_labeled_demos: settings.max_labeled_demos,
+            max_rounds: settings.max_rounds.max(1),
+            metric_threshold: settings.metric_threshold,
+            ..BootstrapFewShot::default()
+        };
+        let run = bootstrap.bootstrap(ctx, &order, &empty, rng).await?;
+        if let Some(reason) = run.stop_reason {
+            return Err(OptimizeError::Stopped(reason));
         }
+        bootstrap_runs += run.tried;
+        push(&mut sets, kind, &demos_of(&run.state, run.bootstrapped));
     }
     Ok(DemoCandidates {
         sets,
         bootstrap_runs,
     })
-}
-
-/// LabeledFewShot: `k` training examples drawn at random for every predictor (each predictor
-/// gets its own draw, as DSPy's shared generator gives).
-pub(crate) fn labeled(
-    names: &[String],
-    trainset: &[Example],
-    k: usize,
-    rng: &mut ChaCha8Rng,
-) -> PredictorDemos {
-    names
-        .iter()
-        .map(|name| {
-            let picked: Vec<Example> = trainset
-                .choose_multiple(rng, k.min(trainset.len()))
-                .cloned()
-                .collect();
-            (name.clone(), (picked, 0))
-        })
-        .collect()
 }

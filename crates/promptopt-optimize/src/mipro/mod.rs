@@ -37,8 +37,6 @@ pub mod proposer;
 pub mod search;
 pub mod tpe;
 
-mod bootstrap;
-
 use async_trait::async_trait;
 use promptopt_core::{Example, ProgramState};
 use rand::seq::index::sample;
