@@ -577,3 +577,36 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
     assert_eq!(run.state.log[1].kind, "skip");
     assert_eq!(run.state.iteration, 4);
 }
+
+#[tokio::test]
+async fn pool_cap_keeps_the_elite_and_other_selection_strategies_run() {
+    let (train, val) = data();
+    for settings in [
+        serde_json::json!({"max_metric_calls": 90, "population_size": 2, "elite_size": 1}),
+        serde_json::json!({"max_metric_calls": 90, "tournament_size": 2, "module_selector": "all"}),
+        serde_json::json!({"max_metric_calls": 90, "candidate_selection_strategy": "current_best"}),
+    ] {
+        let s = setup(4, Budget::unlimited(), learning_reflection);
+        let cap = settings.get("population_size").and_then(|v| v.as_u64());
+        let run = Gepa::new(config(settings))
+            .run(&s.ctx, &train, &val, &s.program.initial_state())
+            .await
+            .unwrap();
+        assert!(run.state.budget.used <= 90);
+        assert!(run.outcome.best_score > 0.0);
+        let best = run.state.best().unwrap();
+        assert!(best.active, "the best candidate is never retired");
+        let active = run.state.candidates.iter().filter(|c| c.active).count();
+        if let Some(cap) = cap {
+            assert!(active as u64 <= cap);
+            assert!(
+                run.state.candidates.len() > 2,
+                "the run made more candidates than the cap"
+            );
+        }
+        for r in run.state.log.iter().filter(|r| r.kind == "reflection") {
+            assert_eq!(r.parents.len(), 1);
+            assert_eq!(r.predictors, vec!["predict".to_string()]);
+        }
+    }
+}
