@@ -492,3 +492,18 @@ async fn a_budget_stop_keeps_the_best_so_far() {
     assert_eq!(run.outcome.best_score, 1.0);
     assert!(ctx.budget().calls() <= 150 + 4);
 }
+
+#[test]
+fn the_example_request_configures_light_mode() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/sst2-mipro.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let request: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(request["algorithm"], "miprov2");
+    let config = MiproConfig::from_value(&request["algorithm_config"]).unwrap();
+    let plan = config.plan(1).unwrap();
+    assert_eq!(plan.num_trials, 10);
+    assert!(config.use_minibatch(&plan, 100).unwrap());
+}
