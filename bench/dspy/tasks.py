@@ -24,7 +24,7 @@ class Task:
     inputs: tuple[str, ...]
     output: str
     instructions: str
-    metric: str  # "exact_match" (normalised label equality) or "squad_f1"
+    metric: str  # promptopt metric names: "accuracy" (label equality) or "token_f1" (SQuAD F1)
 
 
 TASKS: dict[str, Task] = {
@@ -33,7 +33,7 @@ TASKS: dict[str, Task] = {
         inputs=("text",),
         output="label",
         instructions="Classify the sentiment of the sentence. Answer with one word: positive or negative.",
-        metric="exact_match",
+        metric="accuracy",
     ),
     "trec": Task(
         name="trec",
@@ -43,14 +43,14 @@ TASKS: dict[str, Task] = {
             "Classify the question by the kind of answer it asks for. Answer with one word: "
             "abbreviation, description, entity, human, location or number."
         ),
-        metric="exact_match",
+        metric="accuracy",
     ),
     "xquad_en": Task(
         name="xquad_en",
         inputs=("context", "question"),
         output="answer",
         instructions="Answer the question with a short span copied from the context.",
-        metric="squad_f1",
+        metric="token_f1",
     ),
 }
 
@@ -68,8 +68,8 @@ def load_split(task: Task, split: str, limit: int | None = None) -> list[dict]:
 
 
 def normalize_label(value: object) -> str:
-    """Label comparison: case-insensitive, surrounding whitespace and punctuation ignored."""
-    return str(value).strip().strip(string.punctuation + " ").lower()
+    """Label comparison as promptopt's `accuracy` does it: surrounding whitespace and case ignored."""
+    return str(value).strip().lower()
 
 
 def normalize_answer(value: object) -> str:
@@ -99,9 +99,9 @@ def score(task: Task, gold: object, predicted: object) -> float:
     """The task's metric for one prediction, in [0, 1]."""
     if predicted is None:
         return 0.0
-    if task.metric == "exact_match":
+    if task.metric == "accuracy":
         return float(normalize_label(predicted) == normalize_label(gold))
-    if task.metric == "squad_f1":
+    if task.metric == "token_f1":
         return squad_f1(predicted, gold)
     raise ValueError(f"Unknown metric `{task.metric}`")
 

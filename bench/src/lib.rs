@@ -22,9 +22,11 @@
 
 mod http;
 mod reply;
+mod rusage;
 
 pub use http::{frame, FrameError, Framing};
 pub use reply::{json_response, ReplyTemplate};
+pub use rusage::{process_usage, ProcessUsage};
 
 /// The reply the fake server sends by default: DSPy's chat adapter format for one output field
 /// named `label` with the value `positive`.
