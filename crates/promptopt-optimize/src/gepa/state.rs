@@ -259,6 +259,18 @@ impl RunState {
         if self.candidates.first().map(|c| &c.state) != Some(initial) {
             return mismatch("initial program state");
         }
+        let consistent = self.candidates.iter().enumerate().all(|(i, c)| {
+            c.id == i && c.parents.iter().all(|&p| p < i) && c.val_scores.len() == val_size
+        }) && self.sampler.draws.len() == train_size
+            && self.sampler.order.iter().all(|&k| k < train_size);
+        if !consistent {
+            return Err(OptimizeError::InvalidRequest {
+                location: Some(path.to_path_buf()),
+                message: "cannot resume: the saved run's candidates or minibatch order are \
+                          inconsistent with its sizes"
+                    .to_string(),
+            });
+        }
         Ok(())
     }
 }
