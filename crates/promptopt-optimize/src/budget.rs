@@ -71,6 +71,7 @@ pub struct Budget {
     tokens: AtomicU64,
     cost_bits: AtomicU64,
     iterations: AtomicU64,
+    cache_hits: AtomicU64,
     cancel: CancelFlag,
     /// The first reason the run stopped for, once it has (0 = none).
     stopped: AtomicU8,
@@ -94,6 +95,7 @@ impl Budget {
             tokens: AtomicU64::new(0),
             cost_bits: AtomicU64::new(0f64.to_bits()),
             iterations: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
             cancel,
             stopped: AtomicU8::new(0),
         }
@@ -130,7 +132,11 @@ impl Budget {
             .is_some_and(|max| self.calls() >= max)
         {
             Some(StopReason::BudgetCalls)
-        } else if self.limits.max_tokens.is_some_and(|max| self.tokens() >= max) {
+        } else if self
+            .limits
+            .max_tokens
+            .is_some_and(|max| self.tokens() >= max)
+        {
             Some(StopReason::BudgetTokens)
         } else if self
             .limits
@@ -187,6 +193,16 @@ impl Budget {
                     Some((f64::from_bits(bits) + cost).to_bits())
                 });
         }
+    }
+
+    /// Counts one call answered from a cache (also counted by [`Budget::record_call`]).
+    pub fn record_cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Calls answered from a cache so far.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::SeqCst)
     }
 
     /// Model calls so far.
@@ -266,6 +282,9 @@ impl Lm for BudgetedLm {
             response.cost_usd
         };
         self.budget.record_call(tokens, cost);
+        if response.cache_hit {
+            self.budget.record_cache_hit();
+        }
         Ok(response)
     }
 

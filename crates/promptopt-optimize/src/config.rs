@@ -190,7 +190,11 @@ mod tests {
     fn unknown_keys_list_the_valid_ones() {
         let c = AlgorithmConfig::from_json(json!({"num_exampels": 3})).unwrap();
         let err = c
-            .check_keys("algorithm_config", "bootstrapfewshot", &["num_examples", "bootstrap_rounds"])
+            .check_keys(
+                "algorithm_config",
+                "bootstrapfewshot",
+                &["num_examples", "bootstrap_rounds"],
+            )
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -204,7 +208,11 @@ mod tests {
         let c = AlgorithmConfig::from_json(json!({"n": -1, "t": 3.0, "s": "x", "b": 1})).unwrap();
         assert!(c.usize("n").unwrap_err().to_string().contains("`n`"));
         assert!(c.f64_in("t", 0.0, 2.0).is_err());
-        assert!(c.choice("s", &["a", "b"]).unwrap_err().to_string().contains("`x` is not one of `a`, `b`"));
+        assert!(c
+            .choice("s", &["a", "b"])
+            .unwrap_err()
+            .to_string()
+            .contains("`x` is not one of `a`, `b`"));
         assert!(c.bool("b").is_err());
         assert_eq!(c.usize("missing").unwrap(), None);
         assert!(AlgorithmConfig::from_json(json!([1])).is_err());

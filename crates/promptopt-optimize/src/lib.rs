@@ -47,7 +47,12 @@ pub mod gepa;
 mod labeled;
 pub mod mipro;
 mod optimizer;
+mod pipeline;
+pub mod plot;
 mod random_search;
+pub mod registry;
+mod request;
+mod result;
 pub mod select;
 
 pub use bootstrap::{BootstrapFewShot, BootstrapRun};
@@ -65,5 +70,15 @@ pub use labeled::{demo_of, LabeledFewShot};
 pub use optimizer::{
     CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind, TrialPoint,
 };
+pub use pipeline::Pipeline;
 pub use random_search::BootstrapFewShotWithRandomSearch;
+pub use registry::{ModelArtifact, ModelRef, Registry, Version, VersionSpec};
+pub use request::{
+    build_optimizer, valid_keys, Algorithm, Constraints, CustomMetricSpec, DataSource, Objective,
+    OptimizationRequest, Target, DEFAULT_MODEL, FEW_SHOT_KEYS,
+};
+pub use result::{
+    improvement_percentage, Analytics, LoggedPrediction, ModelReport, OptimizationResult,
+    PerformanceMetrics, StageTiming,
+};
 pub use select::SelectionStrategy;

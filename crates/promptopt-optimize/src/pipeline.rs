@@ -1,0 +1,811 @@
+//! The pipeline: request → data → baseline → optimization → validation → registry → result.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use promptopt_core::adapter::AdapterKind;
+use promptopt_core::metrics::{self, CommandMetric};
+use promptopt_core::{
+    Dataset, Example, Metric, Prediction, ProgramState, RunSettings, SinglePredictor, Strategy,
+    Trace,
+};
+use promptopt_lm::{Role, SharedLm};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::registry::{
+    now_rfc3339, ModelArtifact, ModelSettings, ProgramSpec, Provenance, Registry, VersionSpec,
+    FORMAT_VERSION,
+};
+use crate::request::build_optimizer;
+use crate::result::{improvement_percentage, Analytics, LoggedPrediction, StageTiming};
+use crate::{
+    Algorithm, Budget, BudgetLimits, CancelFlag, CoreProgram, EvalReport, Event, EventSink,
+    NullSink, Objective, OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError,
+    OptimizerOutcome, PerformanceMetrics, ProgramRunner, Target, TaskModel, TrialPoint, Version,
+};
+
+mod choose;
+
+use choose::{choose, Candidate};
+
+/// Runs optimization requests, serves saved models and keeps run analytics.
+///
+/// The model `lm` answers every model name a request uses (task, prompt and candidate models):
+/// typically a router over the embedded engine and the providers.
+#[derive(Clone)]
+pub struct Pipeline {
+    lm: SharedLm,
+    registry: Registry,
+    events: Arc<dyn EventSink>,
+    cancel: CancelFlag,
+    concurrency: usize,
+    analytics: Arc<Mutex<HashMap<String, Analytics>>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("registry", &self.registry)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Data, metric and program of a request, ready to run.
+struct Prepared {
+    train: Vec<Example>,
+    val: Vec<Example>,
+    dataset: Dataset,
+    metric: Arc<dyn Metric>,
+    program: Arc<CoreProgram>,
+    initial: ProgramState,
+}
+
+fn dataset_hash(examples: &[Example]) -> String {
+    let mut hasher = Sha256::new();
+    for e in examples {
+        hasher.update(serde_json::to_string(e).unwrap_or_default().as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+impl Pipeline {
+    /// A pipeline whose models are served by `lm`, saving into `registry`.
+    pub fn new(lm: SharedLm, registry: Registry) -> Self {
+        Self {
+            lm,
+            registry,
+            events: Arc::new(NullSink),
+            cancel: CancelFlag::new(),
+            concurrency: 4,
+            analytics: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Builder: where events go.
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Builder: the flag that stops a run (it then keeps its best so far).
+    pub fn with_cancel(mut self, cancel: CancelFlag) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Builder: examples evaluated at once unless a request says otherwise (default 4).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(&event);
+    }
+
+    fn prepare(&self, request: &OptimizationRequest) -> Result<Prepared, OptimizeError> {
+        let base = request.base_dir.clone().unwrap_or_else(|| ".".into());
+        let train_examples = request.training_examples.load(&base)?;
+        let source = match &request.training_examples {
+            crate::DataSource::Path(p) => format!("`{}`", p.display()),
+            crate::DataSource::Inline(_) => "`training_examples`".to_string(),
+        };
+        let dataset = Dataset::new(
+            train_examples,
+            request.input_keys.clone(),
+            request.output_keys.clone(),
+            &source,
+        )?;
+        let (train, val) = match &request.validation_examples {
+            Some(v) => (dataset.examples.clone(), v.load(&base)?),
+            None => {
+                let (t, v) = dataset.split(0.8, request.seed)?;
+                (t.examples, v.examples)
+            }
+        };
+        if train.is_empty() {
+            return Err(OptimizeError::NoExamples {
+                purpose: "train",
+                message: "the training set is empty".into(),
+            });
+        }
+        if val.is_empty() {
+            return Err(OptimizeError::NoExamples {
+                purpose: "validate",
+                message: "the validation set is empty; give `validation_examples` or more training examples".into(),
+            });
+        }
+        let output_key = dataset.output_keys.first().cloned().unwrap_or_default();
+        let metric: Arc<dyn Metric> = match request
+            .custom_metrics
+            .iter()
+            .find(|m| m.name == request.evaluation_metric)
+        {
+            Some(spec) => {
+                let mut m = CommandMetric::shell(spec.name.clone(), &spec.command)?
+                    .with_higher_is_better(spec.higher_is_better)
+                    .with_range(spec.min_value, spec.max_value);
+                if let Some(t) = spec.timeout_seconds {
+                    m = m.with_timeout(Duration::from_secs(t));
+                }
+                Arc::new(m)
+            }
+            None => metrics::by_name(&request.evaluation_metric, &output_key)?,
+        };
+        let mut signature = dataset.signature();
+        if let Some(instructions) = &request.instructions {
+            signature.instructions = instructions.clone();
+        }
+        let adapter = request
+            .adapter
+            .as_deref()
+            .and_then(AdapterKind::from_name)
+            .unwrap_or_default();
+        let settings = RunSettings {
+            adapter,
+            max_tokens: request.constraints.as_ref().and_then(|c| c.max_tokens),
+            seed: None,
+            ..RunSettings::default()
+        };
+        let program = Arc::new(CoreProgram::single(signature).with_settings(settings));
+        let mut initial = program.initial_state();
+        if request.include_reasoning() {
+            for p in initial.predictors.values_mut() {
+                p.strategy = Strategy::ChainOfThought;
+            }
+        }
+        Ok(Prepared {
+            train,
+            val,
+            dataset,
+            metric,
+            program,
+            initial,
+        })
+    }
+
+    fn warnings(request: &OptimizationRequest, prepared: &Prepared) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let n = prepared.train.len();
+        if request.algorithm == Algorithm::Miprov2 && n < 50 {
+            warnings.push(format!(
+                "Only {n} training examples: MIPROv2 needs 50 or more to do well; consider `bootstrapfewshot`"
+            ));
+        } else if n < 10 {
+            warnings.push(format!(
+                "Only {n} training examples: fewer than 10 is too few for most optimizers; `bootstrapfewshot` copes best"
+            ));
+        }
+        let metric = request.evaluation_metric.to_ascii_lowercase();
+        if metric == "accuracy" {
+            if let Some(key) = prepared.dataset.output_keys.first() {
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                for e in &prepared.dataset.examples {
+                    *counts.entry(e.text(key).unwrap_or_default()).or_default() += 1;
+                }
+                let total: usize = counts.values().sum();
+                let max = counts.values().copied().max().unwrap_or(0);
+                let min = counts.values().copied().min().unwrap_or(0);
+                if counts.len() >= 2
+                    && counts.len() <= 100
+                    && total > 0
+                    && (max as f64 / total as f64 > 0.7 || (min as f64) < 0.5 * max as f64)
+                {
+                    warnings.push(format!(
+                        "The classes of `{key}` are imbalanced ({min} to {max} examples per class): `accuracy` can look good by always answering the common class; consider `f1_score`"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Runs one optimization request.
+    pub async fn optimize(
+        &self,
+        request: &OptimizationRequest,
+    ) -> Result<OptimizationResult, OptimizeError> {
+        let started = Instant::now();
+        let optimization_id = {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let digest = Sha256::digest(format!("{}{nanos}", request.hash()).as_bytes());
+            format!("opt-{}", &hex::encode(digest)[..12])
+        };
+        let mut stages: Vec<StageTiming> = Vec::new();
+
+        // Load and check everything before the first model call.
+        let t = Instant::now();
+        self.emit(Event::StageStarted {
+            stage: "load".into(),
+            total: None,
+        });
+        match request.target {
+            Target::ToolSelection => {
+                return Err(OptimizeError::Unsupported(
+                    "Target `tool_selection` (programs with tools)".into(),
+                ))
+            }
+            Target::PromptTemplate
+                if !matches!(request.algorithm, Algorithm::Miprov2 | Algorithm::Gepa) =>
+            {
+                return Err(OptimizeError::Unsupported(format!(
+                    "Target `prompt_template` with algorithm `{}` (instructions are optimized by `miprov2` and `gepa`)",
+                    request.algorithm.as_str()
+                )))
+            }
+            _ => {}
+        }
+        let config = request.effective_algorithm_config();
+        let optimizer = build_optimizer(request.algorithm, &config)?;
+        let prepared = self.prepare(request)?;
+        let mut warnings = Self::warnings(request, &prepared);
+        for w in &warnings {
+            self.emit(Event::Warning { message: w.clone() });
+        }
+        let constraints = request.constraints();
+        let task_model = request.task_model().to_string();
+        let prompt_model = request
+            .prompt_model
+            .clone()
+            .unwrap_or_else(|| task_model.clone());
+        let concurrency = request.concurrency.unwrap_or(self.concurrency);
+        stages.push(StageTiming {
+            stage: "load".into(),
+            seconds: t.elapsed().as_secs_f64(),
+            lm_calls: 0,
+            tokens: 0,
+            cost_usd: 0.0,
+        });
+        self.emit(Event::StageFinished {
+            stage: "load".into(),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+
+        // Baseline.
+        let baseline_budget = Arc::new(Budget::with_cancel(
+            BudgetLimits::default(),
+            self.cancel.clone(),
+        ));
+        let base_ctx = OptimizeContext::builder(
+            prepared.program.clone(),
+            self.lm.clone(),
+            task_model.clone(),
+            prepared.metric.clone(),
+        )
+        .prompt_model(self.lm.clone(), prompt_model)
+        .max_tokens(constraints.max_tokens)
+        .concurrency(concurrency)
+        .seed(request.seed)
+        .events(self.events.clone())
+        .budget(baseline_budget.clone())
+        .build();
+        let baseline = self
+            .stage(&mut stages, "baseline", &baseline_budget, async {
+                base_ctx.evaluate(&prepared.initial, &prepared.val).await
+            })
+            .await?;
+
+        // Optimization.
+        let remaining_cost = constraints
+            .max_cost_usd
+            .map(|c| (c - baseline_budget.cost_usd()).max(0.0));
+        let opt_budget = Arc::new(Budget::with_cancel(
+            BudgetLimits {
+                max_lm_calls: constraints.max_lm_calls,
+                max_tokens: constraints.max_total_tokens,
+                max_cost_usd: remaining_cost,
+                timeout: Some(Duration::from_secs(request.timeout_seconds)),
+                max_iterations: Some(request.max_iterations),
+            },
+            self.cancel.clone(),
+        ));
+        let opt_ctx = base_ctx.with_budget(opt_budget.clone());
+        let runs = self
+            .stage(&mut stages, "optimize", &opt_budget, async {
+                self.run_target(request, &opt_ctx, optimizer.as_ref(), &prepared)
+                    .await
+            })
+            .await?;
+        let stop_reason = runs.iter().find_map(|(_, o)| o.stop_reason);
+        let iterations: usize = runs.iter().map(|(_, o)| o.iterations).sum();
+        let trajectory = merge_trajectories(&runs);
+
+        // Validation of the candidates and choice by objective under constraints.
+        let validate_budget = Arc::new(Budget::unlimited());
+        let val_ctx = base_ctx.with_budget(validate_budget.clone());
+        let (winner, winner_report, model_reports, mut constraint_failures) = self
+            .stage(&mut stages, "validate", &validate_budget, async {
+                let mut candidates = Vec::new();
+                let mut seen = HashSet::new();
+                for (model, outcome) in &runs {
+                    let mut states: Vec<&ProgramState> = vec![&outcome.best];
+                    if request.objective != Objective::MaximizeAccuracy
+                        || request.target == Target::ModelSelection
+                        || constraints.max_latency_ms.is_some()
+                        || constraints.max_tokens.is_some()
+                    {
+                        states.extend(
+                            outcome
+                                .candidates
+                                .iter()
+                                .filter(|c| c.kind == crate::TrialKind::Full)
+                                .map(|c| &c.state),
+                        );
+                    }
+                    for state in states {
+                        if !seen.insert(state.fingerprint()) {
+                            continue;
+                        }
+                        // Remembered when the optimizer scored it on the validation set.
+                        let report = match val_ctx.remembered(state, &prepared.val) {
+                            Some(r) => r,
+                            None if std::ptr::eq(state, &outcome.best) => {
+                                val_ctx.evaluate(state, &prepared.val).await?
+                            }
+                            None => continue,
+                        };
+                        candidates.push(Candidate {
+                            state: state.clone(),
+                            model: model.clone(),
+                            report,
+                        });
+                    }
+                }
+                Ok(choose(request, &constraints, candidates, &task_model))
+            })
+            .await?;
+
+        let metric_name = prepared.metric.info().name;
+        let baseline_metrics = PerformanceMetrics::from_report(&metric_name, &baseline);
+        let optimized_metrics = PerformanceMetrics::from_report(&metric_name, &winner_report);
+        if let Some(min) = constraints.min_accuracy {
+            if optimized_metrics.score < min {
+                constraint_failures.push(format!(
+                    "min_accuracy: the optimized score {:.4} is below {min}",
+                    optimized_metrics.score
+                ));
+            }
+        }
+        if stop_reason.is_some() {
+            warnings.push(format!(
+                "The optimizer stopped early ({}); the result is the best found so far",
+                stop_reason.map(|r| r.as_str()).unwrap_or_default()
+            ));
+        }
+        let winner_model = winner
+            .predictors
+            .values()
+            .find_map(|p| p.model.clone())
+            .unwrap_or_else(|| task_model.clone());
+        let task = TaskModel {
+            lm: self.lm.clone(),
+            model: winner_model.clone(),
+            temperature: prepared.program.settings().temperature,
+            max_tokens: constraints.max_tokens,
+            seed: None,
+        };
+        let optimized_prompt = render_prompt(&prepared, &task, &winner);
+
+        // Save.
+        let t = Instant::now();
+        let model_id = if constraint_failures.is_empty() {
+            let artifact = ModelArtifact {
+                format_version: FORMAT_VERSION,
+                name: request.name.clone().unwrap_or_else(|| "model".to_string()),
+                version: Version::new(1, 0, 0),
+                created_at: now_rfc3339(),
+                promptopt_version: env!("CARGO_PKG_VERSION").to_string(),
+                program: ProgramSpec {
+                    kind: "single_predictor".into(),
+                    predictors: prepared.program.predictors(),
+                },
+                state: winner.clone(),
+                model: ModelSettings {
+                    model: winner_model,
+                    adapter: prepared.program.settings().adapter.name().to_string(),
+                    temperature: prepared.program.settings().temperature,
+                    max_tokens: constraints.max_tokens,
+                },
+                metrics: json!({
+                    "metric": metric_name,
+                    "baseline_score": baseline_metrics.score,
+                    "optimized_score": optimized_metrics.score,
+                    "validation_examples": prepared.val.len(),
+                    "optimized": optimized_metrics,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+                metadata: json!({
+                    "target": request.target.as_str(),
+                    "algorithm": request.algorithm.as_str(),
+                    "objective": request.objective,
+                    "input_keys": prepared.dataset.input_keys,
+                    "output_keys": prepared.dataset.output_keys,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+                provenance: Provenance {
+                    optimization_id: Some(optimization_id.clone()),
+                    request_hash: Some(request.hash()),
+                    dataset_hashes: BTreeMap::from([
+                        ("train".to_string(), dataset_hash(&prepared.train)),
+                        ("validation".to_string(), dataset_hash(&prepared.val)),
+                    ]),
+                    seed: Some(request.seed),
+                    algorithm: Some(request.algorithm.as_str().to_string()),
+                },
+            };
+            let saved = self.registry.save(artifact, VersionSpec::NextPatch)?;
+            Some(saved.id())
+        } else {
+            warnings.push("The model was not saved because it fails its constraints".into());
+            None
+        };
+        stages.push(StageTiming {
+            stage: "save".into(),
+            seconds: t.elapsed().as_secs_f64(),
+            lm_calls: 0,
+            tokens: 0,
+            cost_usd: 0.0,
+        });
+
+        let budgets = [&baseline_budget, &opt_budget, &validate_budget];
+        let lm_calls: u64 = budgets.iter().map(|b| b.calls()).sum();
+        let total_tokens: u64 = budgets.iter().map(|b| b.tokens()).sum();
+        let cost: f64 = budgets.iter().map(|b| b.cost_usd()).sum();
+        let cost_known = baseline.cost_usd().is_some() && winner_report.cost_usd().is_some();
+        let total_cost_usd = (request.track_costs && cost_known).then_some(cost);
+        let analytics = request.enable_analytics.then(|| Analytics {
+            total_cost_usd,
+            cost_per_sample: optimized_metrics.cost_per_sample,
+            latency_p50_ms: optimized_metrics.latency_p50_ms,
+            latency_p95_ms: optimized_metrics.latency_p95_ms,
+            lm_calls,
+            total_tokens,
+            cache_hits: budgets.iter().map(|b| b.cache_hits()).sum(),
+            stages: stages.clone(),
+            predictions: if request.log_predictions {
+                logged_predictions(&prepared.val, &winner_report)
+            } else {
+                Vec::new()
+            },
+        });
+        if let Some(a) = &analytics {
+            self.analytics
+                .lock()
+                .insert(optimization_id.clone(), a.clone());
+        }
+        let result = OptimizationResult {
+            optimization_id,
+            model_id,
+            improvement_percentage: improvement_percentage(
+                baseline_metrics.score,
+                optimized_metrics.score,
+            ),
+            baseline_metrics,
+            optimized_metrics,
+            optimized_prompt,
+            optimized_config: winner,
+            algorithm_used: optimizer.name().to_string(),
+            iterations_completed: iterations,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            total_cost_usd,
+            mlflow_run_id: None,
+            stop_reason,
+            warnings,
+            constraint_failures,
+            analytics,
+            trajectory,
+            model_reports,
+        };
+        self.emit(Event::Finished {
+            best_score: result.optimized_metrics.score,
+            stop_reason,
+        });
+        Ok(result)
+    }
+
+    async fn stage<T>(
+        &self,
+        stages: &mut Vec<StageTiming>,
+        name: &str,
+        budget: &Budget,
+        work: impl std::future::Future<Output = Result<T, OptimizeError>>,
+    ) -> Result<T, OptimizeError> {
+        let t = Instant::now();
+        let (calls, tokens, cost) = (budget.calls(), budget.tokens(), budget.cost_usd());
+        self.emit(Event::StageStarted {
+            stage: name.into(),
+            total: None,
+        });
+        let out = work.await;
+        let seconds = t.elapsed().as_secs_f64();
+        stages.push(StageTiming {
+            stage: name.into(),
+            seconds,
+            lm_calls: budget.calls() - calls,
+            tokens: budget.tokens() - tokens,
+            cost_usd: budget.cost_usd() - cost,
+        });
+        self.emit(Event::StageFinished {
+            stage: name.into(),
+            seconds,
+        });
+        out
+    }
+
+    /// The optimizer runs a target needs: one, one per strategy, or one per candidate model.
+    async fn run_target(
+        &self,
+        request: &OptimizationRequest,
+        ctx: &OptimizeContext,
+        optimizer: &dyn crate::Optimizer,
+        prepared: &Prepared,
+    ) -> Result<Vec<(Option<String>, OptimizerOutcome)>, OptimizeError> {
+        let mut starts: Vec<(Option<String>, ProgramState)> = Vec::new();
+        match request.target {
+            Target::ReasoningStrategy => {
+                for strategy in [Strategy::Predict, Strategy::ChainOfThought] {
+                    let mut s = prepared.initial.clone();
+                    for p in s.predictors.values_mut() {
+                        p.strategy = strategy;
+                    }
+                    starts.push((None, s));
+                }
+            }
+            Target::ModelSelection => {
+                for model in &request.candidate_models {
+                    let mut s = prepared.initial.clone();
+                    for p in s.predictors.values_mut() {
+                        p.model = Some(model.clone());
+                    }
+                    starts.push((Some(model.clone()), s));
+                }
+            }
+            _ => starts.push((None, prepared.initial.clone())),
+        }
+        let mut runs = Vec::new();
+        for (model, start) in starts {
+            if let Some(reason) = ctx.budget().stopped_reason() {
+                // Every start still gets an (unscored) entry so the result names its candidates.
+                runs.push((
+                    model,
+                    crate::OutcomeBuilder::new(start).finish(Some(reason)),
+                ));
+                continue;
+            }
+            let outcome = match optimizer
+                .compile(ctx, &prepared.train, &prepared.val, &start)
+                .await
+            {
+                Ok(o) => o,
+                Err(OptimizeError::Stopped(reason)) => {
+                    crate::OutcomeBuilder::new(start).finish(Some(reason))
+                }
+                Err(e) => return Err(e),
+            };
+            runs.push((model, outcome));
+        }
+        Ok(runs)
+    }
+
+    /// Loads a saved model and the program it describes.
+    pub fn load_model(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ModelArtifact, OptimizeError> {
+        let version = match version {
+            None | Some("latest") => None,
+            Some(v) => Some(v.parse()?),
+        };
+        self.registry.load(name, version)
+    }
+
+    /// The program of a saved model.
+    pub fn program_of(artifact: &ModelArtifact) -> Result<CoreProgram, OptimizeError> {
+        let predictor = artifact.program.predictors.first().ok_or_else(|| {
+            OptimizeError::Program(format!("Model `{}` has no predictor", artifact.id()))
+        })?;
+        let adapter = AdapterKind::from_name(&artifact.model.adapter).unwrap_or_default();
+        let settings = RunSettings {
+            adapter,
+            temperature: artifact.model.temperature,
+            max_tokens: artifact.model.max_tokens,
+            ..RunSettings::default()
+        };
+        let module = SinglePredictor {
+            name: predictor.name.clone(),
+            signature: predictor.signature.clone(),
+        };
+        Ok(CoreProgram::new(Arc::new(module)).with_settings(settings))
+    }
+
+    /// Runs a saved model (`name`, `name@1.2.3`, `name@latest`) on one input.
+    pub async fn predict(
+        &self,
+        model_ref: &str,
+        inputs: &Example,
+    ) -> Result<(Prediction, Trace), OptimizeError> {
+        let artifact = self.registry.load_ref(model_ref)?;
+        let program = Self::program_of(&artifact)?;
+        let task = TaskModel {
+            lm: self.lm.clone(),
+            model: artifact.model.model.clone(),
+            temperature: artifact.model.temperature,
+            max_tokens: artifact.model.max_tokens,
+            seed: None,
+        };
+        program.run(&task, &artifact.state, inputs).await
+    }
+
+    /// Evaluates a saved model on examples with its own metric (or `metric`).
+    pub async fn evaluate_model(
+        &self,
+        model_ref: &str,
+        examples: &[Example],
+        metric: Option<&str>,
+    ) -> Result<(ModelArtifact, EvalReport), OptimizeError> {
+        let artifact = self.registry.load_ref(model_ref)?;
+        let program = Arc::new(Self::program_of(&artifact)?);
+        let output_key = artifact
+            .program
+            .predictors
+            .first()
+            .and_then(|p| p.signature.outputs.first())
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        let metric_name = metric
+            .map(str::to_string)
+            .or_else(|| {
+                artifact
+                    .metrics
+                    .get("metric")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "exact_match".to_string());
+        let metric = metrics::by_name(&metric_name, &output_key)?;
+        let ctx = OptimizeContext::builder(
+            program,
+            self.lm.clone(),
+            artifact.model.model.clone(),
+            metric,
+        )
+        .max_tokens(artifact.model.max_tokens)
+        .concurrency(self.concurrency)
+        .events(self.events.clone())
+        .budget(Arc::new(Budget::with_cancel(
+            BudgetLimits::default(),
+            self.cancel.clone(),
+        )))
+        .build();
+        let report = ctx.evaluate(&artifact.state, examples).await?;
+        Ok((artifact, report))
+    }
+
+    /// Saves a copy of a saved model: as a new registry version (`version`, else the next
+    /// patch) with `metadata` merged in, and/or as a file at `output_path`.
+    pub async fn save_optimized_model(
+        &self,
+        model_id: &str,
+        output_path: Option<&Path>,
+        version: Option<Version>,
+        metadata: Option<serde_json::Map<String, Value>>,
+    ) -> Result<ModelArtifact, OptimizeError> {
+        let mut artifact = self.registry.load_ref(model_id)?;
+        if let Some(extra) = metadata {
+            artifact.metadata.extend(extra);
+        }
+        if version.is_some() || output_path.is_none() {
+            artifact.created_at = now_rfc3339();
+            let spec = version.map_or(VersionSpec::NextPatch, VersionSpec::Exact);
+            artifact = self.registry.save(artifact, spec)?;
+        }
+        if let Some(path) = output_path {
+            let json = serde_json::to_string_pretty(&artifact)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, json).map_err(|e| OptimizeError::io(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| OptimizeError::io(path, e))?;
+        }
+        Ok(artifact)
+    }
+
+    /// The analytics of a run of this pipeline.
+    pub fn get_analytics(&self, optimization_id: &str) -> Option<Analytics> {
+        self.analytics.lock().get(optimization_id).cloned()
+    }
+}
+
+/// The winner's prompt for a template input (`{field}` placeholders), as text.
+fn render_prompt(prepared: &Prepared, task: &TaskModel, state: &ProgramState) -> Option<String> {
+    let mut template = Example::new();
+    for key in &prepared.dataset.input_keys {
+        template.insert(key.clone(), Value::String(format!("{{{key}}}")));
+    }
+    let requests = prepared.program.render(task, state, &template).ok()?;
+    let mut out = String::new();
+    for request in requests {
+        for m in &request.messages {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            out.push_str(&format!("[{role}]\n{}\n\n", m.content));
+        }
+    }
+    Some(out.trim_end().to_string())
+}
+
+fn logged_predictions(val: &[Example], report: &EvalReport) -> Vec<LoggedPrediction> {
+    report
+        .results
+        .iter()
+        .map(|r| LoggedPrediction {
+            example: val[r.index].clone(),
+            prediction: r
+                .prediction
+                .as_ref()
+                .map(|p| p.outputs.clone())
+                .unwrap_or_default(),
+            score: r.normalized,
+        })
+        .collect()
+}
+
+/// One trajectory over several optimizer runs, trials renumbered in order.
+fn merge_trajectories(runs: &[(Option<String>, OptimizerOutcome)]) -> Vec<TrialPoint> {
+    let mut out = Vec::new();
+    let mut best = f64::NAN;
+    for (_, outcome) in runs {
+        for p in &outcome.trajectory {
+            if p.kind == crate::TrialKind::Full && (best.is_nan() || p.score > best) {
+                best = p.score;
+            }
+            out.push(TrialPoint {
+                trial: out.len() + 1,
+                score: p.score,
+                best_so_far: best,
+                kind: p.kind,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,565 @@
+//! `OptimizationRequest`: what to optimize, how to measure it and within which limits.
+
+use std::path::{Path, PathBuf};
+
+use promptopt_core::metrics::{self, METRIC_NAMES};
+use promptopt_core::{dataset, Example};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    gepa, mipro, AlgorithmConfig, BootstrapFewShot, BootstrapFewShotWithRandomSearch,
+    LabeledFewShot, OptimizeError, Optimizer,
+};
+
+/// The task model when a request names none: the embedded SmolLM2-135M-Instruct.
+pub const DEFAULT_MODEL: &str = "local/smollm2-135m";
+
+/// What the optimization may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Instructions (MIPROv2, GEPA).
+    PromptTemplate,
+    /// Demonstrations (LabeledFewShot, BootstrapFewShot, random search; MIPROv2 too).
+    FewShotExamples,
+    /// Predict or chain of thought, chosen on the validation set.
+    ReasoningStrategy,
+    /// Which tools a predictor may use.
+    ToolSelection,
+    /// Which model runs the program, chosen by the objective under the constraints.
+    ModelSelection,
+}
+
+impl Target {
+    /// The name request files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::PromptTemplate => "prompt_template",
+            Target::FewShotExamples => "few_shot_examples",
+            Target::ReasoningStrategy => "reasoning_strategy",
+            Target::ToolSelection => "tool_selection",
+            Target::ModelSelection => "model_selection",
+        }
+    }
+}
+
+/// What the optimization tries to achieve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The highest metric score.
+    #[default]
+    MaximizeAccuracy,
+    /// The lowest cost per example among candidates that meet the constraints.
+    MinimizeCost,
+    /// The lowest p95 latency among candidates that meet the constraints.
+    MinimizeLatency,
+}
+
+/// Which optimizer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// MIPROv2: proposed instructions and demo sets searched with TPE.
+    Miprov2,
+    /// BootstrapFewShot.
+    Bootstrapfewshot,
+    /// GEPA: reflective evolution with a Pareto frontier.
+    Gepa,
+    /// LabeledFewShot.
+    Labeledfewshot,
+    /// BootstrapFewShotWithRandomSearch.
+    BootstrapfewshotRandomSearch,
+}
+
+impl Algorithm {
+    /// Every algorithm.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::Miprov2,
+        Algorithm::Bootstrapfewshot,
+        Algorithm::Gepa,
+        Algorithm::Labeledfewshot,
+        Algorithm::BootstrapfewshotRandomSearch,
+    ];
+
+    /// The name request files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Miprov2 => "miprov2",
+            Algorithm::Bootstrapfewshot => "bootstrapfewshot",
+            Algorithm::Gepa => "gepa",
+            Algorithm::Labeledfewshot => "labeledfewshot",
+            Algorithm::BootstrapfewshotRandomSearch => "bootstrapfewshot_random_search",
+        }
+    }
+}
+
+/// The `algorithm_config` keys an algorithm accepts.
+pub fn valid_keys(algorithm: Algorithm) -> Vec<&'static str> {
+    match algorithm {
+        Algorithm::Miprov2 => mipro::CONFIG_KEYS.to_vec(),
+        Algorithm::Gepa => gepa::CONFIG_KEYS.to_vec(),
+        Algorithm::Bootstrapfewshot => BootstrapFewShot::CONFIG_KEYS.to_vec(),
+        Algorithm::Labeledfewshot => LabeledFewShot::CONFIG_KEYS.to_vec(),
+        Algorithm::BootstrapfewshotRandomSearch => BootstrapFewShotWithRandomSearch::config_keys(),
+    }
+}
+
+/// The keys `few_shot_config` accepts.
+pub const FEW_SHOT_KEYS: &[&str] = &[
+    "num_examples",
+    "selection_strategy",
+    "include_reasoning",
+    "bootstrap_rounds",
+    "max_bootstrapped",
+];
+
+/// The optimizer an algorithm and its settings describe.
+pub fn build_optimizer(
+    algorithm: Algorithm,
+    config: &AlgorithmConfig,
+) -> Result<Box<dyn Optimizer>, OptimizeError> {
+    Ok(match algorithm {
+        Algorithm::Miprov2 => Box::new(mipro::MiproV2::from_algorithm_config(config)?),
+        Algorithm::Gepa => Box::new(gepa::Gepa::from_config(config)?),
+        Algorithm::Bootstrapfewshot => Box::new(BootstrapFewShot::from_config(config)?),
+        Algorithm::Labeledfewshot => Box::new(LabeledFewShot::from_config(config)?),
+        Algorithm::BootstrapfewshotRandomSearch => {
+            Box::new(BootstrapFewShotWithRandomSearch::from_config(config)?)
+        }
+    })
+}
+
+/// Examples inline, or a path to a JSON Lines, JSON or CSV file (relative to the request file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataSource {
+    /// The examples themselves.
+    Inline(Vec<Example>),
+    /// A dataset file.
+    Path(PathBuf),
+}
+
+impl DataSource {
+    /// The examples, reading a file relative to `base_dir`.
+    pub fn load(&self, base_dir: &Path) -> Result<Vec<Example>, OptimizeError> {
+        match self {
+            DataSource::Inline(examples) => Ok(examples.clone()),
+            DataSource::Path(path) => {
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base_dir.join(path)
+                };
+                Ok(dataset::load_examples(&path)?)
+            }
+        }
+    }
+}
+
+/// Limits and requirements (the guide's `OptimizationConstraints`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    /// Most cost in USD for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Candidates whose p95 latency per example exceeds this are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+    /// The optimized score (0–1) must reach this, or the result fails the constraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_accuracy: Option<f64>,
+    /// Most tokens per reply; prompts that cannot fit are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The task model to use (overrides `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_model: Option<String>,
+    /// Most language model calls for the optimization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lm_calls: Option<u64>,
+    /// Most prompt plus completion tokens for the optimization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_tokens: Option<u64>,
+}
+
+/// A metric computed by an external command (the guide's `CustomMetric`).
+///
+/// The command reads one JSON object per line on stdin (`example`, `prediction`) and writes one
+/// score per line (see `promptopt_core::metrics::CommandMetric`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMetricSpec {
+    /// The name `evaluation_metric` refers to.
+    pub name: String,
+    /// The command line (run through the shell).
+    pub command: String,
+    /// Whether higher is better (default true).
+    #[serde(default = "yes")]
+    pub higher_is_better: bool,
+    /// The lowest value (default 0).
+    #[serde(default)]
+    pub min_value: f64,
+    /// The highest value (default 1).
+    #[serde(default = "one")]
+    pub max_value: f64,
+    /// Seconds one score may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_max_iterations() -> u64 {
+    50
+}
+
+fn default_timeout() -> u64 {
+    3600
+}
+
+fn default_model() -> String {
+    DEFAULT_MODEL.to_string()
+}
+
+/// A request for one optimization run (the guide's `OptimizationRequest`), from YAML or JSON.
+///
+/// ```
+/// use promptopt_optimize::{Algorithm, OptimizationRequest, Target};
+///
+/// let request = OptimizationRequest::from_yaml_str(r#"
+/// target: few_shot_examples
+/// evaluation_metric: accuracy
+/// algorithm: bootstrapfewshot
+/// training_examples:
+///   - {text: "I loved it", label: positive}
+///   - {text: "Dull", label: negative}
+/// "#)?;
+/// assert_eq!(request.target, Target::FewShotExamples);
+/// assert_eq!(request.algorithm, Algorithm::Bootstrapfewshot);
+/// assert_eq!(request.model, "local/smollm2-135m");
+///
+/// let error = OptimizationRequest::from_yaml_str("target: few_shot_examples\nalgoritm: gepa\n")
+///     .unwrap_err().to_string();
+/// assert!(error.contains("unknown field `algoritm`"));
+/// assert!(error.contains("`algorithm`"));
+/// # Ok::<(), promptopt_optimize::OptimizeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizationRequest {
+    /// What to optimize.
+    pub target: Target,
+    /// What to achieve.
+    #[serde(default)]
+    pub objective: Objective,
+    /// How to measure success: a built-in metric or a `custom_metrics` name.
+    pub evaluation_metric: String,
+    /// Which optimizer runs.
+    pub algorithm: Algorithm,
+    /// Training examples, inline or a file.
+    pub training_examples: DataSource,
+    /// Validation examples; without them, 20 % of the training examples (seeded split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_examples: Option<DataSource>,
+    /// Most optimizer iterations (trials, candidates, generations).
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u64,
+    /// Wall-time limit of the optimization, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Limits and requirements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Constraints>,
+    /// Settings of the algorithm (keys checked per algorithm).
+    #[serde(default, skip_serializing_if = "AlgorithmConfig::is_empty")]
+    pub algorithm_config: AlgorithmConfig,
+    /// Few-shot settings (`num_examples`, `selection_strategy`, `include_reasoning`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub few_shot_config: Option<AlgorithmConfig>,
+    /// Metrics computed by external commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_metrics: Vec<CustomMetricSpec>,
+    /// Whether the result carries analytics.
+    #[serde(default = "yes")]
+    pub enable_analytics: bool,
+    /// Whether costs are tracked and reported.
+    #[serde(default = "yes")]
+    pub track_costs: bool,
+    /// Whether the validation predictions are kept in the analytics.
+    #[serde(default)]
+    pub log_predictions: bool,
+    /// The seed of every random choice (0 is a seed like any other).
+    #[serde(default)]
+    pub seed: u64,
+    /// The task model (`provider/model`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The model that proposes instructions and reflects (default: the task model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_model: Option<String>,
+    /// The models `model_selection` chooses among.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidate_models: Vec<String>,
+    /// Input fields (inferred when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_keys: Option<Vec<String>>,
+    /// Output fields (inferred when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_keys: Option<Vec<String>>,
+    /// The initial instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// The model's name in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How prompts are rendered: `chat` (default), `json` or `completion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Examples evaluated at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Where relative data paths are resolved (the request file's folder).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+impl OptimizationRequest {
+    fn invalid(location: Option<&Path>, message: impl Into<String>) -> OptimizeError {
+        OptimizeError::InvalidRequest {
+            location: location.map(Path::to_path_buf),
+            message: message.into(),
+        }
+    }
+
+    /// Parses YAML (JSON is YAML too) and checks it.
+    pub fn from_yaml_str(text: &str) -> Result<Self, OptimizeError> {
+        Self::parse(text, None)
+    }
+
+    /// Parses JSON and checks it.
+    pub fn from_json_str(text: &str) -> Result<Self, OptimizeError> {
+        let request: Self =
+            serde_json::from_str(text).map_err(|e| Self::invalid(None, e.to_string()))?;
+        request.validate(None)?;
+        Ok(request)
+    }
+
+    /// Reads a request file (`.json` as JSON, anything else as YAML); relative data paths are
+    /// resolved against its folder.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, OptimizeError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| OptimizeError::io(path, e))?;
+        let mut request = if path.extension().is_some_and(|e| e == "json") {
+            let r: Self = serde_json::from_str(&text)
+                .map_err(|e| Self::invalid(Some(path), e.to_string()))?;
+            r.validate(Some(path))?;
+            r
+        } else {
+            Self::parse(&text, Some(path))?
+        };
+        request.base_dir = Some(
+            path.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        );
+        Ok(request)
+    }
+
+    fn parse(text: &str, location: Option<&Path>) -> Result<Self, OptimizeError> {
+        let request: Self =
+            serde_yaml::from_str(text).map_err(|e| Self::invalid(location, e.to_string()))?;
+        request.validate(location)?;
+        Ok(request)
+    }
+
+    /// Checks what serde cannot: the metric name, the algorithm's keys, value ranges.
+    pub fn validate(&self, location: Option<&Path>) -> Result<(), OptimizeError> {
+        let custom = self
+            .custom_metrics
+            .iter()
+            .any(|m| m.name == self.evaluation_metric);
+        let known = custom || metrics::by_name(&self.evaluation_metric, "output").is_ok();
+        if !known {
+            let mut names: Vec<String> = METRIC_NAMES.iter().map(|n| format!("`{n}`")).collect();
+            names.extend(self.custom_metrics.iter().map(|m| format!("`{}`", m.name)));
+            return Err(Self::invalid(
+                location,
+                format!(
+                    "unknown evaluation_metric `{}`; valid metrics: {}",
+                    self.evaluation_metric,
+                    names.join(", ")
+                ),
+            ));
+        }
+        let keys = valid_keys(self.algorithm);
+        self.algorithm_config
+            .check_keys("algorithm_config", self.algorithm.as_str(), &keys)?;
+        if let Some(few_shot) = &self.few_shot_config {
+            few_shot.check_keys("few_shot_config", self.algorithm.as_str(), FEW_SHOT_KEYS)?;
+        }
+        if let Some(adapter) = &self.adapter {
+            if promptopt_core::adapter::AdapterKind::from_name(adapter).is_none() {
+                return Err(Self::invalid(
+                    location,
+                    format!(
+                        "unknown adapter `{adapter}`; valid adapters: `chat`, `json`, `completion`"
+                    ),
+                ));
+            }
+        }
+        if self.target == Target::ModelSelection && self.candidate_models.is_empty() {
+            return Err(Self::invalid(
+                location,
+                "target `model_selection` needs `candidate_models` (at least one model)",
+            ));
+        }
+        if let Some(c) = &self.constraints {
+            if let Some(m) = c.min_accuracy.filter(|m| !(0.0..=1.0).contains(m)) {
+                return Err(Self::invalid(
+                    location,
+                    format!("constraints.min_accuracy {m} is not between 0 and 1"),
+                ));
+            }
+            if c.max_cost_usd.is_some_and(|x| x < 0.0) {
+                return Err(Self::invalid(
+                    location,
+                    "constraints.max_cost_usd is negative",
+                ));
+            }
+        }
+        if let Some(name) = &self.name {
+            crate::registry::check_name(name)?;
+        }
+        Ok(())
+    }
+
+    /// The task model: `constraints.target_model` when set, else `model`.
+    pub fn task_model(&self) -> &str {
+        self.constraints
+            .as_ref()
+            .and_then(|c| c.target_model.as_deref())
+            .unwrap_or(&self.model)
+    }
+
+    /// The constraints (empty when none were given).
+    pub fn constraints(&self) -> Constraints {
+        self.constraints.clone().unwrap_or_default()
+    }
+
+    /// The algorithm settings with `few_shot_config` merged in (explicit `algorithm_config`
+    /// keys win; `include_reasoning` is not an algorithm setting and is left out).
+    pub fn effective_algorithm_config(&self) -> AlgorithmConfig {
+        let mut config = self.algorithm_config.clone();
+        if let Some(few_shot) = &self.few_shot_config {
+            let keys = valid_keys(self.algorithm);
+            let mut extra = AlgorithmConfig::new();
+            for (k, v) in &few_shot.0 {
+                if keys.contains(&k.as_str()) {
+                    extra.0.insert(k.clone(), v.clone());
+                }
+            }
+            config.merge_defaults(&extra);
+        }
+        config
+    }
+
+    /// Whether `few_shot_config.include_reasoning` asks for chain of thought.
+    pub fn include_reasoning(&self) -> bool {
+        self.few_shot_config
+            .as_ref()
+            .and_then(|c| c.get("include_reasoning"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A stable hash of the request (its canonical JSON), for provenance.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str =
+        "target: few_shot_examples\nevaluation_metric: accuracy\ntraining_examples: []\n";
+
+    #[test]
+    fn unknown_fields_and_variants_list_the_valid_ones() {
+        let e = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\nseeed: 3\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `seeed`"), "{e}");
+        assert!(
+            e.contains("`seed`") && e.contains("`training_examples`"),
+            "{e}"
+        );
+        let e = OptimizationRequest::from_yaml_str(&format!("{BASE}algorithm: simba\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `simba`"), "{e}");
+        assert!(e.contains("`bootstrapfewshot_random_search`"), "{e}");
+    }
+
+    #[test]
+    fn algorithm_config_keys_are_checked_per_algorithm() {
+        let e = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\nalgorithm_config: {{num_candidates: 3}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("Unknown key `num_candidates` in `algorithm_config` for algorithm `bootstrapfewshot`; valid keys: `max_bootstrapped_demos`"), "{e}");
+        let ok = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\nalgorithm_config: {{num_examples: 3, selection_strategy: diverse}}\n"
+        ));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn metric_names_are_checked_and_listed() {
+        let text = "target: few_shot_examples\nevaluation_metric: acuracy\nalgorithm: bootstrapfewshot\ntraining_examples: []\n";
+        let e = OptimizationRequest::from_yaml_str(text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown evaluation_metric `acuracy`; valid metrics: "),
+            "{e}"
+        );
+        assert!(e.contains("`accuracy`"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_paths() {
+        let r = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: labeledfewshot\ntraining_examples: data/train.jsonl\nconstraints: {{target_model: openai/gpt-4o-mini}}\n"
+        ))
+        .unwrap_err();
+        // `training_examples` given twice is a YAML error.
+        assert!(r.to_string().contains("duplicate"), "{r}");
+        let r = OptimizationRequest::from_yaml_str(
+            "target: few_shot_examples\nevaluation_metric: accuracy\nalgorithm: labeledfewshot\ntraining_examples: data/train.jsonl\nconstraints: {target_model: openai/gpt-4o-mini}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.training_examples,
+            DataSource::Path("data/train.jsonl".into())
+        );
+        assert_eq!(r.task_model(), "openai/gpt-4o-mini");
+        assert_eq!((r.max_iterations, r.timeout_seconds, r.seed), (50, 3600, 0));
+        assert!(r.enable_analytics && r.track_costs && !r.log_predictions);
+    }
+}
