@@ -169,13 +169,19 @@ impl LmConfig {
 
     /// Sets the base URL of `provider`.
     pub fn with_base_url(mut self, provider: &str, base_url: impl Into<String>) -> Self {
-        self.providers.entry(provider.to_owned()).or_default().base_url = Some(base_url.into());
+        self.providers
+            .entry(provider.to_owned())
+            .or_default()
+            .base_url = Some(base_url.into());
         self
     }
 
     /// Sets the API key of `provider`.
     pub fn with_api_key(mut self, provider: &str, key: impl Into<String>) -> Self {
-        self.providers.entry(provider.to_owned()).or_default().api_key = Some(ApiKey::new(key));
+        self.providers
+            .entry(provider.to_owned())
+            .or_default()
+            .api_key = Some(ApiKey::new(key));
         self
     }
 

@@ -243,12 +243,16 @@ mod tests {
     fn error_bodies_of_all_providers_are_read() {
         let openai = br#"{"error":{"message":"Bad key","type":"invalid_request_error","code":"invalid_api_key"}}"#;
         assert_eq!(error_message(openai).0, "Bad key (invalid_request_error)");
-        let anthropic = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let anthropic =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(error_message(anthropic).0, "Overloaded (overloaded_error)");
         let gemini = br#"{"error":{"code":429,"message":"Quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"7s"}]}}"#;
         assert_eq!(
             error_message(gemini),
-            ("Quota (RESOURCE_EXHAUSTED)".to_owned(), Some(Duration::from_secs(7)))
+            (
+                "Quota (RESOURCE_EXHAUSTED)".to_owned(),
+                Some(Duration::from_secs(7))
+            )
         );
         assert_eq!(error_message(b"<html>oops</html>").0, "<html>oops</html>");
     }

@@ -57,21 +57,66 @@ const BUILT_IN: &[(&str, ModelPrice)] = &[
     ("openai/gpt-5", ModelPrice::new(1.25, 10.00, 0.125)),
     ("openai/gpt-5-mini", ModelPrice::new(0.25, 2.00, 0.025)),
     ("openai/gpt-5-nano", ModelPrice::new(0.05, 0.40, 0.005)),
-    ("anthropic/claude-opus-4-1", ModelPrice::new(15.00, 75.00, 1.50)),
-    ("anthropic/claude-opus-4-0", ModelPrice::new(15.00, 75.00, 1.50)),
-    ("anthropic/claude-opus-4", ModelPrice::new(15.00, 75.00, 1.50)),
-    ("anthropic/claude-sonnet-4-5", ModelPrice::new(3.00, 15.00, 0.30)),
-    ("anthropic/claude-sonnet-4-0", ModelPrice::new(3.00, 15.00, 0.30)),
-    ("anthropic/claude-sonnet-4", ModelPrice::new(3.00, 15.00, 0.30)),
-    ("anthropic/claude-3-7-sonnet", ModelPrice::new(3.00, 15.00, 0.30)),
-    ("anthropic/claude-3-5-sonnet", ModelPrice::new(3.00, 15.00, 0.30)),
-    ("anthropic/claude-haiku-4-5", ModelPrice::new(1.00, 5.00, 0.10)),
-    ("anthropic/claude-3-5-haiku", ModelPrice::new(0.80, 4.00, 0.08)),
-    ("anthropic/claude-3-haiku", ModelPrice::new(0.25, 1.25, 0.03)),
-    ("gemini/gemini-2.0-flash", ModelPrice::new(0.10, 0.40, 0.025)),
-    ("gemini/gemini-2.0-flash-lite", ModelPrice::new(0.075, 0.30, 0.01875)),
-    ("gemini/gemini-2.5-flash", ModelPrice::new(0.30, 2.50, 0.075)),
-    ("gemini/gemini-2.5-flash-lite", ModelPrice::new(0.10, 0.40, 0.025)),
+    (
+        "anthropic/claude-opus-4-1",
+        ModelPrice::new(15.00, 75.00, 1.50),
+    ),
+    (
+        "anthropic/claude-opus-4-0",
+        ModelPrice::new(15.00, 75.00, 1.50),
+    ),
+    (
+        "anthropic/claude-opus-4",
+        ModelPrice::new(15.00, 75.00, 1.50),
+    ),
+    (
+        "anthropic/claude-sonnet-4-5",
+        ModelPrice::new(3.00, 15.00, 0.30),
+    ),
+    (
+        "anthropic/claude-sonnet-4-0",
+        ModelPrice::new(3.00, 15.00, 0.30),
+    ),
+    (
+        "anthropic/claude-sonnet-4",
+        ModelPrice::new(3.00, 15.00, 0.30),
+    ),
+    (
+        "anthropic/claude-3-7-sonnet",
+        ModelPrice::new(3.00, 15.00, 0.30),
+    ),
+    (
+        "anthropic/claude-3-5-sonnet",
+        ModelPrice::new(3.00, 15.00, 0.30),
+    ),
+    (
+        "anthropic/claude-haiku-4-5",
+        ModelPrice::new(1.00, 5.00, 0.10),
+    ),
+    (
+        "anthropic/claude-3-5-haiku",
+        ModelPrice::new(0.80, 4.00, 0.08),
+    ),
+    (
+        "anthropic/claude-3-haiku",
+        ModelPrice::new(0.25, 1.25, 0.03),
+    ),
+    (
+        "gemini/gemini-2.0-flash",
+        ModelPrice::new(0.10, 0.40, 0.025),
+    ),
+    (
+        "gemini/gemini-2.0-flash-lite",
+        ModelPrice::new(0.075, 0.30, 0.01875),
+    ),
+    (
+        "gemini/gemini-2.5-flash",
+        ModelPrice::new(0.30, 2.50, 0.075),
+    ),
+    (
+        "gemini/gemini-2.5-flash-lite",
+        ModelPrice::new(0.10, 0.40, 0.025),
+    ),
     ("gemini/gemini-2.5-pro", ModelPrice::new(1.25, 10.00, 0.31)),
 ];
 

@@ -41,7 +41,9 @@ pub struct ScriptedLm {
 
 impl std::fmt::Debug for ScriptedLm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScriptedLm").field("calls", &self.calls()).finish()
+        f.debug_struct("ScriptedLm")
+            .field("calls", &self.calls())
+            .finish()
     }
 }
 
@@ -50,7 +52,11 @@ impl ScriptedLm {
     pub fn new(
         responder: impl Fn(&ChatRequest) -> Result<String, LmError> + Send + Sync + 'static,
     ) -> Self {
-        Self { responder: Arc::new(responder), calls: Arc::new(AtomicU64::new(0)), cost_per_call: None }
+        Self {
+            responder: Arc::new(responder),
+            calls: Arc::new(AtomicU64::new(0)),
+            cost_per_call: None,
+        }
     }
 
     /// A model that always answers `reply`.
@@ -88,9 +94,16 @@ impl Lm for ScriptedLm {
             }
             _ => (content, FinishReason::Stop),
         };
-        let usage = Usage { prompt_tokens, completion_tokens: words(&content), cached_tokens: 0 };
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: words(&content),
+            cached_tokens: 0,
+        };
         let choices = (0..request.n.max(1))
-            .map(|_| Choice { content: content.clone(), finish_reason: finish_reason.clone() })
+            .map(|_| Choice {
+                content: content.clone(),
+                finish_reason: finish_reason.clone(),
+            })
             .collect();
         Ok(ChatResponse {
             model: request.model.clone(),

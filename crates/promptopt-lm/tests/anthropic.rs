@@ -63,7 +63,10 @@ async fn sends_the_exact_request_and_reads_the_reply() {
     let seen = &server.requests()[0];
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.header("x-api-key").as_deref(), Some("sk-ant-test"));
-    assert_eq!(seen.header("anthropic-version").as_deref(), Some("2023-06-01"));
+    assert_eq!(
+        seen.header("anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
     assert_eq!(seen.header("authorization"), None);
     assert_eq!(
         seen.json(),
@@ -119,7 +122,10 @@ async fn overloaded_and_server_errors_are_retried() {
 async fn errors_keep_status_message_and_retry_after() {
     let server = MockServer::start(vec![Reply::json(
         429,
-        anthropic_error("rate_limit_error", "Number of request tokens has exceeded your rate limit"),
+        anthropic_error(
+            "rate_limit_error",
+            "Number of request tokens has exceeded your rate limit",
+        ),
     )
     .with_header("retry-after", "13")])
     .await;
@@ -128,7 +134,10 @@ async fn errors_keep_status_message_and_retry_after() {
     assert_eq!(error.retry_after(), Some(Duration::from_secs(13)));
     assert!(error.to_string().contains("rate_limit_error"), "{error}");
 
-    for (status, kind) in [(401, "authentication_error"), (400, "invalid_request_error")] {
+    for (status, kind) in [
+        (401, "authentication_error"),
+        (400, "invalid_request_error"),
+    ] {
         let server =
             MockServer::start(vec![Reply::json(status, anthropic_error(kind, "Nope"))]).await;
         let error = LmStack::build(config(&server))
@@ -149,7 +158,10 @@ async fn malformed_bodies_and_hung_connections_fail_cleanly() {
     let server = MockServer::start(vec![Reply::raw(200, "{\"content\": 5}")]).await;
     let lm = open_provider("anthropic/claude-3-5-haiku-latest", &config(&server)).unwrap();
     let error = lm.chat(&request()).await.unwrap_err();
-    assert!(matches!(error, LmError::MalformedResponse { .. }), "{error:?}");
+    assert!(
+        matches!(error, LmError::MalformedResponse { .. }),
+        "{error:?}"
+    );
 
     let server = MockServer::start(vec![Reply::Hang]).await;
     let mut config = config(&server);

@@ -98,7 +98,10 @@ async fn sends_the_exact_request_and_reads_the_reply() {
             }
         })
     );
-    assert!(!seen.path.contains("key="), "the key never travels in the URL");
+    assert!(
+        !seen.path.contains("key="),
+        "the key never travels in the URL"
+    );
     assert_eq!(response.text(), "{\"label\": \"positive\"}");
     assert_eq!(response.choices[1].finish_reason, FinishReason::Length);
     assert_eq!(response.usage.prompt_tokens, 50);
@@ -124,7 +127,10 @@ async fn quota_errors_carry_the_retry_delay() {
 #[tokio::test]
 async fn server_errors_are_retried_and_client_errors_are_not() {
     let server = MockServer::start(vec![
-        Reply::json(503, google_error(503, "UNAVAILABLE", "The model is overloaded")),
+        Reply::json(
+            503,
+            google_error(503, "UNAVAILABLE", "The model is overloaded"),
+        ),
         Reply::json(500, google_error(500, "INTERNAL", "Internal error")),
         Reply::json(200, generated()),
     ])
@@ -151,7 +157,10 @@ async fn malformed_bodies_and_hung_connections_fail_cleanly() {
     let server = MockServer::start(vec![Reply::raw(200, "<html>")]).await;
     let lm = open_provider("gemini/gemini-2.0-flash", &config(&server)).unwrap();
     let error = lm.chat(&request()).await.unwrap_err();
-    assert!(matches!(error, LmError::MalformedResponse { .. }), "{error:?}");
+    assert!(
+        matches!(error, LmError::MalformedResponse { .. }),
+        "{error:?}"
+    );
 
     let server = MockServer::start(vec![Reply::Hang]).await;
     let mut config = config(&server);

@@ -95,18 +95,29 @@ fn request() -> ChatRequest {
 
 #[tokio::test(start_paused = true)]
 async fn retry_backs_off_exponentially_with_jitter() {
-    let flaky = Arc::new(Flaky::failing(vec![http(500, None), http(503, None), http(429, None)]));
+    let flaky = Arc::new(Flaky::failing(vec![
+        http(500, None),
+        http(503, None),
+        http(429, None),
+    ]));
     let lm = RetryLayer::new(Arc::clone(&flaky), policy(5));
     lm.chat(&request()).await.unwrap();
     let gaps = flaky.gaps();
     assert_eq!(gaps.len(), 3);
     for (gap, ceiling) in gaps.iter().zip([1u64, 2, 4]) {
         let ceiling = Duration::from_secs(ceiling);
-        assert!(*gap >= ceiling / 2 && *gap <= ceiling, "{gap:?} vs {ceiling:?}");
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "{gap:?} vs {ceiling:?}"
+        );
     }
 
     // The same seed gives the same waits.
-    let again = Arc::new(Flaky::failing(vec![http(500, None), http(503, None), http(429, None)]));
+    let again = Arc::new(Flaky::failing(vec![
+        http(500, None),
+        http(503, None),
+        http(429, None),
+    ]));
     RetryLayer::new(Arc::clone(&again), policy(5))
         .chat(&request())
         .await
@@ -120,7 +131,10 @@ async fn retry_honours_retry_after() {
     let lm = RetryLayer::new(Arc::clone(&flaky), policy(3));
     lm.chat(&request()).await.unwrap();
     let gap = flaky.gaps()[0];
-    assert!(gap >= Duration::from_secs(30) && gap < Duration::from_secs(31), "{gap:?}");
+    assert!(
+        gap >= Duration::from_secs(30) && gap < Duration::from_secs(31),
+        "{gap:?}"
+    );
 
     // Longer than the policy accepts: returned at once.
     let flaky = Arc::new(Flaky::failing(vec![http(429, Some(3600))]));
@@ -273,7 +287,11 @@ async fn disk_cache_survives_restarts_and_keeps_its_size_cap() {
     let dir = tempfile::tempdir().unwrap();
     let entry_size = {
         let probe = tempfile::tempdir().unwrap();
-        let cache = Arc::new(ResponseCache::new(0, Some(probe.path().to_owned()), 1 << 20));
+        let cache = Arc::new(ResponseCache::new(
+            0,
+            Some(probe.path().to_owned()),
+            1 << 20,
+        ));
         CacheLayer::new(ScriptedLm::constant("x"), Arc::clone(&cache))
             .chat(&request().with_seed(0))
             .await
@@ -328,7 +346,10 @@ async fn cost_layer_prices_calls_and_counts_usage() {
         Arc::clone(&tracker),
     );
     let known = lm.chat(&request()).await.unwrap();
-    assert!((known.cost_usd.unwrap() - 0.75).abs() < 1e-9, "gpt-4o-mini: 0.15 + 0.60");
+    assert!(
+        (known.cost_usd.unwrap() - 0.75).abs() < 1e-9,
+        "gpt-4o-mini: 0.15 + 0.60"
+    );
     let custom = lm
         .chat(&ChatRequest::new("acme/custom", vec![]))
         .await

@@ -74,8 +74,14 @@ async fn sends_the_exact_request_and_reads_the_reply() {
     let seen = &server.requests()[0];
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.path, "/v1/chat/completions");
-    assert_eq!(seen.header("authorization").as_deref(), Some("Bearer sk-test-key"));
-    assert_eq!(seen.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        seen.header("authorization").as_deref(),
+        Some("Bearer sk-test-key")
+    );
+    assert_eq!(
+        seen.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(
         seen.json(),
         json!({
@@ -99,7 +105,10 @@ async fn sends_the_exact_request_and_reads_the_reply() {
     assert_eq!(response.usage.prompt_tokens, 120);
     assert_eq!(response.usage.completion_tokens, 3);
     assert_eq!(response.usage.cached_tokens, 64);
-    assert_eq!(response.cost_usd, None, "the provider itself does not price");
+    assert_eq!(
+        response.cost_usd, None,
+        "the provider itself does not price"
+    );
     assert!(!response.cache_hit);
 }
 
@@ -196,7 +205,10 @@ async fn a_malformed_body_is_a_malformed_response() {
         .chat(&request())
         .await
         .unwrap_err();
-    assert!(matches!(error, LmError::MalformedResponse { .. }), "{error:?}");
+    assert!(
+        matches!(error, LmError::MalformedResponse { .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -213,7 +225,10 @@ async fn a_hung_connection_is_ended_by_the_timeout_layer() {
     assert!(matches!(error, LmError::Timeout { .. }), "{error:?}");
     assert_eq!(server.hits(), 2, "a timeout is retried once");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(error.to_string().contains("timed out after 0.2 s"), "{error}");
+    assert!(
+        error.to_string().contains("timed out after 0.2 s"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -229,6 +244,9 @@ async fn key_and_base_url_come_from_the_environment() {
         promptopt_lm::open_provider_with_env("openai/gpt-4.1", &LmConfig::default(), &env).unwrap();
     lm.chat(&request()).await.unwrap();
     let seen = &server.requests()[0];
-    assert_eq!(seen.header("authorization").as_deref(), Some("Bearer sk-from-env"));
+    assert_eq!(
+        seen.header("authorization").as_deref(),
+        Some("Bearer sk-from-env")
+    );
     assert_eq!(seen.json()["model"], json!("gpt-4o-mini"));
 }

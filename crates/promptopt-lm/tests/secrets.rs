@@ -17,7 +17,10 @@ fn assert_clean(text: &str) {
     for key in [OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY] {
         assert!(!text.contains(key), "a key leaked into: {text}");
     }
-    assert!(!text.contains("LEAKCHECK"), "part of a key leaked into: {text}");
+    assert!(
+        !text.contains("LEAKCHECK"),
+        "part of a key leaked into: {text}"
+    );
 }
 
 #[tokio::test]
@@ -31,7 +34,11 @@ async fn keys_stay_out_of_debug_errors_and_cache_files() {
     let openai_401 = json!({"error": {
         "message": format!("Incorrect API key provided: {OPENAI_KEY}."),
         "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
-    let openai = MockServer::start(vec![Reply::json(200, openai_ok), Reply::json(401, openai_401)]).await;
+    let openai = MockServer::start(vec![
+        Reply::json(200, openai_ok),
+        Reply::json(401, openai_401),
+    ])
+    .await;
     let anthropic = MockServer::start(vec![Reply::json(
         401,
         json!({"type": "error", "error": {"type": "authentication_error",
@@ -63,7 +70,10 @@ async fn keys_stay_out_of_debug_errors_and_cache_files() {
     let lm = builder.assemble().unwrap();
 
     let ok = lm
-        .chat(&ChatRequest::new("openai/gpt-4o-mini", vec![Message::user("hi")]))
+        .chat(&ChatRequest::new(
+            "openai/gpt-4o-mini",
+            vec![Message::user("hi")],
+        ))
         .await
         .unwrap();
     assert_eq!(ok.text(), "fine");
@@ -81,7 +91,11 @@ async fn keys_stay_out_of_debug_errors_and_cache_files() {
         texts.push(format!("{error:?}"));
         assert!(open_provider(model, &config).is_ok());
     }
-    assert!(texts[0].contains("Incorrect API key provided: [redacted]"), "{}", texts[0]);
+    assert!(
+        texts[0].contains("Incorrect API key provided: [redacted]"),
+        "{}",
+        texts[0]
+    );
     for text in &texts {
         assert_clean(text);
     }
@@ -97,8 +111,14 @@ async fn keys_stay_out_of_debug_errors_and_cache_files() {
         openai.requests()[0].header("authorization").unwrap(),
         format!("Bearer {OPENAI_KEY}")
     );
-    assert_eq!(anthropic.requests()[0].header("x-api-key").unwrap(), ANTHROPIC_KEY);
-    assert_eq!(gemini.requests()[0].header("x-goog-api-key").unwrap(), GEMINI_KEY);
+    assert_eq!(
+        anthropic.requests()[0].header("x-api-key").unwrap(),
+        ANTHROPIC_KEY
+    );
+    assert_eq!(
+        gemini.requests()[0].header("x-goog-api-key").unwrap(),
+        GEMINI_KEY
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -36,11 +36,19 @@ impl AnthropicLm {
             ("x-api-key", key.expose().to_owned()),
             ("anthropic-version", API_VERSION.to_owned()),
         ];
-        let endpoint = Endpoint::new("anthropic", join_url(base, "v1/messages"), Some(key), &headers)?;
+        let endpoint = Endpoint::new(
+            "anthropic",
+            join_url(base, "v1/messages"),
+            Some(key),
+            &headers,
+        )?;
         Ok(Self { endpoint })
     }
 
-    async fn one(&self, body: Vec<u8>) -> Result<(Choice, Usage, Option<String>, Duration), LmError> {
+    async fn one(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<(Choice, Usage, Option<String>, Duration), LmError> {
         let reply = self.endpoint.post(None, body).await?;
         let wire: WireResponse =
             serde_json::from_slice(&reply.body).map_err(|e| self.endpoint.malformed(e))?;

@@ -253,9 +253,7 @@ impl Lm for GeminiLm {
             .collect();
         let u = wire.usage_metadata.unwrap_or_default();
         Ok(ChatResponse {
-            model: wire
-                .model_version
-                .unwrap_or_else(|| request.model.clone()),
+            model: wire.model_version.unwrap_or_else(|| request.model.clone()),
             choices,
             usage: Usage {
                 prompt_tokens: u.prompt_token_count,

@@ -137,7 +137,10 @@ mod tests {
         for (model, variable) in [
             ("openai/gpt-4o", "`OPENAI_API_KEY`"),
             ("anthropic/claude-3-5-haiku-latest", "`ANTHROPIC_API_KEY`"),
-            ("gemini/gemini-2.0-flash", "`GOOGLE_API_KEY` or `GEMINI_API_KEY`"),
+            (
+                "gemini/gemini-2.0-flash",
+                "`GOOGLE_API_KEY` or `GEMINI_API_KEY`",
+            ),
         ] {
             let error = open_provider_with_env(model, &config, &no_env)
                 .err()

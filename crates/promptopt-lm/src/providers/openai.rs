@@ -39,12 +39,7 @@ impl OpenAiLm {
             .iter()
             .map(|k| ("authorization", format!("Bearer {}", k.expose())))
             .collect();
-        let endpoint = Endpoint::new(
-            "openai",
-            join_url(base, "chat/completions"),
-            key,
-            &headers,
-        )?;
+        let endpoint = Endpoint::new("openai", join_url(base, "chat/completions"), key, &headers)?;
         Ok(Self { endpoint, official })
     }
 }
@@ -163,9 +158,7 @@ impl Lm for OpenAiLm {
             .choices
             .into_iter()
             .map(|c| {
-                let (content, refusal) = c
-                    .message
-                    .map_or((None, None), |m| (m.content, m.refusal));
+                let (content, refusal) = c.message.map_or((None, None), |m| (m.content, m.refusal));
                 let reason = finish_reason(c.finish_reason.as_deref());
                 match (content, refusal) {
                     (Some(content), _) => Choice {

@@ -17,7 +17,8 @@ pub fn process_cpu_time() -> Option<Duration> {
     // SAFETY: getrusage returned 0, so it filled the whole struct (and it was zeroed before).
     let usage = unsafe { usage.assume_init() };
     let time = |tv: libc::timeval| {
-        Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+        Duration::from_secs(tv.tv_sec.max(0) as u64)
+            + Duration::from_micros(tv.tv_usec.max(0) as u64)
     };
     Some(time(usage.ru_utime) + time(usage.ru_stime))
 }
@@ -49,7 +50,10 @@ pub(crate) fn thread_cpu_time(thread: &std::thread::JoinHandle<()>) -> Option<Du
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
         return None;
     }
-    Some(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32))
+    Some(Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    ))
 }
 
 /// CPU time of a running thread; not available here.

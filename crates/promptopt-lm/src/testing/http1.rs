@@ -90,7 +90,9 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
                 break head;
             }
             if buf.len() > MAX_HEAD {
-                let _ = stream.write_all(&error(431, "Request head too large")).await;
+                let _ = stream
+                    .write_all(&error(431, "Request head too large"))
+                    .await;
                 return;
             }
             match stream.read_buf(&mut buf).await {
@@ -101,11 +103,15 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
         let body_len = match head.content_length {
             Some(len) if len <= MAX_BODY => len,
             Some(_) => {
-                let _ = stream.write_all(&error(413, "Request body too large")).await;
+                let _ = stream
+                    .write_all(&error(413, "Request body too large"))
+                    .await;
                 return;
             }
             None if head.method_post => {
-                let _ = stream.write_all(&error(411, "Content-Length required")).await;
+                let _ = stream
+                    .write_all(&error(411, "Content-Length required"))
+                    .await;
                 return;
             }
             None => 0,
@@ -152,11 +158,7 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
     }
 }
 
-fn computed(
-    body: &[u8],
-    responder: &super::Responder,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
+fn computed(body: &[u8], responder: &super::Responder, out: &mut Vec<u8>) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
     let model = value

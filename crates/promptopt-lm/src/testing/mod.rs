@@ -157,3 +157,6 @@ impl Drop for FixedReplyServer {
         self.shutdown.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests;

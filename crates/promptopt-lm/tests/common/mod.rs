@@ -174,8 +174,10 @@ async fn handle(
 
 /// A stack config that retries quickly (real time) and times out after `timeout_ms`.
 pub fn fast_config(timeout_ms: u64) -> promptopt_lm::LmConfig {
-    let mut config = promptopt_lm::LmConfig::default();
-    config.timeout_ms = Some(timeout_ms);
+    let mut config = promptopt_lm::LmConfig {
+        timeout_ms: Some(timeout_ms),
+        ..promptopt_lm::LmConfig::default()
+    };
     config.retry.initial_backoff_ms = 1;
     config.retry.max_backoff_ms = 5;
     config.retry.max_retries = 3;
