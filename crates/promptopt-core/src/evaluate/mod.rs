@@ -204,7 +204,7 @@ fn score_one(
     };
     match result {
         Ok(prediction) => {
-            let score = metric.score(example, &prediction, &outcome.trace);
+            let score = score_blocking_aware(metric, example, &prediction, &outcome.trace);
             outcome.score = score.value;
             outcome.normalized = normalize(info, score.value);
             outcome.feedback = score.feedback;
@@ -226,6 +226,24 @@ fn score_one(
         }
     }
     outcome
+}
+
+/// Scores with the metric; a blocking metric (an external command) runs under
+/// `block_in_place` on a multi-threaded runtime so other runs keep going (on a current-thread
+/// runtime there is no other thread to hand the work to, and it runs inline).
+fn score_blocking_aware(
+    metric: &dyn Metric,
+    example: &Example,
+    prediction: &Prediction,
+    trace: &Trace,
+) -> crate::Score {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if metric.is_blocking() && multi_thread {
+        tokio::task::block_in_place(|| metric.score(example, prediction, trace))
+    } else {
+        metric.score(example, prediction, trace)
+    }
 }
 
 #[cfg(test)]
