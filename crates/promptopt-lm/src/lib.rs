@@ -17,6 +17,24 @@
 //! assert_eq!(request.provider(), Some("openai"));
 //! assert_eq!(request.model_name(), "gpt-4o-mini");
 //! ```
+//!
+//! # Providers
+//!
+//! [`open_provider`] opens the backend of a `provider/model` name: `openai/…` (OpenAI's Chat
+//! Completions, or any OpenAI-compatible server through a base URL), `anthropic/…` (the Messages
+//! API) and `gemini/…` (`generateContent`). Keys come from configuration or the providers'
+//! environment variables and never appear in debug output, errors or cache files. `local/…`
+//! models are served by the embedded engine, which plugs into the stack as a backend.
+//!
+//! # The stack
+//!
+//! [`LmStack`] wraps a backend in the [`layers`]: usage and cost accounting (a [`PriceTable`],
+//! counted in a shared [`UsageTracker`]), a [`ResponseCache`] in memory and on disk, retries with
+//! backoff and `Retry-After`, a concurrency limit, a rate limit and a timeout, all set by one
+//! [`LmConfig`].
+//!
+//! With the `testing` feature, `testing::FixedReplyServer` is a fast OpenAI-compatible server
+//! for tests and benchmarks.
 
 mod config;
 mod error;

@@ -158,6 +158,26 @@ mod tests {
     }
 
     #[test]
+    fn provider_debug_output_hides_the_key() {
+        let config = LmConfig::default()
+            .with_api_key("openai", "sk-HIDDEN-1")
+            .with_api_key("anthropic", "sk-HIDDEN-2")
+            .with_api_key("gemini", "sk-HIDDEN-3");
+        let settings = |p: &str| Settings::resolve(p, &config.provider(p), &no_env);
+        let debug = format!(
+            "{:?} {:?} {:?}",
+            OpenAiLm::new(settings("openai")).ok(),
+            AnthropicLm::new(settings("anthropic")).ok(),
+            GeminiLm::new(settings("gemini")).ok()
+        );
+        assert!(
+            debug.contains("OpenAiLm") && debug.contains("GeminiLm"),
+            "{debug}"
+        );
+        assert!(!debug.contains("HIDDEN"), "{debug}");
+    }
+
+    #[test]
     fn unknown_providers_list_the_known_ones() {
         let error = open_provider_with_env("acme/x", &LmConfig::default(), &no_env)
             .err()

@@ -88,3 +88,21 @@ async fn the_full_stack_caches_and_counts() {
     assert_eq!((snapshot.calls, snapshot.cache_hits), (4, 2));
     assert!(snapshot.cost_usd > 0.0);
 }
+
+#[test]
+fn the_shared_client_survives_a_runtime_that_ended() {
+    // Pooled connections of a dropped runtime must not break calls made from the next one.
+    let server = FixedReplyServer::start("again").unwrap();
+    let config = LmConfig::default().with_base_url("openai", server.base_url());
+    for _ in 0..3 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let lm = open_provider("openai/m", &config).unwrap();
+        let reply = runtime.block_on(async { lm.chat(&request("x")).await });
+        assert_eq!(reply.unwrap().text(), "again");
+        drop(runtime);
+    }
+    assert_eq!(server.requests_served(), 3);
+}
