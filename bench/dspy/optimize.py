@@ -12,24 +12,16 @@ that both frameworks see the same examples in the same order. Prints one JSON li
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import common  # noqa: F401  (sets environment variables before DSPy is imported)
 from common import Stopwatch, emit, lm_usage, peak_rss_mb
-from tasks import TASKS, Task, feedback, read_jsonl, score
+from tasks import TASKS, Task, feedback, gepa_light_budget, read_jsonl, score
 
 import dspy  # noqa: E402
 import dspy.clients.base_lm as base_lm  # noqa: E402
 
 OPTIMIZERS = ("none", "bootstrap", "mipro", "gepa")
-
-
-def gepa_light_budget(valset_size: int, num_predictors: int = 1) -> int:
-    """Metric calls DSPy's GEPA `auto="light"` allows (its `auto_budget` with n = 6)."""
-    n = 6
-    trials = int(max(2 * (2 * num_predictors) * math.log2(n), 1.5 * n))
-    return valset_size + 5 * n + 35 * trials + ((trials + 1) // 5 + 1 + (1 if trials < 5 else 0)) * valset_size
 
 
 def to_examples(task: Task, rows: list[dict]) -> list[dspy.Example]:

@@ -7,6 +7,7 @@ metric names, so both frameworks start from the same prompt and score the same w
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 from collections import Counter
@@ -111,3 +112,10 @@ def feedback(task: Task, gold: object, predicted: object, value: float) -> str:
     if value >= 1.0:
         return f"Correct: the expected {task.output} is `{gold}`."
     return f"Incorrect (score {value:.2f}): the answer was `{predicted}` but the expected {task.output} is `{gold}`."
+
+
+def gepa_light_budget(valset_size: int, num_predictors: int = 1) -> int:
+    """Metric calls DSPy's GEPA `auto="light"` allows (its `auto_budget` with n = 6)."""
+    n = 6
+    trials = int(max(2 * (2 * num_predictors) * math.log2(n), 1.5 * n))
+    return valset_size + 5 * n + 35 * trials + ((trials + 1) // 5 + 1 + (1 if trials < 5 else 0)) * valset_size

@@ -1,0 +1,81 @@
+"""Command line of the benchmark harness (run from `bench/` with the benchmark venv's Python)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import docs, overhead, paths
+
+
+def check_overhead(results: dict) -> list[str]:
+    """Sanity checks of an overhead run: every client parsed the fixed reply into the same score,
+    and uncached runs sent one request per example."""
+    problems = []
+    runs = results["runs"]
+    scores = {round(r["score"], 6) for r in runs}
+    if len(scores) != 1:
+        problems.append(f"Clients disagree on the score: {sorted(scores)}")
+    for run in runs:
+        if run["cache"] == "off" and run["server_requests"] != run["examples"]:
+            problems.append(
+                f"{run['framework']} ({run.get('threads') or run.get('concurrency')}) sent "
+                f"{run['server_requests']} requests for {run['examples']} examples"
+            )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("overhead", help="evaluation overhead against an instant server")
+    p.add_argument("--examples", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loadgen-seconds", type=float, default=3.0)
+    p.add_argument("--smoke", action="store_true",
+                   help="200 examples, one repeat, debug build, DSPy 1 and 8 threads; results are checked, not stored")
+
+    p = sub.add_parser("optimizers", help="optimizers on the embedded model through `promptopt serve-lm`")
+    p.add_argument("--tasks", default="sst2,trec,xquad_en")
+    p.add_argument("--optimizers", default="bootstrap,mipro,gepa")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--train", type=int, default=50)
+    p.add_argument("--val", type=int, default=50)
+    p.add_argument("--test", type=int, default=100)
+    p.add_argument("--model", default=str(paths.REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    p.add_argument("--frameworks", default="dspy,promptopt-http,promptopt-inprocess")
+
+    sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
+
+    args = parser.parse_args(argv)
+    if args.command == "overhead":
+        if args.smoke:
+            results = overhead.run(examples=200, repeats=1, loadgen_seconds=1.0, dspy_threads=(1, 8),
+                                   profile="debug")
+        else:
+            results = overhead.run(examples=args.examples, repeats=args.repeats,
+                                   loadgen_seconds=args.loadgen_seconds)
+        problems = check_overhead(results)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if args.smoke:
+            docs.save(paths.OUT / "overhead-smoke.json", results)
+            print(f"smoke results: {paths.OUT / 'overhead-smoke.json'}")
+        elif not problems:
+            docs.save(docs.OVERHEAD_JSON, results)
+            print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
+        return 1 if problems else 0
+    if args.command == "optimizers":
+        from . import optimizers
+
+        results = optimizers.run(args)
+        docs.save(docs.OPTIMIZERS_JSON, results)
+        print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
+        return 0
+    print(f"wrote {', '.join(docs.write_doc()) or 'nothing'} into {paths.DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Turns stored results into the Markdown sections and SVG charts of `docs/benchmarks.md`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .report import markdown_table, svg_grouped_bars
+from .stats import fmt_mean_sd, fmt_num, fmt_ratio, summarize
+
+THROUGHPUT_TARGET = 30.0
+CPU_TARGET = 30.0
+WALL_TARGET = 3.0
+OPTIMIZER_NAMES = {"none": "none (zero-shot)", "bootstrap": "BootstrapFewShot", "mipro": "MIPROv2 light",
+                   "gepa": "GEPA light"}
+CACHE_NAMES = {"off": "uncached", "memory": "memory cache"}
+
+
+def client_label(run: dict) -> str:
+    """`DSPy, 8 threads` or `promptopt, concurrency 32`."""
+    if run["framework"] == "dspy":
+        n = run["threads"]
+        return f"DSPy, {n} thread{'s' if n != 1 else ''}"
+    return f"promptopt, concurrency {run['concurrency']}"
+
+
+def overhead_tables(results: dict) -> str:
+    """The overhead section: server capacity, the measurements, and the comparison with targets."""
+    meta, server, runs = results["meta"], results["server"], results["runs"]
+    lines = [
+        f"Measured {meta['date']} on {meta['cpus']} CPUs ({meta['cpu_model'] or 'unknown CPU'}), {meta['system']}, "
+        f"commit `{meta['commit']}`; {meta['examples']:,} examples, median of {meta['repeats']} "
+        f"run{'s' if meta['repeats'] != 1 else ''} per setting. "
+        + (f"Client pinned to CPU {meta['client_cpus']}, server to CPU {meta['server_cpus']}."
+           if meta.get("client_cpus") else "Nothing pinned."),
+        "",
+        f"**Server capacity** (`loadgen`, {server['connections']} keep-alive connections): "
+        f"{fmt_num(server['requests_per_s'])} requests/s, p50 latency {server['latency_us']['p50']} µs; "
+        f"the server spends {fmt_num(server['server_cpu_us_per_request'], 1)} µs of its own CPU per request, "
+        f"so one core serves about {fmt_num(server['server_cpu_bound_requests_per_s'])} requests/s.",
+        "",
+    ]
+    rows = []
+    for run in runs:
+        rows.append([
+            client_label(run),
+            CACHE_NAMES.get(run["cache"], run["cache"]),
+            fmt_num(run["evals_per_s"], 0),
+            fmt_num(run["cpu_ms_per_eval"], 3),
+            fmt_num(run["process_cpu_s"], 2),
+            fmt_num(run["process_peak_rss_mb"], 1),
+            run["server_requests"],
+            fmt_num(run["score"], 3),
+        ])
+    lines.append(markdown_table(
+        ["client", "cache", "evaluations/s", "client CPU per evaluation (ms)", "process CPU (s)",
+         "peak RSS (MB)", "requests at server", "score"],
+        rows, "llrrrrrr"))
+    lines.append("")
+    lines.append(overhead_targets(runs))
+    return "\n".join(lines)
+
+
+def overhead_targets(runs: list[dict]) -> str:
+    """Ratios promptopt / DSPy for each cache mode, against the targets."""
+    rows = []
+    for cache in ("off", "memory"):
+        dspy = [r for r in runs if r["framework"] == "dspy" and r["cache"] == cache]
+        ours = [r for r in runs if r["framework"] == "promptopt" and r["cache"] == cache]
+        if not dspy or not ours:
+            continue
+        best = max(dspy, key=lambda r: r["evals_per_s"])
+        leanest = min(dspy, key=lambda r: r["cpu_ms_per_eval"])
+        mine = ours[0]
+        speed = mine["evals_per_s"] / best["evals_per_s"]
+        cpu = leanest["cpu_ms_per_eval"] / mine["cpu_ms_per_eval"] if mine["cpu_ms_per_eval"] > 0 else float("inf")
+        rows.append([
+            CACHE_NAMES[cache], "evaluations/s", f"{fmt_num(best['evals_per_s'], 0)} ({client_label(best)})",
+            fmt_num(mine["evals_per_s"], 0), fmt_ratio(speed), f"≥ {THROUGHPUT_TARGET:.0f}x",
+            verdict(speed, THROUGHPUT_TARGET),
+        ])
+        rows.append([
+            CACHE_NAMES[cache], "client CPU per evaluation (ms)",
+            f"{fmt_num(leanest['cpu_ms_per_eval'], 3)} ({client_label(leanest)})",
+            fmt_num(mine["cpu_ms_per_eval"], 3), f"1/{fmt_ratio(cpu).rstrip('x')}", f"≤ 1/{CPU_TARGET:.0f}",
+            verdict(cpu, CPU_TARGET),
+        ])
+    return markdown_table(["cache", "figure", "DSPy (best setting)", "promptopt", "ratio", "target", "met"],
+                          rows, "llrrrrl")
+
+
+def verdict(ratio: float, target: float) -> str:
+    """`yes`, or `no (NN % of the target)`."""
+    if ratio >= target:
+        return "yes"
+    return f"no ({100 * ratio / target:.0f} % of the target)"
+
+
+def overhead_chart(results: dict) -> str:
+    groups = []
+    for cache in ("off", "memory"):
+        bars = [(client_label(r), r["evals_per_s"], None) for r in results["runs"] if r["cache"] == cache]
+        if bars:
+            groups.append((CACHE_NAMES[cache], bars))
+    return svg_grouped_bars("Evaluations per second against an instant server", "evaluations/s", groups, log=True)
+
+
+def _group(runs: list[dict]) -> dict:
+    grouped: dict = defaultdict(list)
+    for run in runs:
+        grouped[(run["task"], run["optimizer"], run["framework"])].append(run)
+    return grouped
+
+
+FRAMEWORK_ORDER = ("dspy", "promptopt-http", "promptopt-inprocess")
+FRAMEWORK_NAMES = {"dspy": "DSPy (serve-lm)", "promptopt-http": "promptopt (serve-lm)",
+                   "promptopt-inprocess": "promptopt (in-process)"}
+
+
+def optimizer_tables(results: dict) -> str:
+    """Per task and optimizer: score, calls, tokens, time and memory for each framework over seeds,
+    then the comparison with the targets."""
+    runs = results["runs"]
+    grouped = _group(runs)
+    keys = sorted({(r["task"], r["optimizer"]) for r in runs},
+                  key=lambda k: (k[0], list(OPTIMIZER_NAMES).index(k[1]) if k[1] in OPTIMIZER_NAMES else 99))
+    rows = []
+    for task, optimizer in keys:
+        for framework in FRAMEWORK_ORDER:
+            group = grouped.get((task, optimizer, framework))
+            if not group:
+                continue
+            rows.append([
+                task, OPTIMIZER_NAMES.get(optimizer, optimizer), FRAMEWORK_NAMES[framework],
+                len(group),
+                fmt_mean_sd([r["test_score"] for r in group], 3),
+                fmt_num(summarize(r["lm_calls"] for r in group).mean, 0),
+                fmt_num(summarize(r["tokens"] for r in group).mean, 0),
+                fmt_mean_sd([r["wall_s"] for r in group], 1),
+                fmt_mean_sd([r["cpu_s"] for r in group], 1),
+                fmt_num(max(r["peak_rss_mb"] for r in group), 0),
+            ])
+    table = markdown_table(
+        ["task", "optimizer", "framework", "seeds", "test score", "LM calls", "tokens", "wall (s)", "CPU (s)",
+         "peak RSS (MB)"], rows, "lllrrrrrrr")
+    return table + "\n\n" + optimizer_targets(grouped, keys)
+
+
+def optimizer_targets(grouped: dict, keys: list) -> str:
+    rows = []
+    for task, optimizer in keys:
+        if optimizer == "none":
+            continue
+        dspy = grouped.get((task, optimizer, "dspy"))
+        ours = grouped.get((task, optimizer, "promptopt-http"))
+        if not dspy or not ours:
+            continue
+        d_wall = summarize(r["wall_s"] for r in dspy).mean
+        o_wall = summarize(r["wall_s"] for r in ours).mean
+        d_score = summarize(r["test_score"] for r in dspy).mean
+        o_score = summarize(r["test_score"] for r in ours).mean
+        speed = d_wall / o_wall if o_wall > 0 else float("inf")
+        rows.append([
+            task, OPTIMIZER_NAMES.get(optimizer, optimizer), fmt_ratio(speed), verdict(speed, WALL_TARGET),
+            f"{o_score - d_score:+.3f}", "yes" if o_score >= d_score else f"no ({o_score - d_score:+.3f})",
+        ])
+    return markdown_table(
+        ["task", "optimizer", "wall-time speed-up (DSPy / promptopt)", f"≥ {WALL_TARGET:.0f}x",
+         "test score difference (promptopt − DSPy)", "≥ 0"], rows, "llrlrl")
+
+
+def optimizer_chart(results: dict) -> str:
+    grouped = _group(results["runs"])
+    groups = []
+    for task, optimizer in sorted({(r["task"], r["optimizer"]) for r in results["runs"]}):
+        bars = []
+        for framework in FRAMEWORK_ORDER:
+            group = grouped.get((task, optimizer, framework))
+            if group:
+                s = summarize(r["wall_s"] for r in group)
+                bars.append((FRAMEWORK_NAMES[framework], s.mean, s.sd or None))
+        if bars:
+            groups.append((f"{task} / {OPTIMIZER_NAMES.get(optimizer, optimizer)}", bars))
+    return svg_grouped_bars("Optimizer wall time (mean over seeds, whisker: sd)", "seconds", groups)

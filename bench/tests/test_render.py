@@ -1,0 +1,63 @@
+from harness.__main__ import check_overhead
+from harness.render import optimizer_tables, overhead_tables, verdict
+
+
+def overhead_results():
+    def run(framework, setting, cache, eps, cpu_ms):
+        record = {"framework": framework, "cache": cache, "evals_per_s": eps, "cpu_ms_per_eval": cpu_ms,
+                  "process_cpu_s": 1.0, "process_peak_rss_mb": 50.0, "server_requests": 1000,
+                  "examples": 1000, "score": 0.5}
+        record["threads" if framework == "dspy" else "concurrency"] = setting
+        return record
+
+    return {
+        "meta": {"date": "2026-11-26", "cpus": 2, "cpu_model": "Test CPU", "system": "Linux", "commit": "abc",
+                 "examples": 1000, "repeats": 3, "client_cpus": "0", "server_cpus": "1"},
+        "server": {"connections": 32, "requests_per_s": 34000.0, "latency_us": {"p50": 600},
+                   "server_cpu_us_per_request": 9.6, "server_cpu_bound_requests_per_s": 104000.0},
+        "runs": [
+            run("promptopt", 32, "off", 20000.0, 0.05),
+            run("dspy", 1, "off", 250.0, 3.0),
+            run("dspy", 8, "off", 300.0, 3.5),
+            run("promptopt", 32, "memory", 50000.0, 0.01),
+            run("dspy", 1, "memory", 1000.0, 0.9),
+        ],
+    }
+
+
+def test_overhead_tables_compare_with_the_best_dspy_setting():
+    text = overhead_tables(overhead_results())
+    assert "| DSPy, 8 threads | uncached | 300 | 3.500 |" in text
+    assert "| promptopt, concurrency 32 | uncached | 20,000 | 0.050 |" in text
+    # 20,000 / 300 = 66.7x (met); 3.0 / 0.05 = 60 (met); cached 50,000 / 1,000 = 50x.
+    assert "| uncached | evaluations/s | 300 (DSPy, 8 threads) | 20,000 | 66.7x | ≥ 30x | yes |" in text
+    assert "| uncached | client CPU per evaluation (ms) | 3.000 (DSPy, 1 thread) | 0.050 | 1/60.0 | ≤ 1/30 | yes |" in text
+    assert "| memory cache | evaluations/s | 1,000 (DSPy, 1 thread) | 50,000 | 50.0x |" in text
+    assert "34,000 requests/s" in text
+
+
+def test_verdict_says_how_far_from_the_target():
+    assert verdict(45, 30) == "yes"
+    assert verdict(15, 30) == "no (50 % of the target)"
+
+
+def test_check_overhead_flags_disagreeing_scores_and_missing_requests():
+    results = overhead_results()
+    assert check_overhead(results) == []
+    results["runs"][1]["score"] = 0.4
+    results["runs"][2]["server_requests"] = 990
+    problems = check_overhead(results)
+    assert any("disagree" in p for p in problems)
+    assert any("990 requests for 1000 examples" in p for p in problems)
+
+
+def test_optimizer_tables_show_mean_and_spread_and_targets():
+    runs = []
+    for seed, (d_score, o_score) in enumerate([(0.5, 0.6), (0.6, 0.7)]):
+        common = {"task": "sst2", "optimizer": "mipro", "seed": seed, "lm_calls": 600, "tokens": 90000,
+                  "cpu_s": 3.0, "peak_rss_mb": 100.0}
+        runs.append({**common, "framework": "dspy", "test_score": d_score, "wall_s": 90.0})
+        runs.append({**common, "framework": "promptopt-http", "test_score": o_score, "wall_s": 45.0})
+    text = optimizer_tables({"runs": runs})
+    assert "| sst2 | MIPROv2 light | DSPy (serve-lm) | 2 | 0.550 ± 0.071 | 600 | 90,000 | 90.0 ± 0.0 |" in text
+    assert "| sst2 | MIPROv2 light | 2.0x | no (67 % of the target) | +0.100 | yes |" in text
