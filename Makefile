@@ -1,0 +1,27 @@
+# Benchmarks against DSPy (see docs/benchmarks.md). The tests and CI entry point is `.ci/run`.
+BENCH_PY := bench/.venv/bin/python
+
+.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test
+
+bench-venv:
+	bench/setup-venv.sh
+
+# Everything: overhead against the instant server, then the optimizers on the embedded model.
+bench: bench-venv bench-overhead bench-optimizers
+
+bench-overhead: bench-venv
+	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness overhead
+
+bench-optimizers: bench-venv
+	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness optimizers
+
+bench-report: bench-venv
+	cd bench && .venv/bin/python -m harness report
+
+bench-test: bench-venv
+	cd bench && .venv/bin/python -m pytest -q tests
+
+# Quick check that the harness works: its tests, then the overhead part with 200 examples
+# (debug build, no model). Results go to bench/out/, not into the document.
+bench-smoke: bench-test
+	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness overhead --smoke
