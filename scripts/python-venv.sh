@@ -15,6 +15,8 @@ PACKAGES=(
   "nltk==3.9.1"
   # OpenAI client for the engine's compatibility tests.
   "openai==1.109.1"
+  # Test runner for the benchmark harness's own tests (bench/tests).
+  "pytest==9.2.0"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
