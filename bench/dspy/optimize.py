@@ -86,7 +86,7 @@ def main() -> None:
             optimized = program
         elif args.optimizer == "bootstrap":
             optimizer = dspy.BootstrapFewShot(
-                metric=metric, max_bootstrapped_demos=4, max_labeled_demos=16, max_rounds=1
+                metric=metric, max_bootstrapped_demos=4, max_labeled_demos=4, max_rounds=1
             )
             optimized = optimizer.compile(program, trainset=trainset)
         elif args.optimizer == "mipro":

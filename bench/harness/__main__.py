@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loadgen-seconds", type=float, default=3.0)
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
     p.add_argument("--smoke", action="store_true",
                    help="200 examples, one repeat, debug build, DSPy 1 and 8 threads; results are checked, not stored")
 
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "overhead":
         if args.smoke:
             results = overhead.run(examples=200, repeats=1, loadgen_seconds=1.0, dspy_threads=(1, 8),
-                                   profile="debug")
+                                   profile="debug", build_first=not args.no_build)
         else:
             results = overhead.run(examples=args.examples, repeats=args.repeats,
-                                   loadgen_seconds=args.loadgen_seconds)
+                                   loadgen_seconds=args.loadgen_seconds, build_first=not args.no_build)
         problems = check_overhead(results)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -120,9 +120,9 @@ def best_of(records: list[dict]) -> dict:
 
 
 def run(examples: int, repeats: int, loadgen_seconds: float, dspy_threads=DSPY_THREADS,
-        profile: str = "release", log=print) -> dict:
+        profile: str = "release", build_first: bool = True, log=print) -> dict:
     """Runs the whole overhead experiment and returns its results (not yet written anywhere)."""
-    bins = build(profile)
+    bins = build(profile) if build_first else paths.target_dir(profile)
     data = write_examples(examples, paths.OUT / f"overhead-{examples}.jsonl")
     client_cpus, server_cpus = cpu_split()
     server_argv = [*cpu_prefix(server_cpus), bins / "fake-openai", "--port", "0"]

@@ -1,0 +1,176 @@
+"""The optimizer experiment: DSPy and promptopt optimize the same program on the same splits with the
+same budget, both against the embedded model served by `promptopt serve-lm`; promptopt also runs
+with the engine in-process. Each optimized program is scored on the test split through the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from . import paths
+from .overhead import machine_meta
+from .procs import Server, run_measured
+
+sys.path.insert(0, str(paths.DSPY_DIR))
+from tasks import TASKS, Task, gepa_light_budget, read_jsonl  # noqa: E402
+
+ALGORITHMS = {"bootstrap": "bootstrapfewshot", "mipro": "miprov2", "gepa": "gepa"}
+THREADS = 8
+SERVED_NAME = "smollm2"
+
+
+def write_splits(task: Task, seed: int, n_train: int, n_val: int, n_test: int) -> Path:
+    """The seed's splits: the first `n_train` training examples after a seeded shuffle, and the first
+    `n_val` / `n_test` of dev / test (the same for every seed)."""
+    out = paths.OUT / "splits" / task.name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    train = read_jsonl(paths.DATA / task.name / "train.jsonl")
+    random.Random(seed).shuffle(train)
+    for name, rows in (("train", train[:n_train]),
+                       ("dev", read_jsonl(paths.DATA / task.name / "dev.jsonl")[:n_val]),
+                       ("test", read_jsonl(paths.DATA / task.name / "test.jsonl")[:n_test])):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return out
+
+
+def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, budget: int | None) -> dict:
+    """A promptopt optimization request equivalent to the DSPy run."""
+    config: dict = {
+        "bootstrap": {"max_bootstrapped": 4, "num_examples": 4, "bootstrap_rounds": 1},
+        "mipro": {"auto": "light", "max_bootstrapped_demos": 4, "max_labeled_demos": 4},
+        "gepa": {"max_metric_calls": budget, "reflection_minibatch_size": 3, "use_merge": True},
+    }[optimizer]
+    return {
+        "target": "prompt_template",
+        "objective": "maximize_accuracy",
+        "evaluation_metric": task.metric,
+        "algorithm": ALGORITHMS[optimizer],
+        "model": model,
+        "seed": seed,
+        "training_examples": str(split_dir / "train.jsonl"),
+        "validation_examples": str(split_dir / "dev.jsonl"),
+        "input_keys": list(task.inputs),
+        "output_keys": [task.output],
+        "instructions": task.instructions,
+        "enable_analytics": True,
+        "concurrency": THREADS,
+        "timeout_seconds": 6 * 3600,
+        "algorithm_config": config,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build() -> Path:
+    subprocess.run(["cargo", "build", "--release", "-p", "promptopt-cli"], cwd=paths.REPO, check=True)
+    return paths.target_dir("release") / "promptopt"
+
+
+def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None) -> dict:
+    argv = [paths.VENV_PYTHON, paths.DSPY_DIR / "optimize.py", "--split-dir", split_dir, "--task", task.name,
+            "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", SERVED_NAME,
+            "--threads", str(THREADS)]
+    if budget is not None:
+        argv += ["--max-metric-calls", str(budget)]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    measured = run_measured(argv, env=env).check()
+    record = json.loads(measured.last_json_line())
+    return {
+        "framework": "dspy", "task": task.name, "optimizer": optimizer, "seed": seed,
+        "test_score": record["test_score"], "lm_calls": record["optimize_lm_calls"],
+        "tokens": record["optimize_tokens"], "wall_s": record["optimize_wall_s"], "cpu_s": record["optimize_cpu_s"],
+        "peak_rss_mb": measured.peak_rss_mb, "instructions": record["instructions"], "demos": record["demos"],
+    }
+
+
+def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int, split_dir: Path,
+                  budget: int | None, in_process: bool) -> dict:
+    framework = "promptopt-inprocess" if in_process else "promptopt-http"
+    model = "local/smollm2-135m" if in_process else f"openai/{SERVED_NAME}"
+    work = split_dir / f"{framework}-{optimizer}"
+    work.mkdir(parents=True, exist_ok=True)
+    req_path = work / "request.json"
+    req_path.write_text(json.dumps(request(task, optimizer, seed, split_dir, model, budget), indent=1))
+    env = {**os.environ, "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
+           "PROMPTOPT_HOME": str(work / "home")}
+    measured = run_measured([binary, "optimize", req_path, "--json", "--no-cache", "--concurrency", str(THREADS),
+                             "--output", work / "run"], env=env).check()
+    result = json.loads(measured.stdout[measured.stdout.index("{"):])
+    analytics = result.get("analytics") or {}
+    state = next(iter(result["optimized_config"]["predictors"].values()))
+    test_score = score_on_test(binary, url, task, split_dir, state, work)
+    return {
+        "framework": framework, "task": task.name, "optimizer": optimizer, "seed": seed,
+        "test_score": test_score, "lm_calls": analytics.get("lm_calls"), "tokens": analytics.get("total_tokens"),
+        "wall_s": measured.wall_s, "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_mb,
+        "instructions": state.get("instructions"), "demos": len(state.get("demos") or []),
+    }
+
+
+def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: dict, work: Path) -> float:
+    """Scores an optimized predictor (instructions, demos, strategy) on the test split through the server."""
+    demos = state.get("demos") or []
+    demo_file = work / "demos.jsonl"
+    with open(demo_file, "w", encoding="utf-8") as f:
+        for demo in demos:
+            f.write(json.dumps(demo) + "\n")
+    strategy = "chain-of-thought" if str(state.get("strategy", "")).lower() in ("chainofthought", "chain_of_thought") \
+        else "predict"
+    argv = [binary, "evaluate", "--data", split_dir / "test.jsonl", "--input-keys", ",".join(task.inputs),
+            "--output-keys", task.output, "--metric", task.metric, "--instructions", state["instructions"],
+            "--strategy", strategy, "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
+            "--base-url", url + "/v1", "--no-cache", "--max-errors", "1000000", "--json"]
+    if demos:
+        argv += ["--train", demo_file, "--demos", str(len(demos))]
+    measured = run_measured(argv).check()
+    return float(json.loads(measured.stdout[measured.stdout.index("{"):])["score"])
+
+
+def run(args) -> dict:
+    tasks = [TASKS[t] for t in args.tasks.split(",")]
+    optimizers = args.optimizers.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    frameworks = args.frameworks.split(",")
+    binary = build()
+    port = free_port()
+    runs: list[dict] = []
+    failures: list[dict] = []
+    serve = [binary, "serve-lm", "--model", "local/smollm2-135m", "--port", str(port), "--slots", str(THREADS)]
+    with Server(serve, ready_url=f"http://127.0.0.1:{port}", timeout_s=300,
+                log=paths.OUT / "serve-lm.log") as server:
+        for task in tasks:
+            for seed in seeds:
+                split_dir = write_splits(task, seed, args.train, args.val, args.test)
+                for optimizer in optimizers:
+                    budget = gepa_light_budget(args.val) if optimizer == "gepa" else None
+                    for framework in frameworks:
+                        label = f"{framework} {task.name} {optimizer} seed {seed}"
+                        try:
+                            if framework == "dspy":
+                                record = run_dspy(server.url, task, optimizer, seed, split_dir, budget)
+                            else:
+                                record = run_promptopt(binary, server.url, task, optimizer, seed, split_dir, budget,
+                                                       in_process=framework == "promptopt-inprocess")
+                        except (RuntimeError, KeyError, ValueError) as error:
+                            failures.append({"run": label, "error": str(error)[-2000:]})
+                            print(f"failed: {label}: {str(error)[-500:]}", file=sys.stderr)
+                            continue
+                        runs.append(record)
+                        print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s", file=sys.stderr)
+    return {
+        "meta": machine_meta() | {"train": args.train, "val": args.val, "test": args.test, "seeds": seeds,
+                                  "threads": THREADS},
+        "runs": runs,
+        "failures": failures,
+    }
