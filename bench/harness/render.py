@@ -49,7 +49,7 @@ def overhead_tables(results: dict) -> str:
             fmt_num(run["process_cpu_s"], 2),
             fmt_num(run["process_peak_rss_mb"], 1),
             run["server_requests"],
-            fmt_num(run["score"], 3),
+            fmt_num(round(run["score"], 6), 4),
         ])
     lines.append(markdown_table(
         ["client", "cache", "evaluations/s", "client CPU per evaluation (ms)", "process CPU (s)",
