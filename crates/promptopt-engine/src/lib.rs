@@ -1,1 +1,94 @@
-//! promptopt-engine (under construction).
+//! The embedded model of promptopt: llama.cpp in-process, answering [`promptopt_lm::Lm`] requests.
+//!
+//! ```
+//! use promptopt_engine::{Engine, EngineConfig};
+//! use promptopt_lm::{ChatRequest, Lm, Message};
+//!
+//! # fn model() -> Option<String> {
+//! #     let dirs = [std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")];
+//! #     let path = promptopt_engine::resolve_in("local/smollm2-135m", &dirs).ok()?;
+//! #     Some(format!("local/{}", path.display()))
+//! # }
+//! # let Some(model) = model() else { return Ok(()) };
+//! # let runtime = tokio::runtime::Runtime::new()?;
+//! # runtime.block_on(async {
+//! // `local/smollm2-135m` after `scripts/fetch-model.sh`; here, a path to the same file.
+//! let engine = Engine::load_async(EngineConfig::new(model).with_slots(2).with_ctx_per_slot(512)).await?;
+//! let request = ChatRequest::new(engine.model_name(), vec![Message::user("Say hello.")])
+//!     .with_temperature(0.0)
+//!     .with_max_tokens(8);
+//! let reply = engine.chat(&request).await?;
+//! assert!(!reply.text().is_empty());
+//! assert_eq!(reply.cost_usd, Some(0.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Models
+//!
+//! Models are GGUF files named `local/<name>` (see [`resolve_model`]): `local/smollm2-135m`
+//! (SmolLM2-135M-Instruct Q4_1, the default) and `local/gemma3-270m` (Gemma 3 270M base Q4_K_M)
+//! are fetched by `scripts/fetch-model.sh`; `local//abs/path.gguf` or `local/./rel/path.gguf`
+//! load any other file. An [`Engine`] loads one model and answers requests for that name.
+//!
+//! # How requests run
+//!
+//! - **Prompts.** Messages are rendered with the GGUF's own `tokenizer.chat_template` (Jinja, via
+//!   `minijinja`), or as plain text for base models without one ([`template`] says exactly how),
+//!   then tokenized once as a whole.
+//! - **Continuous batching.** llama.cpp runs on one OS thread of its own; requests reach it
+//!   through a channel and never block the async runtime. Each active request holds a sequence
+//!   slot; every decode call carries the next token of every generating request plus prompt
+//!   chunks of newly admitted ones, so concurrent requests decode together
+//!   ([`EngineStats::max_sequences_per_decode`] shows how many shared one call).
+//! - **Prefix reuse.** The KV cache is unified: sequences share cells. A new request starts from
+//!   the longest token prefix any slot holds (its own, or copied from another slot with
+//!   `llama_memory_seq_cp`, which shares cells rather than copying data) and decodes only the
+//!   rest; `Usage::cached_tokens` reports how many prompt tokens were reused. A request that
+//!   shares a long prefix with a prompt still being decoded waits for it rather than decoding the
+//!   prefix twice. [`EngineConfig::prefix_reuse`] turns this off.
+//! - **Decoding.** Temperature 0 or unset is greedy and deterministic; otherwise top-k, top-p
+//!   and temperature sampling seeded by the request's `seed` (default 0, mixed with
+//!   `rollout_id`). Stop strings end the reply and are cut from it; `max_tokens` (default
+//!   [`EngineConfig::default_max_tokens`]) and the slot's context end it with
+//!   [`promptopt_lm::FinishReason::Length`]. A prompt longer than
+//!   [`EngineConfig::ctx_per_slot`] is [`promptopt_lm::LmError::ContextOverflow`].
+//! - **Determinism.** A request run again on the same cache state gives the same reply, greedy
+//!   or seeded. llama.cpp's float results depend on the shape of the decode call and on which
+//!   cache cells a sequence occupies, so the same request decoded from a cold prompt, from a
+//!   reused prefix or together with other requests can see logits that differ by rounding. That
+//!   flips near ties only: in the integration test at least 6 of 8 greedy classifications (in
+//!   practice 7 or 8) match their lone run when decoded as a batch, while seeded sampling at
+//!   temperature 1 diverges after a few tokens.
+//!
+//! # GPUs
+//!
+//! Build with the `cuda` feature (`cargo build -p promptopt-engine --features cuda`, needs the
+//! CUDA toolkit) and set [`EngineConfig::gpu_layers`] (e.g. 99 for all layers),
+//! [`EngineConfig::main_gpu`] and [`EngineConfig::devices`]; [`EngineConfig::batch_size`] sets the
+//! tokens per decode call. Without the feature these settings are accepted and ignored: the
+//! CPU runs everything with [`EngineConfig::threads`] threads (default: all cores).
+//!
+//! # Serving
+//!
+//! [`server`] puts an OpenAI-compatible HTTP endpoint (`POST /v1/chat/completions`,
+//! `GET /v1/models`, `GET /health`) in front of an engine; `promptopt serve-lm` runs it.
+
+mod backend;
+mod config;
+mod engine;
+mod error;
+mod resolve;
+pub mod server;
+mod stats;
+mod stop;
+pub mod template;
+mod worker;
+
+pub use config::EngineConfig;
+pub use engine::{Engine, ModelInfo};
+pub use error::EngineError;
+pub use resolve::{resolve_in, resolve_model, search_dirs, short_name, KNOWN_MODELS};
+pub use stats::EngineStats;
+pub use template::{PromptRenderer, RenderedPrompt};

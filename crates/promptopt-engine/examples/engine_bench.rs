@@ -1,0 +1,355 @@
+//! Measures the embedded engine against llama.cpp's own `llama-bench`, side by side in one run.
+//!
+//! ```text
+//! scripts/fetch-model.sh && scripts/build-llama-bench.sh
+//! CARGO_TARGET_DIR=target-engine cargo run --release -p promptopt-engine --example engine_bench -- \
+//!     [--model local/smollm2-135m] [--threads N] [--split test] [--examples 100] [--llama-bench PATH]
+//! ```
+//!
+//! 1. Single stream: prompt and generation tokens per second of the engine (a ~256-token prompt;
+//!    then a 64-token reply) next to `llama-bench -p 256 -n 64` on the same file and threads.
+//! 2. Short classification requests: request rate at 1, 8 and 32 concurrent requests.
+//! 3. Evaluating sst2 examples with a 5-demo prompt (demos as user/assistant turns), 8 at a time,
+//!    with prefix reuse on and off.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use promptopt_engine::{resolve_in, search_dirs, Engine, EngineConfig};
+use promptopt_lm::{ChatRequest, ChatResponse, Lm, Message};
+use tokio::sync::Semaphore;
+
+struct Args {
+    model: String,
+    threads: u32,
+    split: String,
+    examples: usize,
+    llama_bench: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        model: String::new(),
+        threads: EngineConfig::default().effective_threads(),
+        split: "test".to_string(),
+        examples: 100,
+        llama_bench: repo_root().join("target-engine/llama-bench/bin/llama-bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| panic!("`{flag}` needs a value"));
+        match flag.as_str() {
+            "--model" => args.model = value,
+            "--threads" => args.threads = value.parse().unwrap(),
+            "--split" => args.split = value,
+            "--examples" => args.examples = value.parse().unwrap(),
+            "--llama-bench" => args.llama_bench = PathBuf::from(value),
+            other => panic!("unknown flag `{other}`"),
+        }
+    }
+    if args.model.is_empty() {
+        let mut dirs = search_dirs();
+        dirs.push(repo_root().join("models"));
+        let path = resolve_in("local/smollm2-135m", &dirs).unwrap_or_else(|e| panic!("{e}"));
+        args.model = format!("local/{}", std::fs::canonicalize(path).unwrap().display());
+    }
+    args
+}
+
+#[derive(Clone)]
+struct Example {
+    text: String,
+    label: String,
+}
+
+fn load_split(split: &str) -> Vec<Example> {
+    let path = PathBuf::from(format!("/work/shared/datasets/sst2/{split}.jsonl"));
+    let path = std::env::var_os("SST2_DIR")
+        .map(|d| Path::new(&d).join(format!("{split}.jsonl")))
+        .unwrap_or(path);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            Example {
+                text: value["text"].as_str().unwrap().to_string(),
+                label: value["label"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
+
+async fn run_all(
+    engine: &Engine,
+    requests: Vec<ChatRequest>,
+    concurrency: usize,
+) -> (Duration, Vec<ChatResponse>) {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let engine = engine.clone();
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                engine.chat(&request).await.unwrap()
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for handle in handles {
+        replies.push(handle.await.unwrap());
+    }
+    (started.elapsed(), replies)
+}
+
+/// (prompt tok/s, generated tok/s) of llama-bench, if it is built.
+fn llama_bench(args: &Args, path: &str) -> Option<(f64, f64)> {
+    if !args.llama_bench.exists() {
+        println!(
+            "llama-bench: not found at `{}` (run scripts/build-llama-bench.sh)",
+            args.llama_bench.display()
+        );
+        return None;
+    }
+    let output = Command::new(&args.llama_bench)
+        .args([
+            "-m",
+            path,
+            "-t",
+            &args.threads.to_string(),
+            "-p",
+            "256",
+            "-n",
+            "64",
+            "-r",
+            "3",
+            "-o",
+            "json",
+        ])
+        .output()
+        .ok()?;
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let rate = |prompt: bool| {
+        rows.as_array()?.iter().find_map(|row| {
+            let n_prompt = row["n_prompt"].as_u64()?;
+            let n_gen = row["n_gen"].as_u64()?;
+            ((n_prompt > 0) == prompt && (n_gen > 0) != prompt).then(|| row["avg_ts"].as_f64())?
+        })
+    };
+    Some((rate(true)?, rate(false)?))
+}
+
+async fn single_stream(args: &Args, path: &str) {
+    let engine = Engine::load_async(
+        EngineConfig::new(&args.model)
+            .with_slots(1)
+            .with_ctx_per_slot(1024)
+            .with_threads(args.threads)
+            .with_prefix_reuse(false),
+    )
+    .await
+    .unwrap();
+    let model = engine.model_name().to_string();
+    // About 256 prompt tokens.
+    let filler = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(18);
+    let prompt_request =
+        ChatRequest::new(&model, vec![Message::user(format!("{filler}\nSummarize."))])
+            .with_temperature(0.0)
+            .with_max_tokens(1);
+    let story = ChatRequest::new(
+        &model,
+        vec![Message::user(
+            "Write a long, detailed story about a dragon who learns to cook.",
+        )],
+    )
+    .with_temperature(0.0)
+    .with_max_tokens(64);
+    engine.chat(&prompt_request).await.unwrap();
+    let (mut pp_tokens, mut pp_time) = (0u64, 0.0f64);
+    let (mut tg_tokens, mut tg_time) = (0u64, 0.0f64);
+    for _ in 0..3 {
+        let reply = engine.chat(&prompt_request).await.unwrap();
+        pp_tokens += reply.usage.prompt_tokens;
+        pp_time += reply.latency.as_secs_f64();
+        let short = engine
+            .chat(&story.clone().with_max_tokens(1))
+            .await
+            .unwrap();
+        let long = engine.chat(&story).await.unwrap();
+        tg_tokens += long.usage.completion_tokens - 1;
+        tg_time += (long.latency - short.latency).as_secs_f64();
+    }
+    let ours = (pp_tokens as f64 / pp_time, tg_tokens as f64 / tg_time);
+    println!("\n== Single stream ({} threads) ==", args.threads);
+    println!("{:<28} {:>12} {:>12}", "", "prompt tok/s", "gen tok/s");
+    println!(
+        "{:<28} {:>12.1} {:>12.1}",
+        "promptopt engine", ours.0, ours.1
+    );
+    if let Some(theirs) = llama_bench(args, path) {
+        println!(
+            "{:<28} {:>12.1} {:>12.1}",
+            "llama-bench (pp256, tg64)", theirs.0, theirs.1
+        );
+        println!(
+            "{:<28} {:>11.2}x {:>11.2}x",
+            "ratio",
+            ours.0 / theirs.0,
+            ours.1 / theirs.1
+        );
+    }
+}
+
+fn zero_shot(model: &str, text: &str) -> ChatRequest {
+    ChatRequest::new(
+        model,
+        vec![
+            Message::system("Classify the sentiment of the movie review as positive or negative. Answer with one word."),
+            Message::user(text),
+        ],
+    )
+    .with_temperature(0.0)
+    .with_max_tokens(3)
+}
+
+async fn concurrency(args: &Args, examples: &[Example]) {
+    let engine = Engine::load_async(
+        EngineConfig::new(&args.model)
+            .with_slots(32)
+            .with_ctx_per_slot(512)
+            .with_threads(args.threads),
+    )
+    .await
+    .unwrap();
+    let model = engine.model_name().to_string();
+    let requests: Vec<ChatRequest> = examples
+        .iter()
+        .take(64)
+        .map(|e| zero_shot(&model, &e.text))
+        .collect();
+    run_all(&engine, requests[..4].to_vec(), 1).await;
+    println!(
+        "\n== {} short classification requests (max_tokens 3) ==",
+        requests.len()
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>10}",
+        "concurrency", "req/s", "speedup", "max batch"
+    );
+    let mut base = None;
+    for n in [1usize, 8, 32] {
+        let before = engine.stats().max_sequences_per_decode;
+        let (elapsed, _) = run_all(&engine, requests.clone(), n).await;
+        let rate = requests.len() as f64 / elapsed.as_secs_f64();
+        let base = *base.get_or_insert(rate);
+        println!(
+            "{:<14} {:>10.1} {:>9.2}x {:>10}",
+            n,
+            rate,
+            rate / base,
+            engine.stats().max_sequences_per_decode.max(before)
+        );
+    }
+}
+
+fn few_shot(model: &str, demos: &[Example], text: &str) -> ChatRequest {
+    let mut messages = vec![Message::system(
+        "Classify the sentiment of the movie review as positive or negative. Answer with one word.",
+    )];
+    for demo in demos {
+        messages.push(Message::user(demo.text.clone()));
+        messages.push(Message::assistant(demo.label.clone()));
+    }
+    messages.push(Message::user(text));
+    ChatRequest::new(model, messages)
+        .with_temperature(0.0)
+        .with_max_tokens(3)
+}
+
+async fn evaluation(args: &Args, examples: &[Example], demos: &[Example]) {
+    println!(
+        "\n== sst2 {}: {} examples, 5 demos as turns, 8 concurrent ==",
+        args.split,
+        examples.len()
+    );
+    println!(
+        "{:<18} {:>9} {:>10} {:>14} {:>10}",
+        "prefix reuse", "seconds", "accuracy", "cached/prompt", "speedup"
+    );
+    let mut off_time = None;
+    for reuse in [false, true] {
+        let engine = Engine::load_async(
+            EngineConfig::new(&args.model)
+                .with_slots(8)
+                .with_ctx_per_slot(1024)
+                .with_threads(args.threads)
+                .with_prefix_reuse(reuse),
+        )
+        .await
+        .unwrap();
+        let model = engine.model_name().to_string();
+        let requests = examples
+            .iter()
+            .map(|e| few_shot(&model, demos, &e.text))
+            .collect();
+        let (elapsed, replies) = run_all(&engine, requests, 8).await;
+        let correct = replies
+            .iter()
+            .zip(examples)
+            .filter(|(r, e)| r.text().trim().to_lowercase().starts_with(&e.label))
+            .count();
+        let stats = engine.stats();
+        let seconds = elapsed.as_secs_f64();
+        let off = *off_time.get_or_insert(seconds);
+        println!(
+            "{:<18} {:>9.2} {:>9.0}% {:>7}/{:<6} {:>9.2}x",
+            if reuse { "on" } else { "off" },
+            seconds,
+            100.0 * correct as f64 / examples.len() as f64,
+            stats.cached_tokens,
+            stats.prompt_tokens,
+            off / seconds
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let path = args
+        .model
+        .strip_prefix("local/")
+        .unwrap_or(&args.model)
+        .to_string();
+    println!("model: {path}");
+    single_stream(&args, &path).await;
+    let examples: Vec<Example> = load_split(&args.split)
+        .into_iter()
+        .take(args.examples)
+        .collect();
+    concurrency(&args, &load_split(&args.split)).await;
+    let train = load_split("train");
+    // Five demos, both labels represented.
+    let mut demos: Vec<Example> = Vec::new();
+    for label in ["positive", "negative", "positive", "negative", "positive"] {
+        if let Some(e) = train
+            .iter()
+            .find(|e| e.label == label && !demos.iter().any(|d| d.text == e.text))
+        {
+            demos.push(e.clone());
+        }
+    }
+    evaluation(&args, &examples, &demos).await;
+}

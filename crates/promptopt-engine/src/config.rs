@@ -1,0 +1,171 @@
+//! Engine settings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// How the engine loads and runs a model.
+///
+/// The KV cache holds `slots × ctx_per_slot` tokens, shared by all sequences: a slot is one
+/// request being decoded, and sequences that share a prompt prefix share its cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `local/<short name>` (`local/smollm2-135m`, `local/gemma3-270m`) or `local/<path to a .gguf>`.
+    pub model: String,
+    /// Requests decoded together (sequence slots of the KV cache).
+    pub slots: u32,
+    /// Tokens one request may hold: prompt plus reply.
+    pub ctx_per_slot: u32,
+    /// CPU threads for llama.cpp; `None` uses all cores.
+    pub threads: Option<u32>,
+    /// Most tokens sent to llama.cpp in one decode call (prompt chunks plus one token per
+    /// generating request).
+    pub batch_size: u32,
+    /// Reuse the KV cache of the longest shared prompt prefix (on by default).
+    pub prefix_reuse: bool,
+    /// Reply length when a request sets no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Layers offloaded to the GPU (needs the `cuda` feature; 0 keeps everything on the CPU).
+    pub gpu_layers: u32,
+    /// The GPU that holds the model when it is not split (with the `cuda` feature).
+    pub main_gpu: i32,
+    /// GPU device indices to use; empty uses llama.cpp's default (all).
+    pub devices: Vec<usize>,
+    /// Forward llama.cpp's own log lines to `tracing` (target `llama-cpp-2`) instead of dropping
+    /// them. Decided by the first engine loaded in the process.
+    pub llama_logs: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            model: "local/smollm2-135m".to_string(),
+            slots: 8,
+            ctx_per_slot: 2048,
+            threads: None,
+            batch_size: 512,
+            prefix_reuse: true,
+            default_max_tokens: 256,
+            gpu_layers: 0,
+            main_gpu: 0,
+            devices: Vec::new(),
+            llama_logs: false,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Settings for `model` with every other setting at its default.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the number of slots.
+    pub fn with_slots(mut self, slots: u32) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Sets the context per slot.
+    pub fn with_ctx_per_slot(mut self, ctx_per_slot: u32) -> Self {
+        self.ctx_per_slot = ctx_per_slot;
+        self
+    }
+
+    /// Sets the CPU threads.
+    pub fn with_threads(mut self, threads: u32) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Turns prefix reuse on or off.
+    pub fn with_prefix_reuse(mut self, prefix_reuse: bool) -> Self {
+        self.prefix_reuse = prefix_reuse;
+        self
+    }
+
+    /// Sets the layers offloaded to the GPU.
+    pub fn with_gpu_layers(mut self, gpu_layers: u32) -> Self {
+        self.gpu_layers = gpu_layers;
+        self
+    }
+
+    /// The threads llama.cpp will use.
+    pub fn effective_threads(&self) -> u32 {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(1))
+                .unwrap_or(1)
+        })
+    }
+
+    /// Checks the ranges of the numeric settings.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let invalid = |field, message: &str| {
+            Err(EngineError::InvalidConfig {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.slots == 0 || self.slots > 256 {
+            return invalid("slots", "must be between 1 and 256");
+        }
+        if self.ctx_per_slot < 16 {
+            return invalid("ctx_per_slot", "must be at least 16 tokens");
+        }
+        if self
+            .slots
+            .checked_mul(self.ctx_per_slot)
+            .is_none_or(|n| n > 1 << 22)
+        {
+            return invalid(
+                "ctx_per_slot",
+                "slots × ctx_per_slot must stay below 4,194,304 tokens",
+            );
+        }
+        if self.batch_size < 16 {
+            return invalid("batch_size", "must be at least 16 tokens");
+        }
+        if self.batch_size < self.slots {
+            return invalid(
+                "batch_size",
+                "must be at least `slots` (every slot decodes a token per step)",
+            );
+        }
+        if self.threads == Some(0) {
+            return invalid("threads", "must be at least 1");
+        }
+        if self.default_max_tokens == 0 {
+            return invalid("default_max_tokens", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zero_slots_is_not() {
+        assert!(EngineConfig::default().validate().is_ok());
+        let error = EngineConfig::default().with_slots(0).validate();
+        assert!(matches!(
+            error,
+            Err(EngineError::InvalidConfig { field: "slots", .. })
+        ));
+    }
+
+    #[test]
+    fn threads_default_to_all_cores() {
+        assert!(EngineConfig::default().effective_threads() >= 1);
+        assert_eq!(
+            EngineConfig::default().with_threads(3).effective_threads(),
+            3
+        );
+    }
+}
