@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod evaluate;
+mod models_cmd;
+mod optimize;
+mod predict;
+#[cfg(feature = "engine")]
+mod serve_lm;
+
 /// Automatic prompt optimization.
 #[derive(Debug, Parser)]
 #[command(name = "promptopt", version, about, long_about = None)]
@@ -17,7 +24,19 @@ struct Cli {
 
 /// The subcommands. Each lives in its own module.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Optimize a program as a request file describes and save it in the registry.
+    Optimize(optimize::OptimizeArgs),
+    /// Manage saved models (list, show, delete).
+    Models(models_cmd::ModelsArgs),
+    /// Score a prompt (instructions, demos, strategy) on a dataset.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Run a saved program on one input.
+    Predict(predict::PredictArgs),
+    /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
+    #[cfg(feature = "engine")]
+    ServeLm(serve_lm::ServeLmArgs),
+}
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
@@ -41,7 +60,14 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
-        match cli.command {}
+        match cli.command {
+            Command::Optimize(args) => optimize::run(args).await,
+            Command::Models(args) => models_cmd::run(args).await,
+            Command::Evaluate(args) => evaluate::run(args).await,
+            Command::Predict(args) => predict::run(args).await,
+            #[cfg(feature = "engine")]
+            Command::ServeLm(args) => serve_lm::run(args).await,
+        }
     });
     match result {
         Ok(code) => code,

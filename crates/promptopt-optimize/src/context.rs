@@ -594,7 +594,13 @@ impl OptimizeContext {
         let mut stream = futures::stream::iter(runs).buffered(self.concurrency);
         let mut results = Vec::with_capacity(examples.len());
         let mut errors = 0usize;
+        let total = Some(examples.len() as u64);
         while let Some((index, outcome)) = stream.next().await {
+            self.emit(Event::StageProgress {
+                stage: "evaluate".into(),
+                done: results.len() as u64 + 1,
+                total,
+            });
             let example = &examples[index];
             match outcome {
                 Ok((prediction, trace)) => {

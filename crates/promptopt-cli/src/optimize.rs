@@ -1,0 +1,363 @@
+//! `promptopt optimize REQUEST.yaml`: run an optimization request, show progress, save the model.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use promptopt_optimize::plot::trajectory_svg;
+use promptopt_optimize::registry::default_home;
+use promptopt_optimize::{
+    CancelFlag, Event, EventSink, NullSink, OptimizationRequest, OptimizationResult, Pipeline,
+    Registry,
+};
+
+use crate::models_cmd::build_lm;
+
+/// Optimize a program as a request file describes, then save it in the registry.
+#[derive(Debug, clap::Args)]
+pub struct OptimizeArgs {
+    /// The request file (YAML or JSON).
+    pub request: PathBuf,
+    /// Print the result as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Folder for `result.json` and `trajectory.svg` (default: `PROMPTOPT_HOME/runs/<id>`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// The saved model's name (default: the request's `name`, else the file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Examples evaluated at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Do not use the response cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Stop cleanly (keeping the best so far) when this file appears.
+    #[arg(long)]
+    pub stop_file: Option<PathBuf>,
+}
+
+/// Progress bars on stderr, one per stage.
+struct Progress {
+    bar: Mutex<Option<ProgressBar>>,
+    state: Mutex<(String, f64, u64, f64, String)>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            bar: Mutex::new(None),
+            state: Mutex::new((String::new(), f64::NAN, 0, 0.0, String::new())),
+        }
+    }
+
+    fn refresh(&self) {
+        let (stage, best, calls, cost, extra) = self.state.lock().clone();
+        let best = if best.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{best:.4}")
+        };
+        if let Some(bar) = self.bar.lock().as_ref() {
+            bar.set_prefix(stage);
+            bar.set_message(format!("best {best} | calls {calls} | ${cost:.4} {extra}"));
+        }
+    }
+}
+
+impl EventSink for Progress {
+    fn emit(&self, event: &Event) {
+        match event {
+            Event::StageStarted { stage, .. }
+                if matches!(
+                    stage.as_str(),
+                    "load" | "baseline" | "optimize" | "validate" | "save"
+                ) =>
+            {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:>9} {elapsed:>4} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                if let Some(old) = self.bar.lock().replace(bar) {
+                    old.finish();
+                }
+                let mut s = self.state.lock();
+                s.0 = stage.clone();
+                s.4.clear();
+            }
+            Event::StageStarted { stage, .. } => {
+                self.state.lock().4 = format!("| {stage}");
+            }
+            Event::StageProgress {
+                stage, done, total, ..
+            } => {
+                self.state.lock().4 = match total {
+                    Some(t) => format!("| {stage} {done}/{t}"),
+                    None => format!("| {stage} {done}"),
+                };
+            }
+            Event::TrialScored { best_so_far, .. }
+            | Event::NewBest {
+                score: best_so_far, ..
+            } => {
+                let mut s = self.state.lock();
+                if s.1.is_nan() || *best_so_far > s.1 {
+                    s.1 = *best_so_far;
+                }
+            }
+            Event::BudgetSpent {
+                lm_calls, cost_usd, ..
+            } => {
+                let mut s = self.state.lock();
+                s.2 = *lm_calls;
+                s.3 = *cost_usd;
+            }
+            Event::Warning { message } => {
+                let line = format!("warning: {message}");
+                match self.bar.lock().as_ref() {
+                    Some(bar) => bar.println(line),
+                    #[allow(clippy::print_stderr)]
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::StageFinished { stage, .. } if stage == "save" || stage == "validate" => {
+                if let Some(bar) = self.bar.lock().as_ref() {
+                    bar.finish();
+                }
+            }
+            Event::Finished { .. } => {
+                if let Some(bar) = self.bar.lock().take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+        self.refresh();
+    }
+}
+
+fn default_name(args: &OptimizeArgs, request: &OptimizationRequest) -> String {
+    if let Some(name) = args.name.clone().or_else(|| request.name.clone()) {
+        return name;
+    }
+    let stem = args
+        .request
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model");
+    let clean: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if clean
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        clean
+    } else {
+        format!("m{clean}")
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+/// The summary printed after a run.
+pub fn render_summary(result: &OptimizationResult, run_dir: &std::path::Path) -> String {
+    let b = &result.baseline_metrics;
+    let o = &result.optimized_metrics;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<22} {:>12} {:>12} {:>10}\n",
+        "", "baseline", "optimized", "change"
+    ));
+    out.push_str(&format!(
+        "{:<22} {:>12.4} {:>12.4} {:>+9.2}%\n",
+        format!("score ({})", o.metric),
+        b.score,
+        o.score,
+        result.improvement_percentage
+    ));
+    out.push_str(&format!(
+        "{:<22} {:>12} {:>12}\n",
+        "latency p95 (ms)",
+        fmt_opt(b.latency_p95_ms, 0),
+        fmt_opt(o.latency_p95_ms, 0)
+    ));
+    out.push_str(&format!(
+        "{:<22} {:>12} {:>12}\n",
+        "cost per sample (USD)",
+        fmt_opt(b.cost_per_sample, 6),
+        fmt_opt(o.cost_per_sample, 6)
+    ));
+    out.push_str(&format!(
+        "{:<22} {:>12} {:>12}\n",
+        "errors", b.errors, o.errors
+    ));
+    let calls = result.analytics.as_ref().map(|a| a.lm_calls);
+    out.push_str(&format!(
+        "\nalgorithm {} | iterations {} | LM calls {} | cost {} | time {:.1} s{}\n",
+        result.algorithm_used,
+        result.iterations_completed,
+        calls.map_or_else(|| "-".into(), |c| c.to_string()),
+        result
+            .total_cost_usd
+            .map_or_else(|| "unknown".into(), |c| format!("${c:.4}")),
+        result.duration_seconds,
+        result
+            .stop_reason
+            .map(|r| format!(" | stopped: {r}"))
+            .unwrap_or_default()
+    ));
+    for m in &result.model_reports {
+        out.push_str(&format!(
+            "model {:<30} score {:.4} p95 {} ms cost/sample {}{}{}\n",
+            m.model,
+            m.metrics.score,
+            fmt_opt(m.metrics.latency_p95_ms, 0),
+            fmt_opt(m.metrics.cost_per_sample, 6),
+            if m.chosen { " (chosen)" } else { "" },
+            if m.meets_constraints {
+                ""
+            } else {
+                " (fails constraints)"
+            }
+        ));
+    }
+    if let Some(prompt) = &result.optimized_prompt {
+        out.push_str("\nOptimized prompt:\n");
+        for line in prompt.lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    match &result.model_id {
+        Some(id) => out.push_str(&format!("\nSaved model: {id}\n")),
+        None => out.push_str("\nNo model saved\n"),
+    }
+    out.push_str(&format!("Run folder: {}\n", run_dir.display()));
+    for w in &result.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    for f in &result.constraint_failures {
+        out.push_str(&format!("constraint failed: {f}\n"));
+    }
+    out
+}
+
+/// Runs `promptopt optimize`.
+pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
+    let mut request = OptimizationRequest::from_path(&args.request)?;
+    request.name = Some(default_name(&args, &request));
+    request.validate(Some(&args.request))?;
+    let mut models = vec![request.task_model().to_string()];
+    models.extend(request.prompt_model.clone());
+    models.extend(request.candidate_models.iter().cloned());
+    let lm = build_lm(
+        &models,
+        request.concurrency.unwrap_or(args.concurrency),
+        args.no_cache,
+    )
+    .await?;
+
+    let cancel = CancelFlag::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("\nStopping after the calls in flight; the best so far is kept (Ctrl-C again to abort)");
+                }
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    if let Some(stop_file) = args.stop_file.clone() {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                if stop_file.exists() {
+                    cancel.cancel();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    let events: Arc<dyn EventSink> = if std::io::stderr().is_terminal() {
+        Arc::new(Progress::new())
+    } else {
+        Arc::new(NullSink)
+    };
+    let pipeline = Pipeline::new(lm, Registry::from_env())
+        .with_events(events)
+        .with_cancel(cancel)
+        .with_concurrency(args.concurrency);
+    let result = pipeline.optimize(&request).await?;
+
+    let run_dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_home().join("runs").join(&result.optimization_id));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("Cannot create `{}`", run_dir.display()))?;
+    let json = serde_json::to_string_pretty(&result)?;
+    std::fs::write(run_dir.join("result.json"), &json)
+        .with_context(|| format!("Cannot write `{}`", run_dir.join("result.json").display()))?;
+    let title = format!(
+        "{} — {} ({})",
+        request.name.as_deref().unwrap_or("model"),
+        result.algorithm_used,
+        result.optimized_metrics.metric
+    );
+    std::fs::write(
+        run_dir.join("trajectory.svg"),
+        trajectory_svg(&title, &result.trajectory),
+    )
+    .with_context(|| {
+        format!(
+            "Cannot write `{}`",
+            run_dir.join("trajectory.svg").display()
+        )
+    })?;
+
+    #[allow(clippy::print_stdout)]
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", render_summary(&result, &run_dir));
+    }
+    if result.passed() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "error: The result fails its constraints: {}",
+                result.constraint_failures.join("; ")
+            );
+        }
+        Ok(ExitCode::from(1))
+    }
+}
