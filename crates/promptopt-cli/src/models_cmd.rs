@@ -1,14 +1,21 @@
 //! `promptopt models list|show|delete`: the local model registry; and the model stack the
 //! commands share (the embedded engine for `local/…` models, providers for the rest).
 
+#[cfg(feature = "engine")]
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+#[cfg(feature = "engine")]
 use std::sync::Arc;
 
+#[cfg(feature = "engine")]
 use anyhow::Context;
+#[cfg(feature = "engine")]
 use async_trait::async_trait;
+#[cfg(feature = "engine")]
 use promptopt_engine::{Engine, EngineConfig};
-use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmConfig, LmError, LmStack, SharedLm};
+#[cfg(feature = "engine")]
+use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmError};
+use promptopt_lm::{LmConfig, LmStack, SharedLm};
 use promptopt_optimize::registry::default_home;
 use promptopt_optimize::{ModelRef, Registry};
 
@@ -92,10 +99,12 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Serves `local/…` models by name, each from its own engine.
+#[cfg(feature = "engine")]
 struct LocalModels {
     engines: BTreeMap<String, Arc<Engine>>,
 }
 
+#[cfg(feature = "engine")]
 #[async_trait]
 impl Lm for LocalModels {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
@@ -117,8 +126,15 @@ pub async fn build_lm(
     concurrency: usize,
     no_cache: bool,
 ) -> anyhow::Result<SharedLm> {
+    let local: Vec<&String> = models.iter().filter(|m| m.starts_with("local/")).collect();
+    #[cfg(not(feature = "engine"))]
+    if let Some(model) = local.first() {
+        anyhow::bail!("The local model `{model}` needs the `engine` feature of promptopt-cli");
+    }
+    #[cfg(feature = "engine")]
     let mut engines = BTreeMap::new();
-    for model in models.iter().filter(|m| m.starts_with("local/")) {
+    #[cfg(feature = "engine")]
+    for model in local {
         if engines.contains_key(model) {
             continue;
         }
@@ -136,9 +152,13 @@ pub async fn build_lm(
     } else {
         config.cache.disk_dir = Some(default_home().join("cache"));
     }
+    #[allow(unused_mut)]
     let mut stack = LmStack::new(config);
+    #[cfg(feature = "engine")]
     if !engines.is_empty() {
         stack = stack.with_backend("local", Arc::new(LocalModels { engines }));
     }
+    #[cfg(not(feature = "engine"))]
+    let _ = concurrency;
     Ok(stack.assemble()?)
 }
