@@ -6,6 +6,8 @@
 #   scripts/build-llama-bench.sh        # -> target-engine/llama-bench/bin/llama-bench
 #
 # Needs cmake and a C++ compiler; run `cargo fetch` first so the sources are in ~/.cargo/registry.
+# The crates.io package leaves out llama.cpp's tools/ sources: set LLAMA_CPP_SRC to a llama.cpp checkout
+# of the same version (the build number in llama-cpp-sys-2's llama.cpp) to build from there.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,12 +17,18 @@ if [[ -z "$version" ]]; then
     echo "error: \`llama-cpp-sys-2\` is not in Cargo.lock" >&2
     exit 1
 fi
-src=""
+src="${LLAMA_CPP_SRC:-}"
 for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-"$version"/llama.cpp; do
-    [[ -d "$dir" ]] && src="$dir"
+    [[ -z "${LLAMA_CPP_SRC:-}" && -d "$dir" ]] && src="$dir"
 done
 if [[ -z "$src" ]]; then
     echo "error: sources of llama-cpp-sys-2 $version not found; run \`cargo fetch\`" >&2
+    exit 1
+fi
+
+if [[ ! -f "$src/tools/llama-bench/llama-bench.cpp" ]]; then
+    # The crates.io package of llama-cpp-sys-2 ships only the library sources; the tools are left out.
+    echo "error: \`$src\` has no tools/llama-bench sources; point LLAMA_CPP_SRC at a llama.cpp checkout of the same version" >&2
     exit 1
 fi
 

@@ -1,6 +1,6 @@
 //! The OpenAI-compatible server on loopback, checked with plain HTTP and with the official
 //! `openai` Python client from `.venv-ci` (created by `.ci/run`).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod common;
 
@@ -59,7 +59,7 @@ async fn serves_chat_completions_models_health_and_openai_errors() {
 
     let body = serde_json::json!({
         "model": model,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
         "temperature": 0,
         "max_tokens": 12,
     });
@@ -70,7 +70,7 @@ async fn serves_chat_completions_models_health_and_openai_errors() {
         reply["choices"][0]["message"]["content"]
             .as_str()
             .unwrap()
-            .contains("Paris"),
+            .contains('4'),
         "{reply}"
     );
     assert!(
