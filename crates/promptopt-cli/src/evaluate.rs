@@ -1,0 +1,469 @@
+//! `promptopt evaluate`: score a prompt (instructions, demos, strategy) on a dataset.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use promptopt_core::adapter::AdapterKind;
+use promptopt_core::{
+    evaluate, metrics, CoreError, Dataset, EvalReport, EvalSettings, Event, EventSink, Example,
+    LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy,
+};
+use promptopt_lm::{LmConfig, LmStack, SharedLm};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Exit code: the run completed but failed (too many errors, bad data).
+pub(crate) const EXIT_FAILED: u8 = 1;
+/// Exit code: the command line was wrong.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl Exit {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+
+    pub(crate) fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_FAILED,
+            error: error.into(),
+        }
+    }
+
+    /// Prints the error and returns its exit code.
+    #[allow(clippy::print_stderr)]
+    pub(crate) fn report(self) -> ExitCode {
+        eprintln!("error: {:#}", self.error);
+        ExitCode::from(self.code)
+    }
+}
+
+/// Which adapter renders the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AdapterArg {
+    /// Field markers, demos as chat turns.
+    Chat,
+    /// Replies as a JSON object.
+    Json,
+    /// One plain prompt for base models.
+    Completion,
+}
+
+impl From<AdapterArg> for AdapterKind {
+    fn from(arg: AdapterArg) -> Self {
+        match arg {
+            AdapterArg::Chat => AdapterKind::Chat,
+            AdapterArg::Json => AdapterKind::Json,
+            AdapterArg::Completion => AdapterKind::Completion,
+        }
+    }
+}
+
+/// How the model answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StrategyArg {
+    /// Directly.
+    Predict,
+    /// Reasoning first (chain of thought).
+    Cot,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(arg: StrategyArg) -> Self {
+        match arg {
+            StrategyArg::Predict => Strategy::Predict,
+            StrategyArg::Cot => Strategy::ChainOfThought,
+        }
+    }
+}
+
+/// The model and how requests are sent.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LmArgs {
+    /// The task model: `provider/model` (`openai/gpt-4o-mini`, `local/smollm2-135m`, ...).
+    #[arg(long = "lm-model", default_value = "local/smollm2-135m")]
+    pub(crate) model: String,
+    /// Base URL of an OpenAI-compatible server for the model's provider (e.g. a `serve-lm`).
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+    /// Which adapter renders the prompt.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub(crate) adapter: AdapterArg,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) temperature: f32,
+    /// Upper bound on generated tokens per call.
+    #[arg(long)]
+    pub(crate) max_tokens: Option<u32>,
+    /// Do not read or write the response cache.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Do not retry an unparsable chat reply through the JSON adapter.
+    #[arg(long)]
+    pub(crate) no_json_fallback: bool,
+}
+
+impl LmArgs {
+    /// The runtime: the model stack and request settings. `concurrency` sizes the embedded
+    /// engine's slots for `local/` models.
+    pub(crate) async fn runtime(&self, concurrency: usize) -> Result<Runtime, Exit> {
+        let lm = self.stack(concurrency).await?;
+        Ok(
+            Runtime::new(LmRegistry::new(&self.model, Arc::clone(&lm)).with_fallback(lm))
+                .with_settings(RunSettings {
+                    adapter: self.adapter.into(),
+                    json_fallback: !self.no_json_fallback,
+                    temperature: Some(self.temperature),
+                    max_tokens: self.max_tokens,
+                    seed: None,
+                    use_cache: !self.no_cache,
+                }),
+        )
+    }
+
+    /// `local/` models without `--base-url` run in the embedded engine; everything else goes to
+    /// its provider (at `--base-url` when given).
+    async fn stack(&self, concurrency: usize) -> Result<SharedLm, Exit> {
+        let Some((provider, _)) = self.model.split_once('/') else {
+            return Err(Exit::usage(anyhow::anyhow!(
+                "The model `{}` has no provider; write it as `provider/model`",
+                self.model
+            )));
+        };
+        if provider == "local" && self.base_url.is_none() {
+            return crate::models_cmd::build_lm(
+                std::slice::from_ref(&self.model),
+                concurrency,
+                self.no_cache,
+            )
+            .await
+            .map_err(Exit::failed);
+        }
+        let mut config = LmConfig::default();
+        if let Some(url) = &self.base_url {
+            config = config.with_base_url(provider, url.clone());
+        }
+        config.cache.enabled = !self.no_cache;
+        LmStack::new(config).assemble().map_err(Exit::usage)
+    }
+}
+
+/// Score a prompt on a dataset.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The examples (`.jsonl`, `.json` or `.csv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Input fields, comma-separated (inferred when omitted).
+    #[arg(long, value_delimiter = ',')]
+    input_keys: Option<Vec<String>>,
+    /// Output fields, comma-separated (inferred when omitted).
+    #[arg(long, value_delimiter = ',')]
+    output_keys: Option<Vec<String>>,
+    /// The metric (`accuracy`, `f1`, `exact_match`, `token_f1`, `rouge`, `bleu`, ...).
+    #[arg(long, default_value = "accuracy")]
+    metric: String,
+    #[command(flatten)]
+    lm: LmArgs,
+    /// Instructions (default: "Given the fields …, produce the fields …").
+    #[arg(long)]
+    instructions: Option<String>,
+    /// Use the first N examples of `--train` as demos.
+    #[arg(long, default_value_t = 0)]
+    demos: usize,
+    /// Where demos come from.
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Answer directly or reason first.
+    #[arg(long, value_enum, default_value = "predict")]
+    strategy: StrategyArg,
+    /// Examples evaluated at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Evaluate only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Stop (exit 1) once more examples than this fail with an error.
+    #[arg(long, default_value_t = 10)]
+    max_errors: usize,
+    /// Also write the program (signature and state) to this file, for `promptopt predict`.
+    #[arg(long)]
+    save_program: Option<PathBuf>,
+    /// Print a JSON report instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A signature with its state: what `predict` needs to run a single-predictor program.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProgramFile {
+    /// The predictor's signature.
+    pub(crate) signature: Signature,
+    /// The learned state.
+    pub(crate) state: ProgramState,
+}
+
+/// Runs `promptopt evaluate`.
+pub async fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    match evaluate_cmd(args).await {
+        Ok(code) => Ok(code),
+        Err(exit) => Ok(exit.report()),
+    }
+}
+
+fn data_error(error: CoreError) -> Exit {
+    match error {
+        CoreError::UnknownMetric { .. } | CoreError::Invalid { .. } => Exit::usage(error),
+        other => Exit::failed(other),
+    }
+}
+
+async fn evaluate_cmd(args: EvaluateArgs) -> Result<ExitCode, Exit> {
+    let dataset = Dataset::load(
+        &args.data,
+        args.input_keys.clone(),
+        args.output_keys.clone(),
+    )
+    .map_err(data_error)?;
+    let output_key = dataset.output_keys.first().cloned().unwrap_or_default();
+    let metric = metrics::by_name(&args.metric, &output_key).map_err(data_error)?;
+    let mut signature = dataset.signature();
+    if let Some(instructions) = &args.instructions {
+        signature.instructions.clone_from(instructions);
+    }
+    let demos = load_demos(&args, &dataset)?;
+    let program = Program::single(signature.clone());
+    let mut state = program.initial_state();
+    for predictor in state.predictors.values_mut() {
+        predictor.demos.clone_from(&demos);
+        predictor.strategy = args.strategy.into();
+    }
+    if let Some(path) = &args.save_program {
+        save_program(path, &signature, &state)?;
+    }
+    let runtime = args.lm.runtime(args.concurrency).await?;
+    let examples: &[Example] = match args.limit {
+        Some(limit) => &dataset.examples[..limit.min(dataset.examples.len())],
+        None => &dataset.examples,
+    };
+    let (events, bar) = progress(examples.len());
+    let settings = EvalSettings {
+        concurrency: args.concurrency.max(1),
+        max_errors: Some(args.max_errors),
+        keep_traces: false,
+        events,
+    };
+    let report = evaluate(
+        &program,
+        &state,
+        examples,
+        metric.as_ref(),
+        &runtime,
+        &settings,
+    )
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report.map_err(Exit::failed)?;
+    let output = if args.json {
+        serde_json::to_string_pretty(&json_report(&args, &report))
+            .context("Could not write the JSON report")
+            .map_err(Exit::failed)?
+    } else {
+        table(&args, &report)
+    };
+    print_stdout(&output);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn print_stdout(text: &str) {
+    println!("{text}");
+}
+
+fn load_demos(args: &EvaluateArgs, dataset: &Dataset) -> Result<Vec<Example>, Exit> {
+    if args.demos == 0 {
+        return Ok(Vec::new());
+    }
+    let Some(train) = &args.train else {
+        return Err(Exit::usage(anyhow::anyhow!(
+            "`--demos {}` needs `--train FILE` to take them from",
+            args.demos
+        )));
+    };
+    let train = Dataset::load(
+        train,
+        Some(dataset.input_keys.clone()),
+        Some(dataset.output_keys.clone()),
+    )
+    .map_err(data_error)?;
+    let keys: Vec<String> = dataset
+        .input_keys
+        .iter()
+        .chain(&dataset.output_keys)
+        .cloned()
+        .collect();
+    Ok(train
+        .examples
+        .iter()
+        .take(args.demos)
+        .map(|e| e.project(&keys))
+        .collect())
+}
+
+fn save_program(path: &Path, signature: &Signature, state: &ProgramState) -> Result<(), Exit> {
+    let file = ProgramFile {
+        signature: signature.clone(),
+        state: state.clone(),
+    };
+    let text = serde_json::to_string_pretty(&file)
+        .context("Could not serialize the program")
+        .map_err(Exit::failed)?;
+    std::fs::write(path, text)
+        .with_context(|| format!("Could not write `{}`", path.display()))
+        .map_err(Exit::failed)
+}
+
+/// A progress bar on stderr when it is a terminal; no events otherwise.
+fn progress(total: usize) -> (EventSink, Option<indicatif::ProgressBar>) {
+    if !std::io::stderr().is_terminal() {
+        return (EventSink::none(), None);
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} evaluating {bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    let handle = bar.clone();
+    let sink = EventSink::from_fn(move |event| {
+        if let Event::Progress { done, score, .. } = event {
+            handle.set_position(done);
+            if let Some(score) = score {
+                handle.set_message(format!("score {score:.3}"));
+            }
+        }
+    });
+    (sink, Some(bar))
+}
+
+fn json_report(args: &EvaluateArgs, report: &EvalReport) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = report
+        .results
+        .iter()
+        .map(|r| {
+            json!({
+                "index": r.index,
+                "id": r.id,
+                "score": finite(r.score),
+                "prediction": r.prediction.as_ref().map(|p| &p.outputs),
+                "feedback": r.feedback,
+                "parse_error": r.parse_error,
+                "error": r.error,
+            })
+        })
+        .collect();
+    json!({
+        "score": finite(report.score),
+        "raw_score": finite(report.raw_score),
+        "metric": report.metric.name,
+        "corpus": report.corpus,
+        "normalized": report.normalized,
+        "model": args.lm.model,
+        "adapter": AdapterKind::from(args.lm.adapter).name(),
+        "strategy": match args.strategy { StrategyArg::Predict => "predict", StrategyArg::Cot => "cot" },
+        "examples": report.examples,
+        "errors": report.errors,
+        "parse_failures": report.parse_failures,
+        "lm_calls": report.lm_calls,
+        "cache_hits": report.cache_hits,
+        "tokens": {
+            "prompt": report.usage.prompt_tokens,
+            "completion": report.usage.completion_tokens,
+            "total": report.usage.total(),
+        },
+        "cost_usd": report.cost_usd,
+        "latency_ms": report.latency,
+        "wall_ms": report.wall_ms,
+        "results": results,
+    })
+}
+
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+fn table(args: &EvaluateArgs, report: &EvalReport) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("data", args.data.display().to_string()),
+        ("model", args.lm.model.clone()),
+        (
+            "prompt",
+            format!(
+                "{} adapter, {}, {} demos",
+                AdapterKind::from(args.lm.adapter).name(),
+                match args.strategy {
+                    StrategyArg::Predict => "predict",
+                    StrategyArg::Cot => "chain of thought",
+                },
+                args.demos
+            ),
+        ),
+        ("examples", report.examples.to_string()),
+        ("metric", report.metric.name.clone()),
+    ];
+    let score = if report.normalized {
+        format!("{:.4}", report.score)
+    } else {
+        format!("{:.4} (unbounded metric, raw)", report.score)
+    };
+    rows.push(("score", score));
+    if report.corpus || (report.raw_score - report.score).abs() > 1e-12 {
+        rows.push(("raw score", format!("{:.4}", report.raw_score)));
+    }
+    rows.push(("parse failures", report.parse_failures.to_string()));
+    rows.push(("errors", report.errors.to_string()));
+    rows.push((
+        "LM calls",
+        format!("{} ({} from cache)", report.lm_calls, report.cache_hits),
+    ));
+    rows.push((
+        "tokens",
+        format!(
+            "{} prompt + {} completion",
+            report.usage.prompt_tokens, report.usage.completion_tokens
+        ),
+    ));
+    rows.push((
+        "cost",
+        report
+            .cost_usd
+            .map_or_else(|| "unknown".to_string(), |c| format!("${c:.6}")),
+    ));
+    rows.push((
+        "latency",
+        format!(
+            "p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms",
+            report.latency.p50_ms, report.latency.p95_ms, report.latency.p99_ms
+        ),
+    ));
+    rows.push(("wall time", format!("{:.2} s", report.wall_ms / 1000.0)));
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
