@@ -4,8 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod evaluate;
 mod models_cmd;
 mod optimize;
+mod predict;
+#[cfg(feature = "engine")]
+mod serve_lm;
 
 /// Automatic prompt optimization.
 #[derive(Debug, Parser)]
@@ -25,6 +29,13 @@ enum Command {
     Optimize(optimize::OptimizeArgs),
     /// Manage saved models (list, show, delete).
     Models(models_cmd::ModelsArgs),
+    /// Score a prompt (instructions, demos, strategy) on a dataset.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Run a saved program on one input.
+    Predict(predict::PredictArgs),
+    /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
+    #[cfg(feature = "engine")]
+    ServeLm(serve_lm::ServeLmArgs),
 }
 
 fn init_tracing(verbose: u8) {
@@ -52,6 +63,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Optimize(args) => optimize::run(args).await,
             Command::Models(args) => models_cmd::run(args).await,
+            Command::Evaluate(args) => evaluate::run(args).await,
+            Command::Predict(args) => predict::run(args).await,
+            #[cfg(feature = "engine")]
+            Command::ServeLm(args) => serve_lm::run(args).await,
         }
     });
     match result {
