@@ -111,7 +111,7 @@ impl FromStr for ModelRef {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, version) = match s.split_once('@') {
-            Some((n, v)) if v == "latest" => (n, None),
+            Some((n, "latest")) => (n, None),
             Some((n, v)) => (n, Some(v.parse()?)),
             None => (s, None),
         };

@@ -48,7 +48,7 @@ impl SelectionStrategy {
 pub fn input_text(example: &Example, input_keys: &[String]) -> String {
     input_keys
         .iter()
-        .filter_map(|k| example.get(k).map(|v| value_to_text(v)))
+        .filter_map(|k| example.get(k).map(value_to_text))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -139,10 +139,10 @@ pub(super) fn choose(
                 .filter(|v| !v.starts_with("min_accuracy"))
                 .cloned()
                 .collect();
-            let (c, _, _) = scored
-                .into_iter()
-                .nth(w)
-                .map_or_else(|| unreachable_candidate(task_model), |x| x);
+            let Some((c, _, _)) = scored.into_iter().nth(w) else {
+                let (c, _, _) = unreachable_candidate(task_model);
+                return (c.state, c.report, model_reports, failures);
+            };
             (c.state, c.report, model_reports, failures)
         }
         None => {
