@@ -107,7 +107,7 @@ pub(crate) struct LmArgs {
     /// Upper bound on generated tokens per call.
     #[arg(long)]
     pub(crate) max_tokens: Option<u32>,
-    /// Do not read or write the response cache.
+    /// Do not read or write the response cache (kept under `$PROMPTOPT_HOME/cache`).
     #[arg(long)]
     pub(crate) no_cache: bool,
     /// Do not retry an unparsable chat reply through the JSON adapter.
@@ -155,7 +155,12 @@ impl LmArgs {
         if let Some(url) = &self.base_url {
             config = config.with_base_url(provider, url.clone());
         }
-        config.cache.enabled = !self.no_cache;
+        if self.no_cache {
+            config.cache.enabled = false;
+        } else {
+            config.cache.disk_dir =
+                Some(promptopt_optimize::registry::default_home().join("cache"));
+        }
         LmStack::new(config).assemble().map_err(Exit::usage)
     }
 }

@@ -41,13 +41,16 @@ fn dataset(dir: &Path) -> PathBuf {
     )
 }
 
+/// Runs the binary with a fresh, empty `PROMPTOPT_HOME` (so no cache is shared).
 fn promptopt(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    promptopt_in(home.path(), args)
+}
+
+fn promptopt_in(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_promptopt"))
         .args(args)
-        .env(
-            "PROMPTOPT_HOME",
-            std::env::temp_dir().join("promptopt-cli-test-home"),
-        )
+        .env("PROMPTOPT_HOME", home)
         .output()
         .unwrap()
 }
@@ -173,6 +176,45 @@ fn evaluate_prints_a_table_with_demos_and_saves_the_program() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "reasoning: \nlabel: positive\n");
+}
+
+#[test]
+fn a_rerun_with_a_warm_cache_replays_exactly() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let url = server.base_url();
+    let args = [
+        "evaluate",
+        "--data",
+        data.to_str().unwrap(),
+        "--lm-model",
+        "openai/test",
+        "--base-url",
+        &url,
+        "--json",
+    ];
+    let run = || {
+        let out = promptopt_in(dir.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mut report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let spent = std::mem::take(&mut report["cost_usd"]);
+        for key in ["wall_ms", "latency_ms", "cache_hits"] {
+            report[key] = Value::Null;
+        }
+        (report, spent)
+    };
+    let (cold, cold_cost) = run();
+    let served = server.requests_served();
+    let (warm, warm_cost) = run();
+    // The test model has no price (unknown cost); answers from the cache cost nothing.
+    assert_eq!((cold_cost, warm_cost), (Value::Null, Value::from(0.0)));
+    assert_eq!(
+        server.requests_served(),
+        served,
+        "the warm run reached the server"
+    );
+    assert_eq!(cold, warm);
 }
 
 #[test]

@@ -3,6 +3,47 @@
 //! [`Program::run`] runs a [`Module`] on one example with a [`ProgramState`] and a [`Runtime`];
 //! the module calls [`RunContext::predict`] for each stage, which renders the predictor through
 //! the run's adapter, calls the model, parses the reply and records a [`TraceStep`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use promptopt_core::{evaluate, EvalSettings, Example, Field, LmRegistry, Metric, MetricInfo};
+//! use promptopt_core::{Prediction, Program, Runtime, Score, Signature, Strategy, Trace};
+//! use promptopt_lm::ScriptedLm;
+//!
+//! let program = Program::single(Signature::new(
+//!     vec![Field::text("text")],
+//!     vec![Field::label("label", vec!["positive".into(), "negative".into()])],
+//! ));
+//! let mut state = program.initial_state();
+//! state.predictor_mut("predict").unwrap().strategy = Strategy::ChainOfThought;
+//! let lm = ScriptedLm::constant("[[ ## reasoning ## ]]\nUpbeat.\n[[ ## label ## ]]\nPositive!");
+//! let runtime = Runtime::new(LmRegistry::new("scripted/demo", Arc::new(lm)));
+//!
+//! let (prediction, trace) =
+//!     program.run(&state, &Example::new().with("text", "Lovely."), &runtime).await?;
+//! assert_eq!(prediction.text("label").as_deref(), Some("positive"));
+//! assert_eq!(trace.steps.len(), 1);
+//!
+//! struct Accuracy;
+//! impl Metric for Accuracy {
+//!     fn info(&self) -> MetricInfo {
+//!         MetricInfo { name: "accuracy".into(), higher_is_better: true, min: 0.0, max: 1.0 }
+//!     }
+//!     fn score(&self, example: &Example, prediction: &Prediction, _: &Trace) -> Score {
+//!         Score::new(f64::from(u8::from(example.text("label") == prediction.text("label"))))
+//!     }
+//! }
+//! let examples = vec![
+//!     Example::new().with("text", "Lovely.").with("label", "positive"),
+//!     Example::new().with("text", "Awful.").with("label", "negative"),
+//! ];
+//! let report =
+//!     evaluate(&program, &state, &examples, &Accuracy, &runtime, &EvalSettings::default()).await?;
+//! assert_eq!(report.score, 0.5);
+//! # Ok::<(), promptopt_core::CoreError>(())
+//! # }).unwrap();
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
