@@ -177,9 +177,14 @@ pub struct EvaluateArgs {
     /// Output fields, comma-separated (inferred when omitted).
     #[arg(long, value_delimiter = ',')]
     output_keys: Option<Vec<String>>,
-    /// The metric (`accuracy`, `f1`, `exact_match`, `token_f1`, `rouge`, `bleu`, ...).
-    #[arg(long, default_value = "accuracy")]
-    metric: String,
+    /// The metric (`accuracy`, `f1`, `exact_match`, `token_f1`, `rouge`, `bleu`, ...; default:
+    /// the saved model's metric with `--model`, else `accuracy`).
+    #[arg(long)]
+    metric: Option<String>,
+    /// A saved model (`NAME`, `NAME@VERSION`, `NAME@latest`): its signature, state, model and
+    /// metric replace the prompt options.
+    #[arg(long, conflicts_with_all = ["instructions", "demos", "train"])]
+    model: Option<String>,
     #[command(flatten)]
     lm: LmArgs,
     /// Instructions (default: "Given the fields …, produce the fields …").
@@ -235,7 +240,27 @@ fn data_error(error: CoreError) -> Exit {
     }
 }
 
-async fn evaluate_cmd(args: EvaluateArgs) -> Result<ExitCode, Exit> {
+async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
+    let saved = match args.model.clone() {
+        Some(reference) => {
+            let artifact =
+                crate::models_cmd::load_saved(&reference, &mut args.lm).map_err(Exit::usage)?;
+            let signature = crate::models_cmd::saved_signature(&artifact).map_err(Exit::usage)?;
+            args.input_keys
+                .get_or_insert_with(|| signature.input_names());
+            args.output_keys
+                .get_or_insert_with(|| signature.output_names());
+            if args.metric.is_none() {
+                args.metric = artifact
+                    .metrics
+                    .get("metric")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string);
+            }
+            Some((signature, artifact.state))
+        }
+        None => None,
+    };
     let dataset = Dataset::load(
         &args.data,
         args.input_keys.clone(),
@@ -243,7 +268,11 @@ async fn evaluate_cmd(args: EvaluateArgs) -> Result<ExitCode, Exit> {
     )
     .map_err(data_error)?;
     let output_key = dataset.output_keys.first().cloned().unwrap_or_default();
-    let metric = metrics::by_name(&args.metric, &output_key).map_err(data_error)?;
+    let metric_name = args
+        .metric
+        .clone()
+        .unwrap_or_else(|| "accuracy".to_string());
+    let metric = metrics::by_name(&metric_name, &output_key).map_err(data_error)?;
     let mut signature = dataset.signature();
     if let Some(instructions) = &args.instructions {
         signature.instructions.clone_from(instructions);
@@ -255,6 +284,13 @@ async fn evaluate_cmd(args: EvaluateArgs) -> Result<ExitCode, Exit> {
         predictor.demos.clone_from(&demos);
         predictor.strategy = args.strategy.into();
     }
+    let (signature, state, program) = match saved {
+        Some((saved_signature, saved_state)) => {
+            let program = Program::single(saved_signature.clone());
+            (saved_signature, saved_state, program)
+        }
+        None => (signature, state, program),
+    };
     if let Some(path) = &args.save_program {
         save_program(path, &signature, &state)?;
     }

@@ -162,3 +162,37 @@ pub async fn build_lm(
     let _ = concurrency;
     Ok(stack.assemble()?)
 }
+
+/// Loads a saved model (`NAME`, `NAME@VERSION`, `NAME@latest`) for `predict` and `evaluate`, and
+/// points `lm` at the model, adapter, temperature and reply bound it was optimized with.
+pub(crate) fn load_saved(
+    reference: &str,
+    lm: &mut crate::evaluate::LmArgs,
+) -> anyhow::Result<promptopt_optimize::ModelArtifact> {
+    let artifact = Registry::from_env().load_ref(reference)?;
+    lm.model.clone_from(&artifact.model.model);
+    lm.adapter = match artifact.model.adapter.as_str() {
+        "json" => crate::evaluate::AdapterArg::Json,
+        "completion" => crate::evaluate::AdapterArg::Completion,
+        _ => crate::evaluate::AdapterArg::Chat,
+    };
+    if let Some(t) = artifact.model.temperature {
+        lm.temperature = t;
+    }
+    if lm.max_tokens.is_none() {
+        lm.max_tokens = artifact.model.max_tokens;
+    }
+    Ok(artifact)
+}
+
+/// The signature of a saved model's (single) predictor.
+pub(crate) fn saved_signature(
+    artifact: &promptopt_optimize::ModelArtifact,
+) -> anyhow::Result<promptopt_core::Signature> {
+    artifact
+        .program
+        .predictors
+        .first()
+        .map(|p| p.signature.clone())
+        .ok_or_else(|| anyhow::anyhow!("Model `{}` has no predictor", artifact.id()))
+}

@@ -12,10 +12,13 @@ use crate::evaluate::{print_stdout, Exit, LmArgs, ProgramFile};
 /// Run a program on one input.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
+    /// A saved model: `NAME`, `NAME@VERSION` or `NAME@latest` (instead of `--state`).
+    #[arg(required_unless_present = "state")]
+    model: Option<String>,
     /// The program: a file with `signature` and `state` (as `evaluate --save-program` writes),
     /// or a bare program state together with `--signature`.
-    #[arg(long)]
-    state: PathBuf,
+    #[arg(long, conflicts_with = "model")]
+    state: Option<PathBuf>,
     /// The signature (JSON), when `--state` holds a bare state.
     #[arg(long)]
     signature: Option<PathBuf>,
@@ -46,21 +49,32 @@ fn read_json(path: &Path) -> Result<Value, Exit> {
         .map_err(Exit::usage)
 }
 
-fn load_program(args: &PredictArgs) -> Result<(Signature, ProgramState), Exit> {
-    let value = read_json(&args.state)?;
+fn load_program(args: &mut PredictArgs) -> Result<(Signature, ProgramState), Exit> {
+    if let Some(reference) = args.model.clone() {
+        let artifact =
+            crate::models_cmd::load_saved(&reference, &mut args.lm).map_err(Exit::usage)?;
+        let signature = crate::models_cmd::saved_signature(&artifact).map_err(Exit::usage)?;
+        return Ok((signature, artifact.state));
+    }
+    let Some(state_path) = args.state.clone() else {
+        return Err(Exit::usage(anyhow::anyhow!(
+            "Give a saved model (`NAME[@VERSION]`) or `--state FILE`"
+        )));
+    };
+    let value = read_json(&state_path)?;
     if value.get("signature").is_some() {
         let file: ProgramFile = serde_json::from_value(value)
-            .with_context(|| format!("`{}` is not a program file", args.state.display()))
+            .with_context(|| format!("`{}` is not a program file", state_path.display()))
             .map_err(Exit::usage)?;
         return Ok((file.signature, file.state));
     }
     let state: ProgramState = serde_json::from_value(value)
-        .with_context(|| format!("`{}` is not a program state", args.state.display()))
+        .with_context(|| format!("`{}` is not a program state", state_path.display()))
         .map_err(Exit::usage)?;
     let Some(path) = &args.signature else {
         return Err(Exit::usage(anyhow::anyhow!(
             "`{}` holds a bare program state: pass its signature with `--signature FILE`",
-            args.state.display()
+            state_path.display()
         )));
     };
     let signature: Signature = serde_json::from_value(read_json(path)?)
@@ -69,8 +83,8 @@ fn load_program(args: &PredictArgs) -> Result<(Signature, ProgramState), Exit> {
     Ok((signature, state))
 }
 
-async fn predict_cmd(args: PredictArgs) -> Result<ExitCode, Exit> {
-    let (signature, state) = load_program(&args)?;
+async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
+    let (signature, state) = load_program(&mut args)?;
     let input: Example = match serde_json::from_str::<Value>(&args.input) {
         Ok(Value::Object(map)) => Example::from_map(map),
         Ok(_) => {
