@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 request="${1:-examples/sst2-bootstrap.yaml}"
 scripts/install-prerequisites.sh
 scripts/fetch-model.sh
-cargo build --release -p promptopt-cli
+cargo build -p promptopt-cli
 export PROMPTOPT_HOME="${PROMPTOPT_HOME:-$PWD/.promptopt}"
-exec target/release/promptopt optimize "$request" --output runs/demo
+exec target/debug/promptopt optimize "$request" --output runs/demo
