@@ -7,7 +7,8 @@
 #
 # Needs cmake and a C++ compiler; run `cargo fetch` first so the sources are in ~/.cargo/registry.
 # The crates.io package leaves out llama.cpp's tools/ sources: set LLAMA_CPP_SRC to a llama.cpp checkout
-# of the same version (the build number in llama-cpp-sys-2's llama.cpp) to build from there.
+# of the same version as the one llama-cpp-sys-2 vendors (its tools/ folder must hold llama-bench) to
+# build from there. `engine_bench` finds the result at the path below, or wherever `LLAMA_BENCH` names.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,9 +39,15 @@ else
     cpu_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 fi
 
+# A build folder configured from another source tree cannot be reused.
+cache="$out/build/CMakeCache.txt"
+if [[ -f "$cache" ]] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$src" "$cache"; then
+    rm -rf "$out/build"
+fi
+
 cmake -S "$src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_TOOLS=ON -DGGML_OPENMP=ON "${cpu_flags[@]}" > "$out.cmake.log"
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_OPENMP=ON "${cpu_flags[@]}" > "$out.cmake.log"
 cmake --build "$out/build" --target llama-bench -j "$(nproc)" > "$out.build.log"
 mkdir -p "$out/bin"
 cp "$out/build/bin/llama-bench" "$out/bin/llama-bench"

@@ -6,6 +6,10 @@
 //!     [--model local/smollm2-135m] [--threads N] [--split test] [--examples 100] [--llama-bench PATH]
 //! ```
 //!
+//! `--llama-bench` (or the `LLAMA_BENCH` environment variable) names the `llama-bench` binary;
+//! the default is where `scripts/build-llama-bench.sh` puts it. The run prints the machine's load
+//! average before and after: on a shared machine, compare the ratios, not the absolute rates.
+//!
 //! 1. Single stream: prompt and generation tokens per second of the engine (a ~256-token prompt;
 //!    then a 64-token reply) next to `llama-bench -p 256 -n 64` on the same file and threads.
 //! 2. Short classification requests: request rate at 1, 8 and 32 concurrent requests.
@@ -40,7 +44,10 @@ fn parse_args() -> Args {
         threads: EngineConfig::default().effective_threads(),
         split: "test".to_string(),
         examples: 100,
-        llama_bench: repo_root().join("target-engine/llama-bench/bin/llama-bench"),
+        llama_bench: std::env::var_os("LLAMA_BENCH").map_or_else(
+            || repo_root().join("target-engine/llama-bench/bin/llama-bench"),
+            PathBuf::from,
+        ),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -334,6 +341,12 @@ async fn main() {
         .unwrap_or(&args.model)
         .to_string();
     println!("model: {path}");
+    println!(
+        "threads: {}, OMP_WAIT_POLICY: {}, load average: {}",
+        args.threads,
+        std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "(unset)".to_string()),
+        load_average()
+    );
     single_stream(&args, &path).await;
     let examples: Vec<Example> = load_split(&args.split)
         .into_iter()
@@ -352,4 +365,17 @@ async fn main() {
         }
     }
     evaluation(&args, &examples, &demos).await;
+    println!("\nload average after the run: {}", load_average());
+}
+
+/// The 1, 5 and 15 minute load averages, where the system reports them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_string())
 }
