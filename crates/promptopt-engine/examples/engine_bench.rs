@@ -3,7 +3,8 @@
 //! ```text
 //! scripts/fetch-model.sh && scripts/build-llama-bench.sh
 //! CARGO_TARGET_DIR=target-engine cargo run --release -p promptopt-engine --example engine_bench -- \
-//!     [--model local/smollm2-135m] [--threads N] [--split test] [--examples 100] [--llama-bench PATH]
+//!     [--model local/smollm2-135m] [--threads N] [--split test] [--examples 100] [--llama-bench PATH] \
+//!     [--sections single,concurrency,eval]
 //! ```
 //!
 //! `--llama-bench` (or the `LLAMA_BENCH` environment variable) names the `llama-bench` binary;
@@ -32,6 +33,13 @@ struct Args {
     split: String,
     examples: usize,
     llama_bench: PathBuf,
+    sections: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -48,6 +56,7 @@ fn parse_args() -> Args {
             || repo_root().join("target-engine/llama-bench/bin/llama-bench"),
             PathBuf::from,
         ),
+        sections: vec!["single".into(), "concurrency".into(), "eval".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +69,7 @@ fn parse_args() -> Args {
             "--split" => args.split = value,
             "--examples" => args.examples = value.parse().unwrap(),
             "--llama-bench" => args.llama_bench = PathBuf::from(value),
+            "--sections" => args.sections = value.split(',').map(str::to_string).collect(),
             other => panic!("unknown flag `{other}`"),
         }
     }
@@ -347,12 +357,16 @@ async fn main() {
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "(unset)".to_string()),
         load_average()
     );
-    single_stream(&args, &path).await;
+    if args.runs("single") {
+        single_stream(&args, &path).await;
+    }
     let examples: Vec<Example> = load_split(&args.split)
         .into_iter()
         .take(args.examples)
         .collect();
-    concurrency(&args, &load_split(&args.split)).await;
+    if args.runs("concurrency") {
+        concurrency(&args, &load_split(&args.split)).await;
+    }
     let train = load_split("train");
     // Five demos, both labels represented.
     let mut demos: Vec<Example> = Vec::new();
@@ -364,7 +378,9 @@ async fn main() {
             demos.push(e.clone());
         }
     }
-    evaluation(&args, &examples, &demos).await;
+    if args.runs("eval") {
+        evaluation(&args, &examples, &demos).await;
+    }
     println!("\nload average after the run: {}", load_average());
 }
 
