@@ -70,6 +70,17 @@
 //! tokens per decode call. Without the feature these settings are accepted and ignored: the
 //! CPU runs everything with [`EngineConfig::threads`] threads (default: all cores).
 //!
+//! # Busy machines
+//!
+//! llama.cpp's CPU threads meet at a barrier after every operation and, by OpenMP's default,
+//! spin while they wait. When other processes hold the cores, a spinning thread burns the time
+//! slice its partner needs: on a 2-core machine at load average 8, `llama-bench` itself fell to
+//! 10 prompt and 4.5 generated tokens/s with spinning against 68 and 25 with
+//! `OMP_WAIT_POLICY=passive`. Set `OMP_WAIT_POLICY=passive` in the environment of any process
+//! that runs an engine on a shared machine; the OpenMP runtime reads it when the process starts,
+//! so the engine cannot set it for you. (Not measured on an idle machine, where spinning may
+//! still be the faster choice.)
+//!
 //! # Serving
 //!
 //! [`server`] puts an OpenAI-compatible HTTP endpoint (`POST /v1/chat/completions`,
