@@ -10,5 +10,6 @@ request="${1:-examples/sst2-bootstrap.yaml}"
 scripts/install-prerequisites.sh
 scripts/fetch-model.sh
 cargo build -p promptopt-cli
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 export PROMPTOPT_HOME="${PROMPTOPT_HOME:-$PWD/.promptopt}"
 exec target/debug/promptopt optimize "$request" --output runs/demo

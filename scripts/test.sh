@@ -16,6 +16,9 @@ scripts/install-prerequisites.sh
 scripts/python-venv.sh
 scripts/fetch-model.sh
 export PROMPTOPT_CI=1
+# llama.cpp's OpenMP threads spin while waiting, which slows the model several times over when other
+# processes (parallel test binaries) share the cores.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 cargo test --workspace
 cargo test -p promptopt-lm --all-features --doc
