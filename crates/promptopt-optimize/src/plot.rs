@@ -84,3 +84,33 @@ pub fn trajectory_svg(title: &str, points: &[TrialPoint]) -> String {
     ));
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trajectory_svg_snapshot() {
+        let points = [
+            TrialPoint {
+                trial: 1,
+                score: 0.4,
+                best_so_far: 0.4,
+                kind: TrialKind::Full,
+            },
+            TrialPoint {
+                trial: 2,
+                score: 0.7,
+                best_so_far: 0.4,
+                kind: TrialKind::Minibatch,
+            },
+            TrialPoint {
+                trial: 3,
+                score: 0.65,
+                best_so_far: 0.65,
+                kind: TrialKind::Full,
+            },
+        ];
+        insta::assert_snapshot!(trajectory_svg("sst2 <bootstrap>", &points));
+    }
+}
