@@ -18,14 +18,18 @@ fn binary() -> Option<PathBuf> {
         return Some(PathBuf::from(bin));
     }
     let root = root();
+    // The binary built for this test run comes first (`cargo test --workspace` builds it).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     [
-        "target-engine/release",
-        "target-engine/debug",
-        "target/release",
-        "target/debug",
+        target.join("debug"),
+        target.join("release"),
+        root.join("target-engine/release"),
+        root.join("target-engine/debug"),
     ]
     .iter()
-    .map(|d| root.join(d).join("promptopt"))
+    .map(|d| d.join("promptopt"))
     .find(|p| p.is_file())
 }
 
@@ -34,6 +38,10 @@ fn setup() -> Option<PathBuf> {
     match binary() {
         Some(bin) if model.is_file() => Some(bin),
         _ => {
+            assert!(
+                std::env::var_os("PROMPTOPT_CI").is_none(),
+                "PROMPTOPT_CI is set but the `promptopt` binary or `models/smollm2-135m.gguf` is missing"
+            );
             eprintln!("skipped: needs the `promptopt` binary with the engine and `models/smollm2-135m.gguf`");
             None
         }
