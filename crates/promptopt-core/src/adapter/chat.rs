@@ -38,8 +38,11 @@ impl ChatAdapter {
             out.push_str(&field.name);
             out.push_str("}\n\n");
         }
+        let plain = is_plain(outputs);
         for field in outputs {
-            push_marker(&mut out, &field.name);
+            if !plain {
+                push_marker(&mut out, &field.name);
+            }
             out.push('{');
             out.push_str(&field.name);
             out.push('}');
@@ -50,8 +53,11 @@ impl ChatAdapter {
             }
             out.push_str("\n\n");
         }
-        out.push_str(COMPLETED);
-        out.push_str("\n\nYour task:\n");
+        if !plain {
+            out.push_str(COMPLETED);
+            out.push_str("\n\n");
+        }
+        out.push_str("Your task:\n");
         out.push_str(predictor.instructions.trim());
         out
     }
@@ -73,6 +79,12 @@ impl ChatAdapter {
 
     fn outputs_block(outputs: &[&Field], demo: &Example) -> String {
         let mut out = String::with_capacity(128);
+        if let ([field], true) = (outputs, is_plain(outputs)) {
+            if let Some(value) = demo.get(&field.name) {
+                format_value(&mut out, value);
+            }
+            return out;
+        }
         for field in outputs {
             if let Some(value) = demo.get(&field.name) {
                 push_marker(&mut out, &field.name);
@@ -85,6 +97,18 @@ impl ChatAdapter {
     }
 
     fn reminder(out: &mut String, outputs: &[&Field]) {
+        if let ([field], true) = (outputs, is_plain(outputs)) {
+            out.push_str("\n\nAnswer with the value of `");
+            out.push_str(&field.name);
+            out.push_str("` only");
+            if let Some(rule) = value_rule(&field.ty) {
+                out.push_str(" (");
+                out.push_str(&rule);
+                out.push(')');
+            }
+            out.push('.');
+            return;
+        }
         out.push_str("\n\nAnswer with ");
         for (i, field) in outputs.iter().enumerate() {
             if i > 0 {
@@ -103,6 +127,15 @@ impl ChatAdapter {
         out.push_str(COMPLETED);
         out.push_str("`.");
     }
+}
+
+/// Whether the reply is a single output field, written as its bare value: demos' assistant turns
+/// hold only the value and no markers are asked for. Tiny local models copy a bare-value demo
+/// reliably but tend to answer marker-formatted demos with the closing marker alone (measured on
+/// SST-2 with SmolLM2-135M: every reply was `[[ ## completed ## ]]`). Replies with markers are
+/// still parsed.
+fn is_plain(outputs: &[&Field]) -> bool {
+    outputs.len() == 1
 }
 
 fn push_marker(out: &mut String, name: &str) {
