@@ -17,7 +17,8 @@ pub struct EngineConfig {
     pub slots: u32,
     /// Tokens one request may hold: prompt plus reply.
     pub ctx_per_slot: u32,
-    /// CPU threads for llama.cpp; `None` uses all cores.
+    /// CPU threads for llama.cpp; `None` uses `PROMPTOPT_THREADS` when it holds a positive
+    /// number, else all cores.
     pub threads: Option<u32>,
     /// Most tokens sent to llama.cpp in one decode call (prompt chunks plus one token per
     /// generating request).
@@ -94,13 +95,23 @@ impl EngineConfig {
         self
     }
 
-    /// The threads llama.cpp will use.
+    /// The threads llama.cpp will use: `threads`, else `PROMPTOPT_THREADS` when it holds a
+    /// positive number, else all cores.
+    ///
+    /// On a machine whose cores other processes also use, fewer threads than cores can be much
+    /// faster: llama.cpp's threads wait for each other at every step of a decode.
     pub fn effective_threads(&self) -> u32 {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| u32::try_from(n.get()).unwrap_or(1))
-                .unwrap_or(1)
-        })
+        self.threads
+            .or_else(|| {
+                std::env::var("PROMPTOPT_THREADS")
+                    .ok()
+                    .and_then(|v| parse_threads(&v))
+            })
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| u32::try_from(n.get()).unwrap_or(1))
+                    .unwrap_or(1)
+            })
     }
 
     /// Checks the ranges of the numeric settings.
@@ -146,6 +157,11 @@ impl EngineConfig {
     }
 }
 
+/// A thread count from text: a positive whole number, else `None`.
+fn parse_threads(text: &str) -> Option<u32> {
+    text.trim().parse::<u32>().ok().filter(|&n| n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +174,15 @@ mod tests {
             error,
             Err(EngineError::InvalidConfig { field: "slots", .. })
         ));
+    }
+
+    #[test]
+    fn thread_counts_from_text_must_be_positive() {
+        assert_eq!(parse_threads(" 1 "), Some(1));
+        assert_eq!(parse_threads("4"), Some(4));
+        assert_eq!(parse_threads("0"), None);
+        assert_eq!(parse_threads("two"), None);
+        assert_eq!(parse_threads(""), None);
     }
 
     #[test]
