@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use promptopt_core::evaluate::normalize;
-use promptopt_core::{Example, ProgramState};
+use promptopt_core::{Example, ProgramState, Trace};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -195,7 +195,7 @@ impl BootstrapFewShot {
                 }
                 match ctx.run_with(&task, &teacher_i, example).await {
                     Ok((prediction, trace)) => {
-                        if trace.has_parse_failure() {
+                        if final_parse_failure(&trace) {
                             continue;
                         }
                         let score = ctx.score(example, &prediction, &trace);
@@ -398,5 +398,42 @@ impl Optimizer for BootstrapFewShot {
             Err(OptimizeError::Stopped(reason)) => Ok(outcome.finish(Some(reason))),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Whether some predictor's last reply in `trace` could not be parsed. A reply that failed and was
+/// then recovered by a later attempt (the JSON fallback) counts as parsed: the trace holds both
+/// attempts, and the prediction comes from the recovered one.
+fn final_parse_failure(trace: &Trace) -> bool {
+    last_attempt_failed(
+        trace
+            .steps
+            .iter()
+            .map(|s| (s.predictor.as_str(), s.parse_error.is_some())),
+    )
+}
+
+/// Whether the last of some predictor's attempts (`(predictor, failed)`, in order) failed.
+fn last_attempt_failed<'a>(attempts: impl IntoIterator<Item = (&'a str, bool)>) -> bool {
+    let mut last: BTreeMap<&str, bool> = BTreeMap::new();
+    for (predictor, failed) in attempts {
+        last.insert(predictor, failed);
+    }
+    last.values().any(|&failed| failed)
+}
+
+#[cfg(test)]
+mod parse_failure_tests {
+    use super::last_attempt_failed;
+
+    #[test]
+    fn a_reply_recovered_by_the_fallback_counts_as_parsed() {
+        assert!(!last_attempt_failed([
+            ("predict", true),
+            ("predict", false)
+        ]));
+        assert!(last_attempt_failed([("predict", false), ("predict", true)]));
+        assert!(last_attempt_failed([("a", true), ("b", false)]));
+        assert!(!last_attempt_failed([("a", false)]));
     }
 }
