@@ -79,6 +79,7 @@ fn run(bin: &Path, home: &Path, args: &[&str]) -> std::process::Output {
     Command::new(bin)
         .args(args)
         .env("PROMPTOPT_HOME", home)
+        .env("PROMPTOPT_MODELS_DIR", root().join("models"))
         .output()
         .unwrap()
 }
