@@ -385,6 +385,17 @@ impl Pipeline {
                         });
                     }
                 }
+                // The starting program competes too (last, so ties go to the optimized ones): the
+                // validated result is never worse than the baseline.
+                if request.target != Target::ModelSelection
+                    && seen.insert(prepared.initial.fingerprint())
+                {
+                    candidates.push(Candidate {
+                        state: prepared.initial.clone(),
+                        model: None,
+                        report: baseline.clone(),
+                    });
+                }
                 Ok(choose(request, &constraints, candidates, &task_model))
             })
             .await?;
