@@ -93,7 +93,11 @@ impl From<StrategyArg> for Strategy {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LmArgs {
     /// The task model: `provider/model` (`openai/gpt-4o-mini`, `local/smollm2-135m`, ...).
-    #[arg(long = "lm-model", id = "lm_model", default_value = "local/smollm2-135m")]
+    #[arg(
+        long = "lm-model",
+        id = "lm_model",
+        default_value = "local/smollm2-135m"
+    )]
     pub(crate) model: String,
     /// Base URL of an OpenAI-compatible server for the model's provider (e.g. a `serve-lm`).
     #[arg(long)]
