@@ -361,3 +361,44 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::from(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn summary_snapshot() {
+        let metrics = |score: f64, p95: f64| {
+            serde_json::json!({
+                "metric": "accuracy", "score": score, "raw_score": score, "accuracy": score,
+                "examples": 100, "errors": 0, "latency_p50_ms": p95 / 2.0, "latency_p95_ms": p95,
+                "cost_usd": 0.0, "cost_per_sample": 0.0, "lm_calls": 100, "tokens": 12000
+            })
+        };
+        let result: OptimizationResult = serde_json::from_value(serde_json::json!({
+            "optimization_id": "opt-0123456789ab",
+            "model_id": "sst2-sentiment@1.0.0",
+            "baseline_metrics": metrics(0.5, 410.0),
+            "optimized_metrics": metrics(0.78, 620.0),
+            "improvement_percentage": 56.0,
+            "optimized_prompt": "[system]\nClassify the sentiment.\n\n[user]\n[[ ## text ## ]]\n{text}",
+            "optimized_config": {"predictors": {}},
+            "algorithm_used": "bootstrapfewshot",
+            "iterations_completed": 1,
+            "duration_seconds": 93.25,
+            "total_cost_usd": 0.0,
+            "mlflow_run_id": null,
+            "stop_reason": null,
+            "warnings": ["Only 24 training examples"],
+            "constraint_failures": [],
+            "analytics": null,
+            "trajectory": []
+        }))
+        .unwrap();
+        insta::assert_snapshot!(render_summary(
+            &result,
+            std::path::Path::new("/runs/opt-0123456789ab")
+        ));
+    }
+}
