@@ -59,6 +59,8 @@ pub(crate) enum AdapterArg {
     Json,
     /// One plain prompt for base models.
     Completion,
+    /// Compact chat turns (`Field: value` lines, bare single values).
+    Turns,
 }
 
 impl From<AdapterArg> for AdapterKind {
@@ -67,6 +69,7 @@ impl From<AdapterArg> for AdapterKind {
             AdapterArg::Chat => AdapterKind::Chat,
             AdapterArg::Json => AdapterKind::Json,
             AdapterArg::Completion => AdapterKind::Completion,
+            AdapterArg::Turns => AdapterKind::Turns,
         }
     }
 }
@@ -102,9 +105,9 @@ pub(crate) struct LmArgs {
     /// Base URL of an OpenAI-compatible server for the model's provider (e.g. a `serve-lm`).
     #[arg(long)]
     pub(crate) base_url: Option<String>,
-    /// Which adapter renders the prompt.
-    #[arg(long, value_enum, default_value = "chat")]
-    pub(crate) adapter: AdapterArg,
+    /// Which adapter renders the prompt [default: `turns` for `local/` models, else `chat`].
+    #[arg(long, value_enum)]
+    pub(crate) adapter: Option<AdapterArg>,
     /// Sampling temperature.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) temperature: f32,
@@ -120,6 +123,12 @@ pub(crate) struct LmArgs {
 }
 
 impl LmArgs {
+    /// The adapter named by `--adapter`, or the model's default.
+    pub(crate) fn adapter_kind(&self) -> AdapterKind {
+        self.adapter
+            .map_or_else(|| AdapterKind::default_for_model(&self.model), Into::into)
+    }
+
     /// The runtime: the model stack and request settings. `concurrency` sizes the embedded
     /// engine's slots for `local/` models.
     pub(crate) async fn runtime(&self, concurrency: usize) -> Result<Runtime, Exit> {
@@ -127,7 +136,7 @@ impl LmArgs {
         Ok(
             Runtime::new(LmRegistry::new(&self.model, Arc::clone(&lm)).with_fallback(lm))
                 .with_settings(RunSettings {
-                    adapter: self.adapter.into(),
+                    adapter: self.adapter_kind(),
                     json_fallback: !self.no_json_fallback,
                     temperature: Some(self.temperature),
                     max_tokens: self.max_tokens,
@@ -428,7 +437,7 @@ fn json_report(args: &EvaluateArgs, report: &EvalReport) -> serde_json::Value {
         "corpus": report.corpus,
         "normalized": report.normalized,
         "model": args.lm.model,
-        "adapter": AdapterKind::from(args.lm.adapter).name(),
+        "adapter": args.lm.adapter_kind().name(),
         "strategy": match args.strategy { StrategyArg::Predict => "predict", StrategyArg::Cot => "cot" },
         "examples": report.examples,
         "errors": report.errors,
@@ -459,7 +468,7 @@ fn table(args: &EvaluateArgs, report: &EvalReport) -> String {
             "prompt",
             format!(
                 "{} adapter, {}, {} demos",
-                AdapterKind::from(args.lm.adapter).name(),
+                args.lm.adapter_kind().name(),
                 match args.strategy {
                     StrategyArg::Predict => "predict",
                     StrategyArg::Cot => "chain of thought",

@@ -174,6 +174,8 @@ impl Lm for Engine {
                 "`max_tokens` must be at least 1".to_string(),
             ));
         }
+        let mut stop = request.stop.clone();
+        stop.extend(prompt.turn_stops.iter().cloned());
         // All choices are queued before any is awaited, so the engine decodes them together.
         let mut pending = Vec::with_capacity(request.n as usize);
         for index in 0..request.n {
@@ -181,7 +183,7 @@ impl Lm for Engine {
             let job = Job {
                 prompt: prompt.clone(),
                 max_tokens,
-                stop: request.stop.clone(),
+                stop: stop.clone(),
                 sampling: sampling(request, index),
                 reply,
             };

@@ -36,6 +36,9 @@ pub struct RenderedPrompt {
     pub text: String,
     /// Whether the tokenizer must add the beginning-of-sequence token.
     pub add_bos: bool,
+    /// Strings that end the reply because the rendering itself uses them to end a turn (the
+    /// blank line after an assistant turn in plain text); added to the request's own stops.
+    pub turn_stops: Vec<String>,
 }
 
 /// How a model's prompts are written.
@@ -131,9 +134,17 @@ impl PromptRenderer {
     /// Renders the messages into the prompt text.
     pub fn render(&self, messages: &[Message]) -> Result<RenderedPrompt, EngineError> {
         let Some(env) = &self.env else {
+            // A lone user message is a completion prompt: it is the text, verbatim. A
+            // conversation is written as plain turns, and the reply ends where an assistant turn
+            // would (a blank line).
+            let (text, turn_stops) = match messages {
+                [only] if only.role == Role::User => (only.content.clone(), Vec::new()),
+                _ => (render_plain(messages), vec![PLAIN_TURN_END.to_string()]),
+            };
             return Ok(RenderedPrompt {
-                text: render_plain(messages),
+                text,
                 add_bos: self.add_bos,
+                turn_stops,
             });
         };
         let messages: Vec<TemplateMessage<'_>> = messages
@@ -156,7 +167,11 @@ impl PromptRenderer {
             .map_err(|error| self.template_error(&error))?;
         let add_bos =
             self.add_bos && (self.bos_token.is_empty() || !text.starts_with(&self.bos_token));
-        Ok(RenderedPrompt { text, add_bos })
+        Ok(RenderedPrompt {
+            text,
+            add_bos,
+            turn_stops: Vec::new(),
+        })
     }
 
     fn template_error(&self, error: &Error) -> EngineError {
@@ -167,6 +182,9 @@ impl PromptRenderer {
     }
 }
 
+/// What ends an assistant turn in plain text.
+const PLAIN_TURN_END: &str = "\n\n";
+
 fn render_plain(messages: &[Message]) -> String {
     let mut text = String::new();
     let last = messages.len().saturating_sub(1);
@@ -176,7 +194,7 @@ fn render_plain(messages: &[Message]) -> String {
             Role::System => "\n\n",
             Role::User => "\n",
             Role::Assistant if i == last => "",
-            Role::Assistant => "\n\n",
+            Role::Assistant => PLAIN_TURN_END,
         };
         text.push_str(separator);
     }
@@ -269,6 +287,12 @@ mod tests {
             "Classify the sentiment.\n\na gorgeous film\npositive\n\nthe best of the year\n"
         );
         assert!(prompt.add_bos);
+        assert_eq!(prompt.turn_stops, ["\n\n"]);
+        let completion = renderer
+            .render(&[Message::user("Review: dull\nLabel:")])
+            .unwrap();
+        assert_eq!(completion.text, "Review: dull\nLabel:");
+        assert!(completion.turn_stops.is_empty());
         let open = renderer
             .render(&[Message::user("Q"), Message::assistant("The answer is")])
             .unwrap();

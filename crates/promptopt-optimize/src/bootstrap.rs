@@ -8,6 +8,7 @@ use promptopt_core::{Example, ProgramState, Trace};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::balance::{label_counts, LabelBalance};
 use crate::labeled::demo_of;
 use crate::select::{self, SelectionStrategy};
 use crate::{
@@ -29,6 +30,11 @@ use crate::{
 ///    chain of thought). Trying stops when `max_bootstrapped` demos are collected.
 /// 3. Each predictor gets `max_bootstrapped_demos` of them (chosen by the strategy when more
 ///    were collected) plus labeled examples not bootstrapped, up to `max_labeled_demos` demos.
+///
+/// With `balance_labels` (the default; not in DSPy) and a label output, every step keeps the
+/// labels even (see [`crate::balance`]): a training example whose label already has its share
+/// of the bootstrapped demos is not tried, the labeled fill prefers the labels with fewest demos,
+/// and the final demos take turns by label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BootstrapFewShot {
     /// Bootstrapped demos per predictor (default 4).
@@ -45,6 +51,8 @@ pub struct BootstrapFewShot {
     pub max_bootstrapped: Option<usize>,
     /// Failed runs tolerated before bootstrapping fails (default 10).
     pub max_errors: usize,
+    /// Whether a classifier's demos are balanced by label (default `true`).
+    pub balance_labels: bool,
 }
 
 impl Default for BootstrapFewShot {
@@ -57,6 +65,7 @@ impl Default for BootstrapFewShot {
             selection: SelectionStrategy::InOrder,
             max_bootstrapped: None,
             max_errors: 10,
+            balance_labels: true,
         }
     }
 }
@@ -87,6 +96,7 @@ impl BootstrapFewShot {
         "selection_strategy",
         "max_bootstrapped",
         "max_errors",
+        "balance_labels",
     ];
 
     /// Settings from a request's `algorithm_config`.
@@ -120,6 +130,7 @@ impl BootstrapFewShot {
             selection,
             max_bootstrapped: config.usize("max_bootstrapped")?,
             max_errors: config.usize("max_errors")?.unwrap_or(d.max_errors),
+            balance_labels: config.bool("balance_labels")?.unwrap_or(d.balance_labels),
         })
     }
 
@@ -171,6 +182,12 @@ impl BootstrapFewShot {
             .unwrap_or(self.max_bootstrapped_demos)
             .max(self.max_bootstrapped_demos);
         let info = ctx.metric().info();
+        let balance = self
+            .balance_labels
+            .then(|| LabelBalance::for_predictors(&predictors))
+            .flatten();
+        let quota = balance.as_ref().map(|b| b.quota(target));
+        let mut label_found: BTreeMap<String, usize> = BTreeMap::new();
         // Per predictor: (training index, demo), in the order found.
         let mut found: BTreeMap<String, Vec<(usize, Example)>> = BTreeMap::new();
         let mut bootstrapped: BTreeSet<usize> = BTreeSet::new();
@@ -185,6 +202,12 @@ impl BootstrapFewShot {
                 break;
             }
             let example = &trainset[i];
+            let label = balance.as_ref().and_then(|b| b.label_of(example));
+            if let (Some(label), Some(quota)) = (&label, quota) {
+                if label_found.get(label).copied().unwrap_or(0) >= quota {
+                    continue;
+                }
+            }
             tried += 1;
             let teacher_i = without_example(&teacher, &predictors, example);
             for round in 0..self.max_rounds {
@@ -219,6 +242,9 @@ impl BootstrapFewShot {
                             found.entry(name).or_default().push((i, demo));
                         }
                         bootstrapped.insert(i);
+                        if let Some(label) = &label {
+                            *label_found.entry(label.clone()).or_insert(0) += 1;
+                        }
                         ctx.emit(Event::StageProgress {
                             stage: "bootstrap".into(),
                             done: bootstrapped.len() as u64,
@@ -253,10 +279,28 @@ impl BootstrapFewShot {
                 continue;
             };
             let pool = found.remove(&info.name).unwrap_or_default();
-            let chosen = self.choose(pool, &input_keys, baseline.as_deref(), rng);
+            let chosen = self.choose(
+                pool,
+                &input_keys,
+                baseline.as_deref(),
+                balance.as_ref(),
+                rng,
+            );
             let mut demos: Vec<Example> = chosen;
             let fill = self.max_labeled_demos.saturating_sub(demos.len());
-            demos.extend(rest.iter().take(fill).map(|e| demo_of(e, &info.signature)));
+            match &balance {
+                Some(b) => {
+                    let total = demos.len() + fill;
+                    let mut counts = label_counts(b, &demos);
+                    let labeled: Vec<Example> =
+                        rest.iter().map(|e| demo_of(e, &info.signature)).collect();
+                    demos.extend(b.pick(&labeled, fill, b.quota(total), &mut counts));
+                    demos = b.interleave(demos);
+                }
+                None => {
+                    demos.extend(rest.iter().take(fill).map(|e| demo_of(e, &info.signature)));
+                }
+            }
             predictor.demos = demos;
         }
         Ok(BootstrapRun {
@@ -273,6 +317,7 @@ impl BootstrapFewShot {
         pool: Vec<(usize, Example)>,
         input_keys: &[String],
         baseline: Option<&[f64]>,
+        balance: Option<&LabelBalance>,
         rng: &mut ChaCha8Rng,
     ) -> Vec<Example> {
         if pool.len() <= self.max_bootstrapped_demos {
@@ -284,17 +329,27 @@ impl BootstrapFewShot {
                 .map(|(i, _)| b.get(*i).copied().unwrap_or(1.0))
                 .collect()
         });
-        select::order(
+        let order = select::order(
             self.selection,
             &demos,
             input_keys,
             pool_scores.as_deref(),
             rng,
-        )
-        .into_iter()
-        .take(self.max_bootstrapped_demos)
-        .map(|i| demos[i].clone())
-        .collect()
+        );
+        let k = self.max_bootstrapped_demos;
+        match balance {
+            Some(b) => b.pick(
+                order.iter().map(|&i| &demos[i]),
+                k,
+                b.quota(k),
+                &mut BTreeMap::new(),
+            ),
+            None => order
+                .into_iter()
+                .take(k)
+                .map(|i| demos[i].clone())
+                .collect(),
+        }
     }
 
     /// The zero-shot program's normalized score on the training examples (probing at most

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use promptopt_core::adapter::{Adapter, AdapterKind, ChatAdapter, CompletionAdapter, JsonAdapter};
+use promptopt_core::adapter::{
+    Adapter, AdapterKind, ChatAdapter, CompletionAdapter, JsonAdapter, TurnsAdapter,
+};
 use promptopt_core::{
     Example, LmRegistry, Module, Prediction, Program, ProgramState, RunSettings, Runtime,
     Signature, Trace,
@@ -117,6 +119,7 @@ impl ProgramRunner for CoreProgram {
                 AdapterKind::Chat => Box::new(ChatAdapter),
                 AdapterKind::Json => Box::new(JsonAdapter::new(false)),
                 AdapterKind::Completion => Box::new(CompletionAdapter),
+                AdapterKind::Turns => Box::new(TurnsAdapter),
             };
             let inputs = example.project(&signature.input_names());
             let rendered = adapter.render(signature, predictor, &inputs);

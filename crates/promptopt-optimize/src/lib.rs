@@ -35,6 +35,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod balance;
 mod bootstrap;
 mod budget;
 mod config;

@@ -171,7 +171,7 @@ impl Pipeline {
             .adapter
             .as_deref()
             .and_then(AdapterKind::from_name)
-            .unwrap_or_default();
+            .unwrap_or_else(|| AdapterKind::default_for_model(request.task_model()));
         let settings = RunSettings {
             adapter,
             max_tokens: request.constraints.as_ref().and_then(|c| c.max_tokens),

@@ -1,7 +1,9 @@
 //! Adapters: how a predictor becomes a model request and how the reply becomes fields again.
 //!
-//! Three formats:
+//! Four formats:
 //!
+//! - [`TurnsAdapter`]: compact chat turns (`Field Name: value` lines, bare values for a single
+//!   output), a short system message; the format small local models follow best.
 //! - [`ChatAdapter`]: field markers (`[[ ## name ## ]]`), a system message describing the fields
 //!   and the task, demos as user/assistant turns, the current inputs as the last user turn.
 //! - [`JsonAdapter`]: the same system message, replies as one JSON object (structured output when
@@ -22,11 +24,13 @@ use crate::{Example, Field, FieldType, PredictorState, Signature, Strategy};
 mod chat;
 mod completion;
 mod json;
+mod turns;
 pub(crate) mod value;
 
 pub use chat::ChatAdapter;
 pub use completion::CompletionAdapter;
 pub use json::JsonAdapter;
+pub use turns::TurnsAdapter;
 
 /// The name of the field chain of thought adds before the outputs.
 pub const REASONING_FIELD: &str = "reasoning";
@@ -95,14 +99,17 @@ pub enum AdapterKind {
     Json,
     /// [`CompletionAdapter`].
     Completion,
+    /// [`TurnsAdapter`].
+    Turns,
 }
 
 impl AdapterKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [AdapterKind; 3] = [
+    pub const ALL: [AdapterKind; 4] = [
         AdapterKind::Chat,
         AdapterKind::Json,
         AdapterKind::Completion,
+        AdapterKind::Turns,
     ];
 
     /// The name used in request files and flags.
@@ -111,6 +118,18 @@ impl AdapterKind {
             AdapterKind::Chat => "chat",
             AdapterKind::Json => "json",
             AdapterKind::Completion => "completion",
+            AdapterKind::Turns => "turns",
+        }
+    }
+
+    /// The adapter a run uses when none is named: [`AdapterKind::Turns`] for the embedded models
+    /// (`local/...`), whose replies follow compact turns and fall apart on field markers, and
+    /// [`AdapterKind::Chat`] for every other provider.
+    pub fn default_for_model(model: &str) -> Self {
+        if model.starts_with("local/") {
+            AdapterKind::Turns
+        } else {
+            AdapterKind::Chat
         }
     }
 
@@ -278,5 +297,14 @@ mod tests {
         assert_eq!(title_case("label"), "Label");
         assert_eq!(AdapterKind::from_name("json"), Some(AdapterKind::Json));
         assert_eq!(AdapterKind::from_name("xml"), None);
+        assert_eq!(AdapterKind::from_name("turns"), Some(AdapterKind::Turns));
+        assert_eq!(
+            AdapterKind::default_for_model("local/smollm2-135m"),
+            AdapterKind::Turns
+        );
+        assert_eq!(
+            AdapterKind::default_for_model("openai/gpt-4o-mini"),
+            AdapterKind::Chat
+        );
     }
 }

@@ -51,7 +51,9 @@ use std::time::Instant;
 
 use promptopt_lm::{ChatRequest, ChatResponse, Lm};
 
-use crate::adapter::{Adapter, AdapterKind, ChatAdapter, CompletionAdapter, JsonAdapter, Rendered};
+use crate::adapter::{
+    Adapter, AdapterKind, ChatAdapter, CompletionAdapter, JsonAdapter, Rendered, TurnsAdapter,
+};
 use crate::module::{initial_state, Module, SinglePredictor};
 use crate::TraceStep;
 use crate::{CoreError, Example, Prediction, PredictorState, ProgramState, Signature, Trace};
@@ -264,6 +266,18 @@ impl<'a> RunContext<'a> {
                 self.call(
                     name,
                     &ChatAdapter,
+                    signature,
+                    predictor,
+                    projected.clone(),
+                    model,
+                    lm,
+                )
+                .await?
+            }
+            AdapterKind::Turns => {
+                self.call(
+                    name,
+                    &TurnsAdapter,
                     signature,
                     predictor,
                     projected.clone(),
