@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 request="${1:-examples/sst2-bootstrap.yaml}"
 scripts/install-prerequisites.sh
-scripts/fetch-model.sh
+scripts/fetch-model.sh gemma3-270m
 cargo build -p promptopt-cli
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 export PROMPTOPT_HOME="${PROMPTOPT_HOME:-$PWD/.promptopt}"

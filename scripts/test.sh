@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-prerequisites.sh
 scripts/python-venv.sh
-scripts/fetch-model.sh
+scripts/fetch-model.sh gemma3-270m
 export PROMPTOPT_CI=1
 # llama.cpp's OpenMP threads spin while waiting, which slows the model several times over when other
 # processes (parallel test binaries) share the cores.

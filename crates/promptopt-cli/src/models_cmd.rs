@@ -171,11 +171,12 @@ pub(crate) fn load_saved(
 ) -> anyhow::Result<promptopt_optimize::ModelArtifact> {
     let artifact = Registry::from_env().load_ref(reference)?;
     lm.model.clone_from(&artifact.model.model);
-    lm.adapter = match artifact.model.adapter.as_str() {
+    lm.adapter = Some(match artifact.model.adapter.as_str() {
         "json" => crate::evaluate::AdapterArg::Json,
         "completion" => crate::evaluate::AdapterArg::Completion,
+        "turns" => crate::evaluate::AdapterArg::Turns,
         _ => crate::evaluate::AdapterArg::Chat,
-    };
+    });
     if let Some(t) = artifact.model.temperature {
         lm.temperature = t;
     }

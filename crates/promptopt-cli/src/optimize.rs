@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use promptopt_optimize::plot::trajectory_svg;
 use promptopt_optimize::registry::default_home;
 use promptopt_optimize::{
-    CancelFlag, Event, EventSink, NullSink, OptimizationRequest, OptimizationResult, Pipeline,
-    Registry,
+    CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline, Registry,
+    TrialKind,
 };
 
 use crate::models_cmd::build_lm;
@@ -77,7 +77,7 @@ impl EventSink for Progress {
             Event::StageStarted { stage, .. }
                 if matches!(
                     stage.as_str(),
-                    "load" | "baseline" | "optimize" | "validate" | "save"
+                    "load" | "baseline" | "optimize" | "validate" | "test" | "save"
                 ) =>
             {
                 let bar = ProgressBar::new_spinner();
@@ -144,6 +144,46 @@ impl EventSink for Progress {
     }
 }
 
+/// Progress as plain lines on stderr, for logs (when stderr is not a terminal): each stage's
+/// start and end, each trial's score, warnings.
+struct ProgressLines {
+    started: std::time::Instant,
+}
+
+impl ProgressLines {
+    fn line(&self, text: &str) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("[{:>7.1} s] {text}", self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl EventSink for ProgressLines {
+    fn emit(&self, event: &Event) {
+        match event {
+            Event::StageStarted { stage, .. } => self.line(&format!("{stage} started")),
+            Event::StageFinished { stage, seconds } => {
+                self.line(&format!("{stage} finished in {seconds:.1} s"));
+            }
+            Event::TrialScored {
+                trial,
+                score,
+                best_so_far,
+                kind,
+            } => self.line(&format!(
+                "trial {trial} ({}): {score:.4}, best {best_so_far:.4}",
+                match kind {
+                    TrialKind::Full => "full",
+                    TrialKind::Minibatch => "minibatch",
+                }
+            )),
+            Event::Warning { message } => self.line(&format!("warning: {message}")),
+            _ => {}
+        }
+    }
+}
+
 fn default_name(args: &OptimizeArgs, request: &OptimizationRequest) -> String {
     if let Some(name) = args.name.clone().or_else(|| request.name.clone()) {
         return name;
@@ -194,6 +234,15 @@ pub fn render_summary(result: &OptimizationResult, run_dir: &std::path::Path) ->
         o.score,
         result.improvement_percentage
     ));
+    if let Some(t) = &result.test_metrics {
+        out.push_str(&format!(
+            "{:<22} {:>12.4} {:>12.4} {:>+9.2}%\n",
+            format!("test score ({})", t.examples),
+            t.baseline.score,
+            t.optimized.score,
+            t.improvement_percentage
+        ));
+    }
     out.push_str(&format!(
         "{:<22} {:>12} {:>12}\n",
         "latency p95 (ms)",
@@ -308,7 +357,9 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let events: Arc<dyn EventSink> = if std::io::stderr().is_terminal() {
         Arc::new(Progress::new())
     } else {
-        Arc::new(NullSink)
+        Arc::new(ProgressLines {
+            started: std::time::Instant::now(),
+        })
     };
     let pipeline = Pipeline::new(lm, Registry::from_env())
         .with_events(events)

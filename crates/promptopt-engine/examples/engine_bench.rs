@@ -13,7 +13,9 @@
 //!
 //! 1. Single stream: prompt and generation tokens per second of the engine (a ~256-token prompt;
 //!    then a 64-token reply) next to `llama-bench -p 256 -n 64` on the same file and threads.
-//! 2. Short classification requests: request rate at 1, 8 and 32 concurrent requests.
+//! 2. Short requests at 1, 8 and 32 concurrent: classification (a one-word reply, so the
+//!    prompt dominates) and a 32-token rewrite (generation dominates); request and generated
+//!    token rates.
 //! 3. Evaluating sst2 examples with a 5-demo prompt (demos as user/assistant turns), 8 at a time,
 //!    with prefix reuse on and off.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -251,34 +253,56 @@ async fn concurrency(args: &Args, examples: &[Example]) {
     .await
     .unwrap();
     let model = engine.model_name().to_string();
-    let requests: Vec<ChatRequest> = examples
+    let classify: Vec<ChatRequest> = examples
         .iter()
         .take(64)
         .map(|e| zero_shot(&model, &e.text))
         .collect();
-    run_all(&engine, requests[..4].to_vec(), 1).await;
-    println!(
-        "\n== {} short classification requests (max_tokens 3) ==",
-        requests.len()
-    );
-    println!(
-        "{:<14} {:>10} {:>10} {:>10}",
-        "concurrency", "req/s", "speedup", "max batch"
-    );
-    let mut base = None;
-    for n in [1usize, 8, 32] {
-        let before = engine.stats().max_sequences_per_decode;
-        let (elapsed, _) = run_all(&engine, requests.clone(), n).await;
-        let rate = requests.len() as f64 / elapsed.as_secs_f64();
-        let base = *base.get_or_insert(rate);
+    let rewrite: Vec<ChatRequest> = examples
+        .iter()
+        .take(64)
+        .map(|e| rewrite(&model, &e.text))
+        .collect();
+    run_all(&engine, classify[..4].to_vec(), 1).await;
+    for (name, requests) in [
+        ("classification (max_tokens 3)", classify),
+        ("rewrite (max_tokens 32)", rewrite),
+    ] {
+        println!("\n== {} short requests: {name} ==", requests.len());
         println!(
-            "{:<14} {:>10.1} {:>9.2}x {:>10}",
-            n,
-            rate,
-            rate / base,
-            engine.stats().max_sequences_per_decode.max(before)
+            "{:<14} {:>10} {:>12} {:>10} {:>10}",
+            "concurrency", "req/s", "gen tok/s", "speedup", "max batch"
         );
+        let mut base = None;
+        for n in [1usize, 8, 32] {
+            let before = engine.stats().max_sequences_per_decode;
+            let (elapsed, replies) = run_all(&engine, requests.clone(), n).await;
+            let seconds = elapsed.as_secs_f64();
+            let rate = requests.len() as f64 / seconds;
+            let generated: u64 = replies.iter().map(|r| r.usage.completion_tokens).sum();
+            let base = *base.get_or_insert(rate);
+            println!(
+                "{:<14} {:>10.1} {:>12.1} {:>9.2}x {:>10}",
+                n,
+                rate,
+                generated as f64 / seconds,
+                rate / base,
+                engine.stats().max_sequences_per_decode.max(before)
+            );
+        }
     }
+}
+
+fn rewrite(model: &str, text: &str) -> ChatRequest {
+    ChatRequest::new(
+        model,
+        vec![
+            Message::system("Rewrite the movie review in your own words."),
+            Message::user(text),
+        ],
+    )
+    .with_temperature(0.0)
+    .with_max_tokens(32)
 }
 
 fn few_shot(model: &str, demos: &[Example], text: &str) -> ChatRequest {

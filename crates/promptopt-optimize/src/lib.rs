@@ -80,6 +80,6 @@ pub use request::{
 };
 pub use result::{
     improvement_percentage, Analytics, LoggedPrediction, ModelReport, OptimizationResult,
-    PerformanceMetrics, StageTiming,
+    PerformanceMetrics, StageTiming, TestMetrics,
 };
 pub use select::SelectionStrategy;

@@ -21,7 +21,9 @@ use crate::registry::{
     FORMAT_VERSION,
 };
 use crate::request::build_optimizer;
-use crate::result::{improvement_percentage, Analytics, LoggedPrediction, StageTiming};
+use crate::result::{
+    improvement_percentage, Analytics, LoggedPrediction, StageTiming, TestMetrics,
+};
 use crate::{
     Algorithm, Budget, BudgetLimits, CancelFlag, CoreProgram, EvalReport, Event, EventSink,
     NullSink, Objective, OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError,
@@ -59,6 +61,7 @@ impl std::fmt::Debug for Pipeline {
 struct Prepared {
     train: Vec<Example>,
     val: Vec<Example>,
+    test: Vec<Example>,
     dataset: Dataset,
     metric: Arc<dyn Metric>,
     program: Arc<CoreProgram>,
@@ -185,9 +188,14 @@ impl Pipeline {
                 p.strategy = Strategy::ChainOfThought;
             }
         }
+        let test = match &request.test_examples {
+            Some(t) => t.load(&base)?,
+            None => Vec::new(),
+        };
         Ok(Prepared {
             train,
             val,
+            test,
             dataset,
             metric,
             program,
@@ -431,6 +439,29 @@ impl Pipeline {
         };
         let optimized_prompt = render_prompt(&prepared, &task, &winner);
 
+        // Test: the baseline and the winner on held-out examples.
+        let test_budget = Arc::new(Budget::unlimited());
+        let test_metrics = if prepared.test.is_empty() {
+            None
+        } else {
+            let test_ctx = base_ctx.with_budget(test_budget.clone());
+            let (base_test, winner_test) = self
+                .stage(&mut stages, "test", &test_budget, async {
+                    let base = test_ctx.evaluate(&prepared.initial, &prepared.test).await?;
+                    let best = test_ctx.evaluate(&winner, &prepared.test).await?;
+                    Ok((base, best))
+                })
+                .await?;
+            let baseline = PerformanceMetrics::from_report(&metric_name, &base_test);
+            let optimized = PerformanceMetrics::from_report(&metric_name, &winner_test);
+            Some(TestMetrics {
+                examples: prepared.test.len(),
+                improvement_percentage: improvement_percentage(baseline.score, optimized.score),
+                baseline,
+                optimized,
+            })
+        };
+
         // Save.
         let t = Instant::now();
         let model_id = if constraint_failures.is_empty() {
@@ -496,7 +527,12 @@ impl Pipeline {
             cost_usd: 0.0,
         });
 
-        let budgets = [&baseline_budget, &opt_budget, &validate_budget];
+        let budgets = [
+            &baseline_budget,
+            &opt_budget,
+            &validate_budget,
+            &test_budget,
+        ];
         let lm_calls: u64 = budgets.iter().map(|b| b.calls()).sum();
         let total_tokens: u64 = budgets.iter().map(|b| b.tokens()).sum();
         let cost: f64 = budgets.iter().map(|b| b.cost_usd()).sum();
@@ -544,6 +580,7 @@ impl Pipeline {
             analytics,
             trajectory,
             model_reports,
+            test_metrics,
         };
         self.emit(Event::Finished {
             best_score: result.optimized_metrics.score,

@@ -270,6 +270,11 @@ pub struct OptimizationRequest {
     /// Validation examples; without them, 20 % of the training examples (seeded split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_examples: Option<DataSource>,
+    /// Held-out test examples: never seen by the optimizer or the choice of the winner; the
+    /// baseline and the optimized program are scored on them after validation
+    /// ([`OptimizationResult::test_metrics`](crate::OptimizationResult::test_metrics)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_examples: Option<DataSource>,
     /// Most optimizer iterations (trials, candidates, generations).
     #[serde(default = "default_max_iterations")]
     pub max_iterations: u64,

@@ -163,6 +163,22 @@ pub struct OptimizationResult {
     /// Per candidate model, for `model_selection`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_reports: Vec<ModelReport>,
+    /// The baseline and the optimized program on the request's `test_examples`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_metrics: Option<TestMetrics>,
+}
+
+/// Scores on held-out test examples, measured once after the winner was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestMetrics {
+    /// Test examples scored.
+    pub examples: usize,
+    /// The initial program.
+    pub baseline: PerformanceMetrics,
+    /// The optimized program.
+    pub optimized: PerformanceMetrics,
+    /// `(optimized − baseline) / baseline × 100`, as for validation.
+    pub improvement_percentage: f64,
 }
 
 impl OptimizationResult {

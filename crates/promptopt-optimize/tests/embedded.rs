@@ -33,16 +33,21 @@ fn binary() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
+/// The `promptopt` binary, when it and both embedded models are there (under `PROMPTOPT_CI`
+/// they must be).
 fn setup() -> Option<PathBuf> {
-    let model = root().join("models/smollm2-135m.gguf");
+    let models = ["smollm2-135m.gguf", "gemma3-270m.gguf"];
+    let present = models
+        .iter()
+        .all(|m| root().join("models").join(m).is_file());
     match binary() {
-        Some(bin) if model.is_file() => Some(bin),
+        Some(bin) if present => Some(bin),
         _ => {
             assert!(
                 std::env::var_os("PROMPTOPT_CI").is_none(),
-                "PROMPTOPT_CI is set but the `promptopt` binary or `models/smollm2-135m.gguf` is missing"
+                "PROMPTOPT_CI is set but the `promptopt` binary or a model in `models/` is missing"
             );
-            eprintln!("skipped: needs the `promptopt` binary with the engine and `models/smollm2-135m.gguf`");
+            eprintln!("skipped: needs the `promptopt` binary with the engine and `models/{{smollm2-135m,gemma3-270m}}.gguf`");
             None
         }
     }
@@ -62,13 +67,18 @@ fn sst2_request(dir: &Path, n_train: usize, n_val: usize, extra: &str) -> PathBu
     } else {
         "algorithm: bootstrapfewshot\n"
     };
+    let model = if extra.contains("model:") {
+        ""
+    } else {
+        "model: local/smollm2-135m"
+    };
     let constraints = if extra.contains("constraints:") {
         ""
     } else {
         "constraints: {max_tokens: 24}\n"
     };
     let request = format!(
-        "name: sst2-small\ntarget: few_shot_examples\nevaluation_metric: accuracy\n{algorithm}model: local/smollm2-135m\ntraining_examples: train.jsonl\nvalidation_examples: dev.jsonl\ninput_keys: [text]\noutput_keys: [label]\ninstructions: Classify the sentiment of the movie review sentence as positive or negative.\nseed: 0\n{constraints}{extra}"
+        "name: sst2-small\ntarget: few_shot_examples\nevaluation_metric: accuracy\n{algorithm}{model}\ntraining_examples: train.jsonl\nvalidation_examples: dev.jsonl\ninput_keys: [text]\noutput_keys: [label]\ninstructions: Classify the sentiment of the movie review sentence as positive or negative.\nseed: 0\n{constraints}{extra}"
     );
     let path = dir.join("request.yaml");
     std::fs::write(&path, request).unwrap();
@@ -85,15 +95,15 @@ fn run(bin: &Path, home: &Path, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn bootstrap_does_not_regress_then_save_load_and_predict() {
+fn bootstrap_beats_the_baseline_then_save_load_and_predict() {
     let Some(bin) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let request = sst2_request(
         dir.path(),
-        24,
-        20,
-        "algorithm_config: {max_bootstrapped_demos: 4, max_labeled_demos: 6}\n",
+        40,
+        30,
+        "model: local/gemma3-270m\nalgorithm_config: {max_bootstrapped_demos: 4, max_labeled_demos: 8}\n",
     );
     let out = run(
         &bin,
@@ -110,12 +120,11 @@ fn bootstrap_does_not_regress_then_save_load_and_predict() {
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let baseline = result["baseline_metrics"]["score"].as_f64().unwrap();
     let optimized = result["optimized_metrics"]["score"].as_f64().unwrap();
-    eprintln!("sst2 20 val: baseline {baseline:.3} optimized {optimized:.3}");
-    // SmolLM2-135M sits near chance on SST-2 even with demos (it tends to repeat the last demo's
-    // label), so this run checks that the validated winner never falls below the baseline; the
-    // measured gains are in docs/results.md.
+    eprintln!("sst2 30 val: baseline {baseline:.3} optimized {optimized:.3}");
+    // Gemma 3 270M is a base model: zero-shot it often answers off-format, with label-balanced
+    // demos it classifies well (docs/results.md), so the optimized program must win.
     assert!(
-        optimized >= baseline,
+        optimized > baseline,
         "baseline {baseline} optimized {optimized}"
     );
     assert_eq!(result["model_id"], "sst2-small@1.0.0");

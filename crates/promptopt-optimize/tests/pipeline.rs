@@ -116,6 +116,37 @@ async fn optimize_beats_the_baseline_saves_and_predicts() {
 }
 
 #[tokio::test]
+async fn test_examples_score_the_baseline_and_the_winner_after_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let extra = format!(
+        "enable_analytics: true\ntest_examples:\n{}",
+        examples_yaml(10)
+    );
+    let result = p.optimize(&request(&extra)).await.unwrap();
+    let test = result.test_metrics.as_ref().unwrap();
+    assert_eq!(test.examples, 10);
+    assert_eq!(test.baseline.examples, 10);
+    // Zero-shot the model says "negative" for all: half the test examples are right.
+    assert!((test.baseline.score - 0.5).abs() < 1e-9);
+    assert_eq!(test.optimized.score, 1.0);
+    assert!((test.improvement_percentage - 100.0).abs() < 1e-9);
+    let analytics = p.get_analytics(&result.optimization_id).unwrap();
+    let stages: Vec<&str> = analytics.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(
+        stages,
+        ["load", "baseline", "optimize", "validate", "test", "save"]
+    );
+    // Without test examples there is no test score.
+    assert!(p
+        .optimize(&request(""))
+        .await
+        .unwrap()
+        .test_metrics
+        .is_none());
+}
+
+#[tokio::test]
 async fn a_bad_request_is_rejected_and_nothing_is_saved() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(

@@ -54,7 +54,7 @@ impl TurnsAdapter {
             _ => {
                 out.push_str("Answer with one line per field, in this order:");
                 for field in outputs {
-                    out.push_str("\n");
+                    out.push('\n');
                     out.push_str(&title_case(&field.name));
                     out.push_str(": ");
                     match value_rule(&field.ty) {
