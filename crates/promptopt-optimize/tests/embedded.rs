@@ -101,7 +101,7 @@ fn bootstrap_beats_the_baseline_then_save_load_and_predict() {
     let home = dir.path().join("home");
     let request = sst2_request(
         dir.path(),
-        40,
+        200,
         30,
         "model: local/gemma3-270m\nalgorithm_config: {max_bootstrapped_demos: 4, max_labeled_demos: 8}\n",
     );
