@@ -262,22 +262,15 @@ impl<'a> RunContext<'a> {
         let lm = self.runtime.lms.resolve(model)?.as_ref();
         let structured = lm.supports_json_schema();
         let first = match settings.adapter {
-            AdapterKind::Chat => {
+            kind @ (AdapterKind::Chat | AdapterKind::Turns) => {
+                let adapter: &dyn Adapter = if kind == AdapterKind::Turns {
+                    &TurnsAdapter
+                } else {
+                    &ChatAdapter
+                };
                 self.call(
                     name,
-                    &ChatAdapter,
-                    signature,
-                    predictor,
-                    projected.clone(),
-                    model,
-                    lm,
-                )
-                .await?
-            }
-            AdapterKind::Turns => {
-                self.call(
-                    name,
-                    &TurnsAdapter,
+                    adapter,
                     signature,
                     predictor,
                     projected.clone(),
