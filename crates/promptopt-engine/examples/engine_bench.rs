@@ -15,7 +15,9 @@
 //!    then a 64-token reply) next to `llama-bench -p 256 -n 64` on the same file and threads.
 //! 2. Short requests at 1, 8 and 32 concurrent: classification (a one-word reply, so the
 //!    prompt dominates) and a 32-token rewrite (generation dominates); request and generated
-//!    token rates.
+//!    token rates, and the most batching could gain on this machine: llama-bench's rate for a
+//!    32-token batch against its one-token rate, applied to the prompt tokens and decode steps each
+//!    request took when sent alone.
 //! 3. Evaluating sst2 examples with a 5-demo prompt (demos as user/assistant turns), 8 at a time,
 //!    with prefix reuse on and off.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -25,7 +27,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use promptopt_engine::{resolve_in, search_dirs, Engine, EngineConfig};
+use promptopt_engine::{resolve_in, search_dirs, Engine, EngineConfig, EngineStats};
 use promptopt_lm::{ChatRequest, ChatResponse, Lm, Message};
 use tokio::sync::Semaphore;
 
@@ -133,8 +135,9 @@ async fn run_all(
     (started.elapsed(), replies)
 }
 
-/// (prompt tok/s, generated tok/s) of llama-bench, if it is built.
-fn llama_bench(args: &Args, path: &str) -> Option<(f64, f64)> {
+/// (prompt tok/s, generated tok/s) of llama-bench for a `prompt`-token prompt and a 64-token
+/// reply, if it is built.
+fn llama_bench(args: &Args, path: &str, prompt: u32) -> Option<(f64, f64)> {
     if !args.llama_bench.exists() {
         println!(
             "llama-bench: not found at `{}` (run scripts/build-llama-bench.sh)",
@@ -149,7 +152,7 @@ fn llama_bench(args: &Args, path: &str) -> Option<(f64, f64)> {
             "-t",
             &args.threads.to_string(),
             "-p",
-            "256",
+            &prompt.to_string(),
             "-n",
             "64",
             "-r",
@@ -217,7 +220,7 @@ async fn single_stream(args: &Args, path: &str) {
         "{:<28} {:>12.1} {:>12.1}",
         "promptopt engine", ours.0, ours.1
     );
-    if let Some(theirs) = llama_bench(args, path) {
+    if let Some(theirs) = llama_bench(args, path, 256) {
         println!(
             "{:<28} {:>12.1} {:>12.1}",
             "llama-bench (pp256, tg64)", theirs.0, theirs.1
@@ -243,7 +246,7 @@ fn zero_shot(model: &str, text: &str) -> ChatRequest {
     .with_max_tokens(3)
 }
 
-async fn concurrency(args: &Args, examples: &[Example]) {
+async fn concurrency(args: &Args, path: &str, examples: &[Example]) {
     let engine = Engine::load_async(
         EngineConfig::new(&args.model)
             .with_slots(32)
@@ -264,6 +267,9 @@ async fn concurrency(args: &Args, examples: &[Example]) {
         .map(|e| rewrite(&model, &e.text))
         .collect();
     run_all(&engine, classify[..4].to_vec(), 1).await;
+    // llama.cpp's own rates for a 32-token batch and for one token at a time bound what batching
+    // can gain here: a decode step of 32 sequences costs at least what a 32-token prompt chunk does.
+    let rates = llama_bench(args, path, 32);
     for (name, requests) in [
         ("classification (max_tokens 3)", classify),
         ("rewrite (max_tokens 32)", rewrite),
@@ -274,9 +280,13 @@ async fn concurrency(args: &Args, examples: &[Example]) {
             "concurrency", "req/s", "gen tok/s", "speedup", "max batch"
         );
         let mut base = None;
+        let mut per_request = None;
         for n in [1usize, 8, 32] {
-            let before = engine.stats().max_sequences_per_decode;
+            let before = engine.stats();
             let (elapsed, replies) = run_all(&engine, requests.clone(), n).await;
+            if n == 1 {
+                per_request = Some(work_per_request(&before, &engine.stats()));
+            }
             let seconds = elapsed.as_secs_f64();
             let rate = requests.len() as f64 / seconds;
             let generated: u64 = replies.iter().map(|r| r.usage.completion_tokens).sum();
@@ -287,10 +297,32 @@ async fn concurrency(args: &Args, examples: &[Example]) {
                 rate,
                 generated as f64 / seconds,
                 rate / base,
-                engine.stats().max_sequences_per_decode.max(before)
+                engine.stats().max_sequences_per_decode
+            );
+        }
+        if let (Some((pp, tg)), Some((prompt, steps))) = (rates, per_request) {
+            // One at a time: the prompt at prompt speed, then one decode step per token. Ideal
+            // batching: every token at the 32-token batch rate.
+            let alone = prompt / pp + steps / tg;
+            let batched = (prompt + steps) / pp;
+            println!(
+                "bound from llama-bench (pp32 {pp:.1} tok/s, tg64 {tg:.1} tok/s) for {prompt:.1} \
+                 uncached prompt tokens and {steps:.1} decode steps per request: {:.2}x",
+                alone / batched
             );
         }
     }
+}
+
+/// Uncached prompt tokens and generation decode steps per request between two snapshots of a
+/// run that sent one request at a time (each prompt then takes one decode call).
+fn work_per_request(before: &EngineStats, after: &EngineStats) -> (f64, f64) {
+    let requests = (after.requests - before.requests).max(1) as f64;
+    let prompt =
+        (after.prompt_tokens - before.prompt_tokens) - (after.cached_tokens - before.cached_tokens);
+    let calls = after.decode_calls - before.decode_calls;
+    let steps = calls.saturating_sub(after.requests - before.requests);
+    (prompt as f64 / requests, steps as f64 / requests)
 }
 
 fn rewrite(model: &str, text: &str) -> ChatRequest {
@@ -389,7 +421,7 @@ async fn main() {
         .take(args.examples)
         .collect();
     if args.runs("concurrency") {
-        concurrency(&args, &load_split(&args.split)).await;
+        concurrency(&args, &path, &load_split(&args.split)).await;
     }
     let train = load_split("train");
     // Five demos, both labels represented.
