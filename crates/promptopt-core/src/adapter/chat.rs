@@ -297,15 +297,6 @@ mod tests {
         state
     }
 
-    fn transcript(rendered: &Rendered) -> String {
-        rendered
-            .messages
-            .iter()
-            .map(|m| format!("--- {:?} ---\n{}", m.role, m.content))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[test]
     fn renders_demos_as_turns_with_a_label_field() {
         let rendered = ChatAdapter.render(
@@ -316,7 +307,7 @@ mod tests {
                 .with("label", "positive"),
         );
         assert_eq!(rendered.messages.len(), 6);
-        insta::assert_snapshot!(transcript(&rendered));
+        insta::assert_snapshot!(rendered.transcript());
     }
 
     #[test]
@@ -326,7 +317,7 @@ mod tests {
             &state_with_demos(Strategy::ChainOfThought),
             &Example::new().with("text", "Not bad at all."),
         );
-        insta::assert_snapshot!(transcript(&rendered));
+        insta::assert_snapshot!(rendered.transcript());
     }
 
     #[test]

@@ -219,12 +219,7 @@ mod tests {
     }
 
     fn transcript(rendered: &Rendered) -> String {
-        let mut text = rendered
-            .messages
-            .iter()
-            .map(|m| format!("--- {:?} ---\n{}", m.role, m.content))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let mut text = rendered.transcript();
         text.push_str(&format!(
             "\n--- response_format ---\n{}",
             serde_json::to_string_pretty(&rendered.response_format).unwrap()

@@ -46,6 +46,18 @@ pub struct Rendered {
     pub stop: Vec<String>,
 }
 
+#[cfg(test)]
+impl Rendered {
+    /// The messages as one text, each under a `--- Role ---` line, for snapshot tests.
+    pub(crate) fn transcript(&self) -> String {
+        self.messages
+            .iter()
+            .map(|m| format!("--- {:?} ---\n{}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// Why a reply could not be turned into the output fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]

@@ -2,6 +2,7 @@
 
 use promptopt_lm::Message;
 
+use super::chat::strip_field_prefix;
 use super::{format_value, output_fields, title_case, usable_demo, value_rule};
 use super::{Adapter, CompletionAdapter, ParseFailure, Rendered};
 use crate::{Example, Field, FieldType, PredictorState, Signature, Strategy};
@@ -139,16 +140,7 @@ impl Adapter for TurnsAdapter {
         let Some(first) = outputs.first() else {
             return Ok(Example::new());
         };
-        let prefix = format!("{}:", title_case(&first.name));
-        let trimmed = reply.trim_start();
-        let body = if trimmed.len() >= prefix.len()
-            && trimmed.is_char_boundary(prefix.len())
-            && trimmed[..prefix.len()].eq_ignore_ascii_case(&prefix)
-        {
-            &trimmed[prefix.len()..]
-        } else {
-            trimmed
-        };
+        let body = strip_field_prefix(reply.trim_start(), &first.name);
         if let [only] = outputs.as_slice() {
             let text = match only.ty {
                 FieldType::Text | FieldType::List | FieldType::Json => body.trim(),
@@ -183,15 +175,6 @@ mod tests {
         )
     }
 
-    fn transcript(rendered: &Rendered) -> String {
-        rendered
-            .messages
-            .iter()
-            .map(|m| format!("--- {:?} ---\n{}", m.role, m.content))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[test]
     fn renders_demos_as_compact_turns() {
         let mut state = PredictorState::new("Classify the sentiment of the review.");
@@ -209,7 +192,7 @@ mod tests {
             &Example::new().with("text", "Not bad."),
         );
         assert!(rendered.stop.is_empty());
-        insta::assert_snapshot!(transcript(&rendered));
+        insta::assert_snapshot!(rendered.transcript());
     }
 
     #[test]
@@ -222,7 +205,7 @@ mod tests {
             .with("reasoning", "Two and two make four.")
             .with("answer", "4")];
         let rendered = TurnsAdapter.render(&sig, &state, &Example::new().with("question", "3+3?"));
-        insta::assert_snapshot!(transcript(&rendered));
+        insta::assert_snapshot!(rendered.transcript());
         let out = TurnsAdapter
             .parse(
                 &sig,
