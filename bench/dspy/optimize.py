@@ -61,6 +61,8 @@ def main() -> None:
         temperature=0.0,
         max_tokens=args.max_tokens,
     )
+    # Instruction proposals (MIPROv2) and reflections (GEPA) get room for a paragraph, as promptopt's
+    # proposer does (512 tokens); the task model's replies keep `--max-tokens`.
     reflection_lm = dspy.LM(
         f"openai/{args.model}",
         api_base=args.api_base,
@@ -91,7 +93,13 @@ def main() -> None:
             optimized = optimizer.compile(program, trainset=trainset)
         elif args.optimizer == "mipro":
             optimizer = dspy.MIPROv2(
-                metric=metric, auto="light", seed=args.seed, num_threads=args.threads, verbose=False
+                metric=metric,
+                prompt_model=reflection_lm,
+                task_model=lm,
+                auto="light",
+                seed=args.seed,
+                num_threads=args.threads,
+                verbose=False,
             )
             optimized = optimizer.compile(program, trainset=trainset, valset=valset)
         else:

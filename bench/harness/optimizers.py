@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import paths
+from . import docs, paths
 from .overhead import machine_meta
 from .procs import Server, run_measured
 
@@ -20,8 +20,24 @@ sys.path.insert(0, str(paths.DSPY_DIR))
 from tasks import TASKS, Task, gepa_light_budget, read_jsonl  # noqa: E402
 
 ALGORITHMS = {"bootstrap": "bootstrapfewshot", "mipro": "miprov2", "gepa": "gepa"}
+# What each algorithm optimizes in promptopt's terms: BootstrapFewShot picks demos; MIPROv2 and GEPA
+# search the instructions (MIPROv2 the demos as well).
+TARGETS = {"bootstrap": "few_shot_examples", "mipro": "prompt_template", "gepa": "prompt_template"}
 THREADS = 8
-SERVED_NAME = "smollm2"
+SERVED_NAME = "smollm2-135m"
+# promptopt renders prompts for the served SmolLM2 as compact chat turns, its default for local models
+# (`turns`); DSPy uses its own default, the field-marker ChatAdapter. Optimization and the test score
+# use the same adapter.
+ADAPTER = "turns"
+# Most tokens per task-model reply, the same for both frameworks: enough for DSPy's field markers
+# around a label or a short span, short enough that a rambling 135M model does not dominate the time.
+MAX_TOKENS = {"sst2": 32, "trec": 32, "xquad_en": 64}
+
+
+def engine_env() -> dict[str, str]:
+    """The environment of every promptopt process: the embedded models are found in the repository's
+    `models/` folder (where `scripts/fetch-model.sh` puts them), whatever the working directory."""
+    return {**os.environ, "PROMPTOPT_MODELS_DIR": str(paths.REPO / "models")}
 
 
 def write_splits(task: Task, seed: int, n_train: int, n_val: int, n_test: int) -> Path:
@@ -48,7 +64,7 @@ def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, 
         "gepa": {"max_metric_calls": budget, "reflection_minibatch_size": 3, "use_merge": True},
     }[optimizer]
     return {
-        "target": "prompt_template",
+        "target": TARGETS[optimizer],
         "objective": "maximize_accuracy",
         "evaluation_metric": task.metric,
         "algorithm": ALGORITHMS[optimizer],
@@ -59,6 +75,8 @@ def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, 
         "input_keys": list(task.inputs),
         "output_keys": [task.output],
         "instructions": task.instructions,
+        "adapter": ADAPTER,
+        "constraints": {"max_tokens": MAX_TOKENS[task.name]},
         "enable_analytics": True,
         "concurrency": THREADS,
         "timeout_seconds": 6 * 3600,
@@ -80,12 +98,15 @@ def build() -> Path:
 def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None) -> dict:
     argv = [paths.VENV_PYTHON, paths.DSPY_DIR / "optimize.py", "--split-dir", split_dir, "--task", task.name,
             "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", SERVED_NAME,
-            "--threads", str(THREADS)]
+            "--threads", str(THREADS), "--max-tokens", str(MAX_TOKENS[task.name])]
     if budget is not None:
         argv += ["--max-metric-calls", str(budget)]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     measured = run_measured(argv, env=env).check()
     record = json.loads(measured.last_json_line())
+    if not record["optimize_lm_calls"] and optimizer != "none" or not record["test_lm_calls"]:
+        # DSPy counts failed calls as wrong answers; a run whose model calls all failed is not a result.
+        raise RuntimeError(f"DSPy made no successful model calls: {measured.stderr[-2000:]}")
     return {
         "framework": "dspy", "task": task.name, "optimizer": optimizer, "seed": seed,
         "test_score": record["test_score"], "lm_calls": record["optimize_lm_calls"],
@@ -102,18 +123,26 @@ def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int,
     work.mkdir(parents=True, exist_ok=True)
     req_path = work / "request.json"
     req_path.write_text(json.dumps(request(task, optimizer, seed, split_dir, model, budget), indent=1))
-    env = {**os.environ, "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
+    env = {**engine_env(), "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
            "PROMPTOPT_HOME": str(work / "home")}
     measured = run_measured([binary, "optimize", req_path, "--json", "--no-cache", "--concurrency", str(THREADS),
                              "--output", work / "run"], env=env).check()
     result = json.loads(measured.stdout[measured.stdout.index("{"):])
     analytics = result.get("analytics") or {}
+    # The optimizer's own work, comparable to DSPy's `compile()`: the `optimize` and `validate`
+    # stages. The command also scores the unoptimized program on the validation set first (the
+    # `baseline` stage, which DSPy's BootstrapFewShot does not do); that is reported separately.
+    stages = [s for s in analytics.get("stages") or [] if s["stage"] in ("optimize", "validate")]
+    if not stages:
+        raise RuntimeError(f"The result of `{framework}` has no stage analytics")
     state = next(iter(result["optimized_config"]["predictors"].values()))
     test_score = score_on_test(binary, url, task, split_dir, state, work)
     return {
         "framework": framework, "task": task.name, "optimizer": optimizer, "seed": seed,
-        "test_score": test_score, "lm_calls": analytics.get("lm_calls"), "tokens": analytics.get("total_tokens"),
-        "wall_s": measured.wall_s, "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_mb,
+        "test_score": test_score, "lm_calls": sum(s["lm_calls"] for s in stages),
+        "tokens": sum(s["tokens"] for s in stages), "wall_s": sum(s["seconds"] for s in stages),
+        "command_wall_s": measured.wall_s, "command_lm_calls": analytics.get("lm_calls"),
+        "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_mb,
         "instructions": state.get("instructions"), "demos": len(state.get("demos") or []),
     }
 
@@ -129,7 +158,7 @@ def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: di
         else "predict"
     argv = [binary, "evaluate", "--data", split_dir / "test.jsonl", "--input-keys", ",".join(task.inputs),
             "--output-keys", task.output, "--metric", task.metric, "--instructions", state["instructions"],
-            "--strategy", strategy, "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
+            "--strategy", strategy, "--adapter", ADAPTER, "--max-tokens", str(MAX_TOKENS[task.name]), "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
             "--base-url", url + "/v1", "--no-cache", "--max-errors", "1000000", "--json"]
     if demos:
         argv += ["--train", demo_file, "--demos", str(len(demos))]
@@ -137,17 +166,41 @@ def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: di
     return float(json.loads(measured.stdout[measured.stdout.index("{"):])["score"])
 
 
+def run_key(record: dict) -> tuple:
+    """What identifies one run: framework, task, optimizer and seed."""
+    return (record["framework"], record["task"], record["optimizer"], record["seed"])
+
+
+def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
+    """With `--resume`, the runs and failures stored by an earlier invocation with the same splits
+    (runs that failed before are tried again); otherwise nothing."""
+    stored = docs.load(docs.OPTIMIZERS_JSON) if args.resume else None
+    if not stored:
+        return [], []
+    old = stored.get("meta", {})
+    for key in ("train", "val", "test", "threads"):
+        if old.get(key) != meta[key]:
+            raise ValueError(f"Cannot resume: the stored results used {key}={old.get(key)}, this run {meta[key]}")
+    return list(stored.get("runs", [])), []
+
+
 def run(args) -> dict:
     tasks = [TASKS[t] for t in args.tasks.split(",")]
     optimizers = args.optimizers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     frameworks = args.frameworks.split(",")
+    meta = {"train": args.train, "val": args.val, "test": args.test, "threads": THREADS}
+    runs, failures = previous_runs(args, meta)
+    done = {run_key(r) for r in runs}
     binary = build()
     port = free_port()
-    runs: list[dict] = []
-    failures: list[dict] = []
+
+    def results() -> dict:
+        all_seeds = sorted({r["seed"] for r in runs} | set(seeds))
+        return {"meta": machine_meta() | meta | {"seeds": all_seeds}, "runs": runs, "failures": failures}
+
     serve = [binary, "serve-lm", "--model", "local/smollm2-135m", "--port", str(port), "--slots", str(THREADS)]
-    with Server(serve, ready_url=f"http://127.0.0.1:{port}", timeout_s=300,
+    with Server(serve, ready_url=f"http://127.0.0.1:{port}", env=engine_env(), timeout_s=300,
                 log=paths.OUT / "serve-lm.log") as server:
         for task in tasks:
             for seed in seeds:
@@ -155,6 +208,8 @@ def run(args) -> dict:
                 for optimizer in optimizers:
                     budget = gepa_light_budget(args.val) if optimizer == "gepa" else None
                     for framework in frameworks:
+                        if (framework, task.name, optimizer, seed) in done:
+                            continue
                         label = f"{framework} {task.name} {optimizer} seed {seed}"
                         try:
                             if framework == "dspy":
@@ -167,10 +222,7 @@ def run(args) -> dict:
                             print(f"failed: {label}: {str(error)[-500:]}", file=sys.stderr)
                             continue
                         runs.append(record)
+                        # Stored after every run, so an interrupted invocation can `--resume`.
+                        docs.save(docs.OPTIMIZERS_JSON, results())
                         print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s", file=sys.stderr)
-    return {
-        "meta": machine_meta() | {"train": args.train, "val": args.val, "test": args.test, "seeds": seeds,
-                                  "threads": THREADS},
-        "runs": runs,
-        "failures": failures,
-    }
+    return results()

@@ -1,0 +1,49 @@
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from harness import docs, optimizers
+from tasks import TASKS
+
+META = {"train": 50, "val": 50, "test": 100, "threads": 8}
+
+
+def stored(tmp_path: Path, monkeypatch, meta: dict) -> None:
+    path = tmp_path / "optimizers.json"
+    monkeypatch.setattr(docs, "OPTIMIZERS_JSON", path)
+    run = {"framework": "dspy", "task": "sst2", "optimizer": "bootstrap", "seed": 1, "test_score": 0.5}
+    docs.save(path, {"meta": meta, "runs": [run], "failures": [{"run": "x", "error": "y"}]})
+
+
+def test_resume_keeps_the_stored_runs_and_retries_the_failures(tmp_path, monkeypatch):
+    stored(tmp_path, monkeypatch, META)
+    runs, failures = optimizers.previous_runs(Namespace(resume=True), META)
+    assert [optimizers.run_key(r) for r in runs] == [("dspy", "sst2", "bootstrap", 1)]
+    assert failures == []
+
+
+def test_without_resume_the_stored_runs_are_replaced(tmp_path, monkeypatch):
+    stored(tmp_path, monkeypatch, META)
+    assert optimizers.previous_runs(Namespace(resume=False), META) == ([], [])
+
+
+def test_resume_refuses_results_from_other_splits(tmp_path, monkeypatch):
+    stored(tmp_path, monkeypatch, {**META, "val": 30})
+    with pytest.raises(ValueError, match="val=30"):
+        optimizers.previous_runs(Namespace(resume=True), META)
+
+
+def test_requests_match_the_dspy_settings(tmp_path):
+    task = TASKS["sst2"]
+    bootstrap = optimizers.request(task, "bootstrap", 1, tmp_path, "openai/smollm2-135m", None)
+    assert bootstrap["target"] == "few_shot_examples"
+    assert bootstrap["algorithm"] == "bootstrapfewshot"
+    assert bootstrap["algorithm_config"]["max_bootstrapped"] == 4
+    assert bootstrap["constraints"] == {"max_tokens": optimizers.MAX_TOKENS["sst2"]}
+    assert bootstrap["adapter"] == "turns"
+    assert bootstrap["training_examples"] == str(tmp_path / "train.jsonl")
+    gepa = optimizers.request(task, "gepa", 2, tmp_path, "local/smollm2-135m", 404)
+    assert gepa["target"] == "prompt_template"
+    assert gepa["algorithm_config"]["max_metric_calls"] == 404
+    assert gepa["seed"] == 2
