@@ -142,7 +142,17 @@ def optimizer_tables(results: dict) -> str:
     table = markdown_table(
         ["task", "optimizer", "framework", "seeds", "test score", "LM calls", "tokens", "wall (s)", "CPU (s)",
          "peak RSS (MB)"], rows, "lllrrrrrrr")
-    return table + "\n\n" + optimizer_targets(grouped, keys)
+    failures = optimizer_failures(results)
+    return table + "\n\n" + optimizer_targets(grouped, keys) + ("\n\n" + failures if failures else "")
+
+
+def optimizer_failures(results: dict) -> str:
+    """The runs that did not finish, each with the last line of its error (empty when none failed)."""
+    lines = []
+    for failure in results.get("failures") or []:
+        error = [line.strip() for line in str(failure["error"]).strip().splitlines() if line.strip()]
+        lines.append(f"- {failure['run']}: {error[-1] if error else 'no error text'}")
+    return "Runs that failed (not in the tables):\n\n" + "\n".join(lines) if lines else ""
 
 
 def optimizer_targets(grouped: dict, keys: list) -> str:

@@ -61,3 +61,12 @@ def test_optimizer_tables_show_mean_and_spread_and_targets():
     text = optimizer_tables({"runs": runs})
     assert "| sst2 | MIPROv2 light | DSPy (serve-lm) | 2 | 0.550 ± 0.071 | 600 | 90,000 | 90.0 ± 0.0 |" in text
     assert "| sst2 | MIPROv2 light | 2.0x | no (67 % of the target) | +0.100 | yes |" in text
+
+
+def test_optimizer_tables_list_the_failed_runs_with_their_last_error_line():
+    run = {"task": "sst2", "optimizer": "mipro", "seed": 1, "lm_calls": 6, "tokens": 900, "cpu_s": 3.0,
+           "peak_rss_mb": 100.0, "framework": "promptopt-http", "test_score": 0.6, "wall_s": 45.0}
+    failures = [{"run": "dspy sst2 mipro seed 1", "error": "Traceback\n  File x\nAdapterParseError: no JSON\n"}]
+    text = optimizer_tables({"runs": [run], "failures": failures})
+    assert "- dspy sst2 mipro seed 1: AdapterParseError: no JSON" in text
+    assert "failed" not in optimizer_tables({"runs": [run], "failures": []})

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use promptopt_core::evaluate::normalize;
-use promptopt_core::{Example, ProgramState, Trace};
+use promptopt_core::{Example, MetricInfo, ProgramState, Trace};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -13,7 +13,7 @@ use crate::labeled::demo_of;
 use crate::select::{self, SelectionStrategy};
 use crate::{
     AlgorithmConfig, Event, LabeledFewShot, OptimizeContext, OptimizeError, Optimizer,
-    OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind,
+    OptimizerOutcome, OutcomeBuilder, PredictorInfo, StopReason, TrialKind,
 };
 
 /// Bootstraps demos as DSPy's `BootstrapFewShot` does, with the guide's selection strategies.
@@ -27,7 +27,10 @@ use crate::{
 ///    with the example itself removed from the teacher's demos. A run whose score passes the
 ///    metric (normalized score `>= metric_threshold`, or `> 0` without a threshold) and whose
 ///    reply parsed gives one demo per predictor: its inputs and outputs (with `reasoning` under
-///    chain of thought). Trying stops when `max_bootstrapped` demos are collected.
+///    chain of thought). Trying stops when `max_bootstrapped` demos are collected. Examples run
+///    concurrently (up to the context's concurrency, in waves sized by the success rate so far)
+///    and their results are taken in order, so the demos are the ones trying them one by one
+///    gives; the last wave may hold a few spare runs.
 /// 3. Each predictor gets `max_bootstrapped_demos` of them (chosen by the strategy when more
 ///    were collected) plus labeled examples not bootstrapped, up to `max_labeled_demos` demos.
 ///
@@ -77,7 +80,7 @@ pub struct BootstrapRun {
     pub state: ProgramState,
     /// Demos bootstrapped (collected, before choosing).
     pub bootstrapped: usize,
-    /// Training examples tried.
+    /// Training examples run (spare runs of the last concurrent wave included).
     pub tried: usize,
     /// Why bootstrapping stopped early, if it did.
     pub stop_reason: Option<StopReason>,
@@ -197,72 +200,62 @@ impl BootstrapFewShot {
             stage: "bootstrap".into(),
             total: Some(target as u64),
         });
-        'examples: for &i in &order {
-            if stop_reason.is_some() || bootstrapped.len() >= target {
-                break;
+        // Examples run concurrently in waves sized by the success rate so far, and their results
+        // are taken in order, so the demos are those that trying the examples one by one gives;
+        // a wave only adds runs past the point where enough demos were found.
+        let mut next = 0usize;
+        let mut successes = 0usize;
+        while stop_reason.is_none() && bootstrapped.len() < target && next < order.len() {
+            let size = wave_size(
+                target - bootstrapped.len(),
+                successes,
+                tried,
+                ctx.concurrency(),
+            );
+            let mut wave: Vec<(usize, Option<String>)> = Vec::with_capacity(size);
+            while wave.len() < size && next < order.len() {
+                let i = order[next];
+                next += 1;
+                let label = balance.as_ref().and_then(|b| b.label_of(&trainset[i]));
+                if !at_quota(&label_found, label.as_deref(), quota) {
+                    wave.push((i, label));
+                }
             }
-            let example = &trainset[i];
-            let label = balance.as_ref().and_then(|b| b.label_of(example));
-            if let (Some(label), Some(quota)) = (&label, quota) {
-                if label_found.get(label).copied().unwrap_or(0) >= quota {
+            tried += wave.len();
+            let attempts = wave
+                .iter()
+                .map(|(i, _)| self.attempt(ctx, &teacher, &predictors, &trainset[*i], &info));
+            let outcomes = futures::future::join_all(attempts).await;
+            for ((i, label), attempt) in wave.into_iter().zip(outcomes) {
+                if bootstrapped.len() >= target || at_quota(&label_found, label.as_deref(), quota) {
                     continue;
                 }
-            }
-            tried += 1;
-            let teacher_i = without_example(&teacher, &predictors, example);
-            for round in 0..self.max_rounds {
-                let mut task = ctx.task().clone();
-                if round > 0 {
-                    task.temperature = Some(1.0);
-                    task.seed = Some(round as u64);
-                }
-                match ctx.run_with(&task, &teacher_i, example).await {
-                    Ok((prediction, trace)) => {
-                        if final_parse_failure(&trace) {
-                            continue;
-                        }
-                        let score = ctx.score(example, &prediction, &trace);
-                        let normalized = normalize(&info, score.value);
-                        let success = match self.metric_threshold {
-                            Some(t) => normalized >= t,
-                            None => normalized > 0.0,
-                        };
-                        if !success {
-                            continue;
-                        }
-                        let mut per_predictor: BTreeMap<String, Example> = BTreeMap::new();
-                        for step in &trace.steps {
-                            if let Some(outputs) = &step.outputs {
-                                let mut demo = step.inputs.clone();
-                                demo.merge(outputs);
-                                per_predictor.insert(step.predictor.clone(), demo);
-                            }
-                        }
-                        for (name, demo) in per_predictor {
-                            found.entry(name).or_default().push((i, demo));
-                        }
-                        bootstrapped.insert(i);
-                        if let Some(label) = &label {
-                            *label_found.entry(label.clone()).or_insert(0) += 1;
-                        }
-                        ctx.emit(Event::StageProgress {
-                            stage: "bootstrap".into(),
-                            done: bootstrapped.len() as u64,
-                            total: Some(target as u64),
-                        });
-                        break;
-                    }
-                    Err(OptimizeError::Stopped(r)) => {
-                        stop_reason = Some(r);
-                        break 'examples;
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if errors > self.max_errors {
-                            return Err(e);
-                        }
+                for error in attempt.errors {
+                    errors += 1;
+                    if errors > self.max_errors {
+                        return Err(error);
                     }
                 }
+                if let Some(reason) = attempt.stopped {
+                    stop_reason = Some(reason);
+                    break;
+                }
+                let Some(per_predictor) = attempt.demos else {
+                    continue;
+                };
+                for (name, demo) in per_predictor {
+                    found.entry(name).or_default().push((i, demo));
+                }
+                bootstrapped.insert(i);
+                successes += 1;
+                if let Some(label) = label {
+                    *label_found.entry(label).or_insert(0) += 1;
+                }
+                ctx.emit(Event::StageProgress {
+                    stage: "bootstrap".into(),
+                    done: bootstrapped.len() as u64,
+                    total: Some(target as u64),
+                });
             }
         }
         // Labeled fill: the examples not bootstrapped, shuffled.
@@ -309,6 +302,64 @@ impl BootstrapFewShot {
             tried,
             stop_reason,
         })
+    }
+
+    /// Runs the teacher (without `example` among its demos) on `example`, up to `max_rounds`
+    /// times (rounds after the first at temperature 1 with a new seed), until a run parses and
+    /// passes the metric.
+    async fn attempt(
+        &self,
+        ctx: &OptimizeContext,
+        teacher: &ProgramState,
+        predictors: &[PredictorInfo],
+        example: &Example,
+        info: &MetricInfo,
+    ) -> Attempt {
+        let teacher = without_example(teacher, predictors, example);
+        let mut attempt = Attempt {
+            demos: None,
+            errors: Vec::new(),
+            stopped: None,
+        };
+        for round in 0..self.max_rounds {
+            let mut task = ctx.task().clone();
+            if round > 0 {
+                task.temperature = Some(1.0);
+                task.seed = Some(round as u64);
+            }
+            match ctx.run_with(&task, &teacher, example).await {
+                Ok((prediction, trace)) => {
+                    if final_parse_failure(&trace) {
+                        continue;
+                    }
+                    let score = ctx.score(example, &prediction, &trace);
+                    let normalized = normalize(info, score.value);
+                    let success = match self.metric_threshold {
+                        Some(t) => normalized >= t,
+                        None => normalized > 0.0,
+                    };
+                    if !success {
+                        continue;
+                    }
+                    let mut per_predictor = BTreeMap::new();
+                    for step in &trace.steps {
+                        if let Some(outputs) = &step.outputs {
+                            let mut demo = step.inputs.clone();
+                            demo.merge(outputs);
+                            per_predictor.insert(step.predictor.clone(), demo);
+                        }
+                    }
+                    attempt.demos = Some(per_predictor);
+                    break;
+                }
+                Err(OptimizeError::Stopped(reason)) => {
+                    attempt.stopped = Some(reason);
+                    break;
+                }
+                Err(error) => attempt.errors.push(error),
+            }
+        }
+        attempt
     }
 
     /// Picks `max_bootstrapped_demos` of the collected demos by the selection strategy.
@@ -388,10 +439,36 @@ impl BootstrapFewShot {
     }
 }
 
+/// What the runs on one training example gave.
+struct Attempt {
+    /// One demo per predictor, from the first run that passed the metric.
+    demos: Option<BTreeMap<String, Example>>,
+    /// Runs that failed with an error.
+    errors: Vec<OptimizeError>,
+    /// Why the runs stopped, when the budget or a cancellation stopped them.
+    stopped: Option<StopReason>,
+}
+
+/// How many examples to run at once: enough to find `needed` demos at the success rate seen so
+/// far (smoothed, so one half before any result), at least one and at most `concurrency`.
+fn wave_size(needed: usize, successes: usize, tried: usize, concurrency: usize) -> usize {
+    (needed * (tried + 2))
+        .div_ceil(successes + 1)
+        .clamp(1, concurrency.max(1))
+}
+
+/// Whether `label` already has its share of bootstrapped demos.
+fn at_quota(found: &BTreeMap<String, usize>, label: Option<&str>, quota: Option<usize>) -> bool {
+    match (label, quota) {
+        (Some(label), Some(quota)) => found.get(label).copied().unwrap_or(0) >= quota,
+        _ => false,
+    }
+}
+
 /// The teacher state without `example` among its demos (as DSPy removes the current example).
 fn without_example(
     teacher: &ProgramState,
-    predictors: &[crate::PredictorInfo],
+    predictors: &[PredictorInfo],
     example: &Example,
 ) -> ProgramState {
     let mut state = teacher.clone();

@@ -51,6 +51,14 @@ fn trainset() -> Vec<Example> {
 }
 
 fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Arc<FieldProgram>, OptimizeContext) {
+    context_with(lm, budget, 1)
+}
+
+fn context_with(
+    lm: ScriptedLm,
+    budget: Option<Budget>,
+    concurrency: usize,
+) -> (Arc<FieldProgram>, OptimizeContext) {
     let program = Arc::new(FieldProgram::new(
         "predict",
         Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
@@ -58,7 +66,7 @@ fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Arc<FieldProgram>, Optimi
     let metric = metrics::by_name("accuracy", "label").unwrap();
     let mut builder =
         OptimizeContext::builder(program.clone(), Arc::new(lm), "scripted/test", metric)
-            .concurrency(1)
+            .concurrency(concurrency)
             .seed(0);
     if let Some(budget) = budget {
         builder = builder.budget(Arc::new(budget));
@@ -92,6 +100,44 @@ async fn bootstrap_keeps_only_runs_that_pass_the_metric() {
     );
     for d in demos {
         assert_eq!(d.keys().collect::<Vec<_>>(), ["text", "label"]);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_bootstrap_keeps_the_demos_of_trying_one_by_one() {
+    let train = trainset();
+    let optimizer = BootstrapFewShot {
+        max_labeled_demos: 0,
+        ..Default::default()
+    };
+    // (concurrency, runs): with 3 at once the waves are examples 1-3 and 4-6, six runs as one by
+    // one; with 8 at once all eight run in one wave and the last two runs are spare.
+    for (concurrency, runs) in [(1, 6), (3, 6), (8, 8)] {
+        let lm = scripted();
+        let (program, ctx) = context_with(lm.clone(), None, concurrency);
+        let mut rng = ctx.rng();
+        let run = optimizer
+            .bootstrap(&ctx, &train, &program.initial_state(), &mut rng)
+            .await
+            .unwrap();
+        assert_eq!(
+            (run.tried as u64, lm.calls()),
+            (runs, runs),
+            "concurrency {concurrency}"
+        );
+        let texts: Vec<String> = run
+            .state
+            .predictor("predict")
+            .unwrap()
+            .demos
+            .iter()
+            .map(|d| d.text("text").unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            ["a great film", "dull and slow", "great fun", "a mess"],
+            "concurrency {concurrency}"
+        );
     }
 }
 
