@@ -173,7 +173,8 @@ def run_key(record: dict) -> tuple:
 
 def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
     """With `--resume`, the runs and failures stored by an earlier invocation with the same splits
-    (runs that failed before are tried again); otherwise nothing."""
+    (a failed run that is asked for again is tried again, and its old failure dropped then);
+    otherwise nothing."""
     stored = docs.load(docs.OPTIMIZERS_JSON) if args.resume else None
     if not stored:
         return [], []
@@ -181,7 +182,7 @@ def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
     for key in ("train", "val", "test", "threads"):
         if old.get(key) != meta[key]:
             raise ValueError(f"Cannot resume: the stored results used {key}={old.get(key)}, this run {meta[key]}")
-    return list(stored.get("runs", [])), []
+    return list(stored.get("runs", [])), list(stored.get("failures", []))
 
 
 def run(args) -> dict:
@@ -211,6 +212,7 @@ def run(args) -> dict:
                         if (framework, task.name, optimizer, seed) in done:
                             continue
                         label = f"{framework} {task.name} {optimizer} seed {seed}"
+                        failures[:] = [f for f in failures if f["run"] != label]
                         try:
                             if framework == "dspy":
                                 record = run_dspy(server.url, task, optimizer, seed, split_dir, budget)

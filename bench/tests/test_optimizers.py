@@ -16,11 +16,11 @@ def stored(tmp_path: Path, monkeypatch, meta: dict) -> None:
     docs.save(path, {"meta": meta, "runs": [run], "failures": [{"run": "x", "error": "y"}]})
 
 
-def test_resume_keeps_the_stored_runs_and_retries_the_failures(tmp_path, monkeypatch):
+def test_resume_keeps_the_stored_runs_and_failures(tmp_path, monkeypatch):
     stored(tmp_path, monkeypatch, META)
     runs, failures = optimizers.previous_runs(Namespace(resume=True), META)
     assert [optimizers.run_key(r) for r in runs] == [("dspy", "sst2", "bootstrap", 1)]
-    assert failures == []
+    assert failures == [{"run": "x", "error": "y"}]
 
 
 def test_without_resume_the_stored_runs_are_replaced(tmp_path, monkeypatch):
