@@ -158,7 +158,8 @@ def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: di
         else "predict"
     argv = [binary, "evaluate", "--data", split_dir / "test.jsonl", "--input-keys", ",".join(task.inputs),
             "--output-keys", task.output, "--metric", task.metric, "--instructions", state["instructions"],
-            "--strategy", strategy, "--adapter", ADAPTER, "--max-tokens", str(MAX_TOKENS[task.name]), "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
+            "--strategy", strategy, "--adapter", ADAPTER, "--max-tokens", str(MAX_TOKENS[task.name]),
+            "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
             "--base-url", url + "/v1", "--no-cache", "--max-errors", "1000000", "--json"]
     if demos:
         argv += ["--train", demo_file, "--demos", str(len(demos))]

@@ -204,11 +204,10 @@ impl BootstrapFewShot {
         // are taken in order, so the demos are those that trying the examples one by one gives;
         // a wave only adds runs past the point where enough demos were found.
         let mut next = 0usize;
-        let mut successes = 0usize;
         while stop_reason.is_none() && bootstrapped.len() < target && next < order.len() {
             let size = wave_size(
                 target - bootstrapped.len(),
-                successes,
+                bootstrapped.len(),
                 tried,
                 ctx.concurrency(),
             );
@@ -247,7 +246,6 @@ impl BootstrapFewShot {
                     found.entry(name).or_default().push((i, demo));
                 }
                 bootstrapped.insert(i);
-                successes += 1;
                 if let Some(label) = label {
                     *label_found.entry(label).or_insert(0) += 1;
                 }

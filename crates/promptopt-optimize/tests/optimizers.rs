@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use promptopt_core::{metrics, Example, Field, Signature};
+use promptopt_core::{metrics, Example, Field, ProgramState, Signature};
 use promptopt_lm::{ChatRequest, Role, ScriptedLm};
 use promptopt_optimize::{
     BootstrapFewShot, BootstrapFewShotWithRandomSearch, Budget, BudgetLimits, FieldProgram,
@@ -50,6 +50,17 @@ fn trainset() -> Vec<Example> {
     ]
 }
 
+/// The `text` of each demo of the `predict` predictor, in order.
+fn demo_texts(state: &ProgramState) -> Vec<String> {
+    state
+        .predictor("predict")
+        .unwrap()
+        .demos
+        .iter()
+        .map(|d| d.text("text").unwrap())
+        .collect()
+}
+
 fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Arc<FieldProgram>, OptimizeContext) {
     context_with(lm, budget, 1)
 }
@@ -93,9 +104,8 @@ async fn bootstrap_keeps_only_runs_that_pass_the_metric() {
     // In order: 1 passes, 2 fails, 3 and 4 pass, 5 fails, 6 passes: six tried for four demos.
     assert_eq!(run.tried, 6);
     assert_eq!(lm.calls(), 6);
-    let texts: Vec<String> = demos.iter().map(|d| d.text("text").unwrap()).collect();
     assert_eq!(
-        texts,
+        demo_texts(&run.state),
         ["a great film", "dull and slow", "great fun", "a mess"]
     );
     for d in demos {
@@ -125,16 +135,8 @@ async fn concurrent_bootstrap_keeps_the_demos_of_trying_one_by_one() {
             (runs, runs),
             "concurrency {concurrency}"
         );
-        let texts: Vec<String> = run
-            .state
-            .predictor("predict")
-            .unwrap()
-            .demos
-            .iter()
-            .map(|d| d.text("text").unwrap())
-            .collect();
         assert_eq!(
-            texts,
+            demo_texts(&run.state),
             ["a great film", "dull and slow", "great fun", "a mess"],
             "concurrency {concurrency}"
         );
@@ -183,14 +185,7 @@ async fn hard_selection_tries_the_baselines_failures_first() {
         .bootstrap(&ctx, &train, &program.initial_state(), &mut rng)
         .await
         .unwrap();
-    let mut texts: Vec<String> = run
-        .state
-        .predictor("predict")
-        .unwrap()
-        .demos
-        .iter()
-        .map(|d| d.text("text").unwrap())
-        .collect();
+    let mut texts = demo_texts(&run.state);
     texts.sort();
     assert_eq!(texts, ["lovely acting", "warm and touching"]);
 }
