@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -115,32 +116,60 @@ def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, b
     }
 
 
+# The stages of a promptopt run that do the work DSPy's `compile()` does. DSPy's BootstrapFewShot
+# only bootstraps; promptopt's `baseline` and `validate` stages score the starting and the
+# bootstrapped program on the validation set, which DSPy's `compile()` never does, so they are
+# reported apart. DSPy's MIPROv2 and GEPA score the starting program and the candidates on the
+# validation set inside `compile()`; promptopt's search reuses the `baseline` stage's scores of
+# the starting program, so that stage counts, and so does `validate`.
+COMPARED_STAGES = {"bootstrap": ("optimize",), "mipro": ("baseline", "optimize", "validate"),
+                   "gepa": ("baseline", "optimize", "validate")}
+
+
+def stage_figures(analytics: dict) -> dict[str, dict]:
+    """Seconds, LM calls and tokens per stage of a promptopt result's analytics."""
+    stages = {s["stage"]: {"seconds": s["seconds"], "lm_calls": s["lm_calls"], "tokens": s["tokens"]}
+              for s in analytics.get("stages") or []}
+    if "optimize" not in stages:
+        raise RuntimeError("The promptopt result has no stage analytics")
+    return stages
+
+
+def compared(optimizer: str, stages: dict[str, dict]) -> dict:
+    """The figures compared with DSPy's `compile()` (the stages in `COMPARED_STAGES`), and the
+    seconds of the other scoring stages (`baseline`, `validate`) as `other_scoring_s`."""
+    window = COMPARED_STAGES[optimizer]
+    total = {key: sum(stages.get(name, {}).get(key, 0) for name in window)
+             for key in ("seconds", "lm_calls", "tokens")}
+    other = sum(stages.get(name, {}).get("seconds", 0.0) for name in ("baseline", "validate") if name not in window)
+    return {"wall_s": total["seconds"], "lm_calls": total["lm_calls"], "tokens": total["tokens"],
+            "compared_stages": list(window), "other_scoring_s": other}
+
+
 def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int, split_dir: Path,
                   budget: int | None, in_process: bool) -> dict:
     framework = "promptopt-inprocess" if in_process else "promptopt-http"
     model = "local/smollm2-135m" if in_process else f"openai/{SERVED_NAME}"
     work = split_dir / f"{framework}-{optimizer}"
-    work.mkdir(parents=True, exist_ok=True)
+    # A fresh folder, so the response cache starts empty, as DSPy's in-memory cache does in its
+    # fresh process.
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     req_path = work / "request.json"
     req_path.write_text(json.dumps(request(task, optimizer, seed, split_dir, model, budget), indent=1))
     env = {**engine_env(), "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
            "PROMPTOPT_HOME": str(work / "home")}
-    measured = run_measured([binary, "optimize", req_path, "--json", "--no-cache", "--concurrency", str(THREADS),
+    measured = run_measured([binary, "optimize", req_path, "--json", "--concurrency", str(THREADS),
                              "--output", work / "run"], env=env).check()
     result = json.loads(measured.stdout[measured.stdout.index("{"):])
     analytics = result.get("analytics") or {}
-    # The optimizer's own work, comparable to DSPy's `compile()`: the `optimize` and `validate`
-    # stages. The command also scores the unoptimized program on the validation set first (the
-    # `baseline` stage, which DSPy's BootstrapFewShot does not do); that is reported separately.
-    stages = [s for s in analytics.get("stages") or [] if s["stage"] in ("optimize", "validate")]
-    if not stages:
-        raise RuntimeError(f"The result of `{framework}` has no stage analytics")
+    stages = stage_figures(analytics)
     state = next(iter(result["optimized_config"]["predictors"].values()))
     test_score = score_on_test(binary, url, task, split_dir, state, work)
     return {
         "framework": framework, "task": task.name, "optimizer": optimizer, "seed": seed,
-        "test_score": test_score, "lm_calls": sum(s["lm_calls"] for s in stages),
-        "tokens": sum(s["tokens"] for s in stages), "wall_s": sum(s["seconds"] for s in stages),
+        "test_score": test_score, **compared(optimizer, stages), "stages": stages, "cache": True,
+        "cache_hits": analytics.get("cache_hits"),
         "command_wall_s": measured.wall_s, "command_lm_calls": analytics.get("lm_calls"),
         "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_mb,
         "instructions": state.get("instructions"), "demos": len(state.get("demos") or []),

@@ -129,21 +129,35 @@ def optimizer_tables(results: dict) -> str:
             group = grouped.get((task, optimizer, framework))
             if not group:
                 continue
+            uncached = any(r.get("cache") is False for r in group)
             rows.append([
                 task, OPTIMIZER_NAMES.get(optimizer, optimizer), FRAMEWORK_NAMES[framework],
                 len(group),
                 fmt_mean_sd([r["test_score"] for r in group], 3),
                 fmt_num(summarize(r["lm_calls"] for r in group).mean, 0),
                 fmt_num(summarize(r["tokens"] for r in group).mean, 0),
-                fmt_mean_sd([r["wall_s"] for r in group], 1),
+                fmt_mean_sd([r["wall_s"] for r in group], 1) + (" †" if uncached else ""),
+                other_scoring(group),
                 fmt_mean_sd([r["cpu_s"] for r in group], 1),
                 fmt_num(max(r["peak_rss_mb"] for r in group), 0),
             ])
     table = markdown_table(
-        ["task", "optimizer", "framework", "seeds", "test score", "LM calls", "tokens", "wall (s)", "CPU (s)",
-         "peak RSS (MB)"], rows, "lllrrrrrrr")
+        ["task", "optimizer", "framework", "seeds", "test score", "LM calls", "tokens", "wall (s)",
+         "scoring outside the compared stages (s)", "CPU (s)", "peak RSS (MB)"], rows, "lllrrrrrrrr")
+    notes = [UNCACHED_NOTE] if any(r.get("cache") is False for r in runs) else []
     failures = optimizer_failures(results)
-    return table + "\n\n" + optimizer_targets(grouped, keys) + ("\n\n" + failures if failures else "")
+    return "\n\n".join([table, *notes, optimizer_targets(grouped, keys), *([failures] if failures else [])])
+
+
+UNCACHED_NOTE = ("† promptopt ran without its response cache (DSPy had its in-memory one), so its time is an "
+                 "upper bound.")
+
+
+def other_scoring(group: list[dict]) -> str:
+    """Mean seconds promptopt spent scoring outside the stages compared with DSPy's `compile()`
+    (`–` for DSPy, and where every scoring stage is compared)."""
+    values = [r["other_scoring_s"] for r in group if r.get("other_scoring_s")]
+    return fmt_mean_sd(values, 1) if values else "–"
 
 
 def optimizer_failures(results: dict) -> str:

@@ -47,3 +47,32 @@ def test_requests_match_the_dspy_settings(tmp_path):
     assert gepa["target"] == "prompt_template"
     assert gepa["algorithm_config"]["max_metric_calls"] == 404
     assert gepa["seed"] == 2
+
+
+ANALYTICS = {"stages": [
+    {"stage": "load", "seconds": 0.0, "lm_calls": 0, "tokens": 0},
+    {"stage": "baseline", "seconds": 20.0, "lm_calls": 50, "tokens": 5000},
+    {"stage": "optimize", "seconds": 4.0, "lm_calls": 8, "tokens": 900},
+    {"stage": "validate", "seconds": 12.0, "lm_calls": 50, "tokens": 7000},
+]}
+
+
+def test_bootstrap_is_compared_on_its_search_alone():
+    figures = optimizers.compared("bootstrap", optimizers.stage_figures(ANALYTICS))
+    assert figures["wall_s"] == 4.0
+    assert (figures["lm_calls"], figures["tokens"]) == (8, 900)
+    assert figures["compared_stages"] == ["optimize"]
+    assert figures["other_scoring_s"] == 32.0
+
+
+def test_search_optimizers_count_the_baseline_and_validation():
+    for optimizer in ("mipro", "gepa"):
+        figures = optimizers.compared(optimizer, optimizers.stage_figures(ANALYTICS))
+        assert figures["wall_s"] == 36.0
+        assert (figures["lm_calls"], figures["tokens"]) == (108, 12900)
+        assert figures["other_scoring_s"] == 0.0
+
+
+def test_a_result_without_stages_is_an_error():
+    with pytest.raises(RuntimeError, match="no stage analytics"):
+        optimizers.stage_figures({})

@@ -59,7 +59,7 @@ def test_optimizer_tables_show_mean_and_spread_and_targets():
         runs.append({**common, "framework": "dspy", "test_score": d_score, "wall_s": 90.0})
         runs.append({**common, "framework": "promptopt-http", "test_score": o_score, "wall_s": 45.0})
     text = optimizer_tables({"runs": runs})
-    assert "| sst2 | MIPROv2 light | DSPy (serve-lm) | 2 | 0.550 ± 0.071 | 600 | 90,000 | 90.0 ± 0.0 |" in text
+    assert "| sst2 | MIPROv2 light | DSPy (serve-lm) | 2 | 0.550 ± 0.071 | 600 | 90,000 | 90.0 ± 0.0 | – |" in text
     assert "| sst2 | MIPROv2 light | 2.0x | no (67 % of the target) | +0.100 | yes |" in text
 
 
@@ -70,3 +70,14 @@ def test_optimizer_tables_list_the_failed_runs_with_their_last_error_line():
     text = optimizer_tables({"runs": [run], "failures": failures})
     assert "- dspy sst2 mipro seed 1: AdapterParseError: no JSON" in text
     assert "failed" not in optimizer_tables({"runs": [run], "failures": []})
+
+
+def test_optimizer_tables_show_scoring_outside_the_comparison_and_uncached_runs():
+    common = {"task": "sst2", "optimizer": "bootstrap", "seed": 1, "lm_calls": 8, "tokens": 900, "cpu_s": 0.1,
+              "peak_rss_mb": 24.0, "framework": "promptopt-http", "test_score": 0.7, "wall_s": 4.0}
+    text = optimizer_tables({"runs": [{**common, "other_scoring_s": 30.0, "cache": True}]})
+    assert "| 4.0 | 30.0 |" in text
+    assert "†" not in text
+    text = optimizer_tables({"runs": [{**common, "other_scoring_s": 30.0, "cache": False}]})
+    assert "| 4.0 † | 30.0 |" in text
+    assert "without its response cache" in text

@@ -13,7 +13,7 @@ use crate::labeled::demo_of;
 use crate::select::{self, SelectionStrategy};
 use crate::{
     AlgorithmConfig, Event, LabeledFewShot, OptimizeContext, OptimizeError, Optimizer,
-    OptimizerOutcome, OutcomeBuilder, PredictorInfo, StopReason, TrialKind,
+    OptimizerOutcome, OutcomeBuilder, PredictorInfo, StopReason,
 };
 
 /// Bootstraps demos as DSPy's `BootstrapFewShot` does, with the guide's selection strategies.
@@ -489,7 +489,7 @@ impl Optimizer for BootstrapFewShot {
         &self,
         ctx: &OptimizeContext,
         trainset: &[Example],
-        valset: &[Example],
+        _valset: &[Example],
         initial: &ProgramState,
     ) -> Result<OptimizerOutcome, OptimizeError> {
         let mut rng = ctx.rng();
@@ -505,29 +505,15 @@ impl Optimizer for BootstrapFewShot {
                 .max()
                 .unwrap_or(0)
         );
-        let mut outcome = OutcomeBuilder::new(run.state.clone());
+        // Like DSPy's, the optimizer only bootstraps: the result is scored on the validation set
+        // by the pipeline's validation stage.
+        ctx.emit(Event::CandidateProposed {
+            candidate: 0,
+            description,
+        });
+        let mut outcome = OutcomeBuilder::new(run.state);
         outcome.iteration_done();
-        if let Some(reason) = run.stop_reason {
-            return Ok(outcome.finish(Some(reason)));
-        }
-        if valset.is_empty() {
-            return Ok(outcome.finish(None));
-        }
-        match ctx.evaluate(&run.state, valset).await {
-            Ok(report) => {
-                outcome.record(
-                    Some(ctx),
-                    run.state,
-                    report.score,
-                    TrialKind::Full,
-                    description,
-                    report.subscores(),
-                );
-                Ok(outcome.finish(None))
-            }
-            Err(OptimizeError::Stopped(reason)) => Ok(outcome.finish(Some(reason))),
-            Err(e) => Err(e),
-        }
+        Ok(outcome.finish(run.stop_reason))
     }
 }
 

@@ -350,16 +350,17 @@ impl Pipeline {
             .await?;
         let stop_reason = runs.iter().find_map(|(_, o)| o.stop_reason);
         let iterations: usize = runs.iter().map(|(_, o)| o.iterations).sum();
-        let trajectory = merge_trajectories(&runs);
 
         // Validation of the candidates and choice by objective under constraints.
         let validate_budget = Arc::new(Budget::unlimited());
         let val_ctx = base_ctx.with_budget(validate_budget.clone());
+        // Scores of the runs' bests that their optimizer did not score (BootstrapFewShot), by run.
+        let mut validated_bests: Vec<Option<f64>> = vec![None; runs.len()];
         let (winner, winner_report, model_reports, mut constraint_failures) = self
             .stage(&mut stages, "validate", &validate_budget, async {
                 let mut candidates = Vec::new();
                 let mut seen = HashSet::new();
-                for (model, outcome) in &runs {
+                for (run, (model, outcome)) in runs.iter().enumerate() {
                     let mut states: Vec<&ProgramState> = vec![&outcome.best];
                     if request.objective != Objective::MaximizeAccuracy
                         || request.target == Target::ModelSelection
@@ -382,7 +383,11 @@ impl Pipeline {
                         let report = match val_ctx.remembered(state, &prepared.val) {
                             Some(r) => r,
                             None if std::ptr::eq(state, &outcome.best) => {
-                                val_ctx.evaluate(state, &prepared.val).await?
+                                let report = val_ctx.evaluate(state, &prepared.val).await?;
+                                if outcome.trajectory.is_empty() {
+                                    validated_bests[run] = Some(report.score);
+                                }
+                                report
                             }
                             None => continue,
                         };
@@ -407,6 +412,7 @@ impl Pipeline {
                 Ok(choose(request, &constraints, candidates, &task_model))
             })
             .await?;
+        let trajectory = merge_trajectories(&runs, &validated_bests);
 
         let metric_name = prepared.metric.info().name;
         let baseline_metrics = PerformanceMetrics::from_report(&metric_name, &baseline);
@@ -838,12 +844,31 @@ fn logged_predictions(val: &[Example], report: &EvalReport) -> Vec<LoggedPredict
         .collect()
 }
 
-/// One trajectory over several optimizer runs, trials renumbered in order.
-fn merge_trajectories(runs: &[(Option<String>, OptimizerOutcome)]) -> Vec<TrialPoint> {
+/// One trajectory over several optimizer runs, trials renumbered in order. A run that scored
+/// nothing itself contributes its best's validation score (`validated[run]`) as one full trial.
+fn merge_trajectories(
+    runs: &[(Option<String>, OptimizerOutcome)],
+    validated: &[Option<f64>],
+) -> Vec<TrialPoint> {
     let mut out = Vec::new();
     let mut best = f64::NAN;
-    for (_, outcome) in runs {
-        for p in &outcome.trajectory {
+    for (run, (_, outcome)) in runs.iter().enumerate() {
+        let fallback = validated
+            .get(run)
+            .copied()
+            .flatten()
+            .map(|score| TrialPoint {
+                trial: 1,
+                score,
+                best_so_far: score,
+                kind: crate::TrialKind::Full,
+            });
+        let points = if outcome.trajectory.is_empty() {
+            fallback.as_slice()
+        } else {
+            outcome.trajectory.as_slice()
+        };
+        for p in points {
             if p.kind == crate::TrialKind::Full && (best.is_nan() || p.score > best) {
                 best = p.score;
             }

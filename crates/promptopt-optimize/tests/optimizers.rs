@@ -144,7 +144,7 @@ async fn concurrent_bootstrap_keeps_the_demos_of_trying_one_by_one() {
 }
 
 #[tokio::test]
-async fn bootstrap_fills_with_labeled_examples_and_scores_on_validation() {
+async fn bootstrap_fills_with_labeled_examples_and_leaves_scoring_to_the_pipeline() {
     let (program, ctx) = context(scripted(), None);
     let optimizer = BootstrapFewShot {
         max_bootstrapped_demos: 2,
@@ -162,9 +162,19 @@ async fn bootstrap_fills_with_labeled_examples_and_scores_on_validation() {
         .await
         .unwrap();
     assert_eq!(outcome.best.predictor("predict").unwrap().demos.len(), 3);
-    assert!((outcome.best_score - 2.0 / 3.0).abs() < 1e-9);
-    assert_eq!(outcome.trajectory.len(), 1);
+    // As DSPy's, it does not score its result: no validation example is run.
+    assert!(outcome.best_score.is_nan());
+    assert!(outcome.trajectory.is_empty());
+    assert_eq!(outcome.iterations, 1);
     assert_eq!(outcome.stop_reason, None);
+    let calls = ctx.budget().calls();
+    let rescored = ctx.evaluate(&outcome.best, &val).await.unwrap();
+    assert!((rescored.score - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(
+        ctx.budget().calls(),
+        calls + 3,
+        "the validation set was not run before"
+    );
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ async fn optimize_beats_the_baseline_saves_and_predicts() {
     // Zero-shot, the model always says "negative": the baseline is the share of negatives.
     assert!(result.baseline_metrics.score < 1.0);
     assert_eq!(result.optimized_metrics.score, 1.0);
+    // BootstrapFewShot scores nothing itself: its one trial is the validation stage's score.
+    assert_eq!(result.trajectory.len(), 1);
+    assert_eq!(result.trajectory[0].score, 1.0);
     let expected = (1.0 - result.baseline_metrics.score) / result.baseline_metrics.score * 100.0;
     assert!((result.improvement_percentage - expected).abs() < 1e-9);
     assert_eq!(result.model_id.as_deref(), Some("sentiment@1.0.0"));
