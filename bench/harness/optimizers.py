@@ -128,7 +128,8 @@ COMPARED_STAGES = {"bootstrap": ("optimize",), "mipro": ("baseline", "optimize",
 
 def stage_figures(analytics: dict) -> dict[str, dict]:
     """Seconds, LM calls and tokens per stage of a promptopt result's analytics."""
-    stages = {s["stage"]: {"seconds": s["seconds"], "lm_calls": s["lm_calls"], "tokens": s["tokens"]}
+    stages = {s["stage"]: {"seconds": s["seconds"], "lm_calls": s["lm_calls"], "cache_hits": s.get("cache_hits", 0),
+                           "tokens": s["tokens"]}
               for s in analytics.get("stages") or []}
     if "optimize" not in stages:
         raise RuntimeError("The promptopt result has no stage analytics")
@@ -137,10 +138,13 @@ def stage_figures(analytics: dict) -> dict[str, dict]:
 
 def compared(optimizer: str, stages: dict[str, dict]) -> dict:
     """The figures compared with DSPy's `compile()` (the stages in `COMPARED_STAGES`), and the
-    seconds of the other scoring stages (`baseline`, `validate`) as `other_scoring_s`."""
+    seconds of the other scoring stages (`baseline`, `validate`) as `other_scoring_s`. LM calls
+    leave out the replies from the response cache, as the DSPy side's count does; tokens of cached
+    replies are not counted by promptopt."""
     window = COMPARED_STAGES[optimizer]
     total = {key: sum(stages.get(name, {}).get(key, 0) for name in window)
-             for key in ("seconds", "lm_calls", "tokens")}
+             for key in ("seconds", "lm_calls", "cache_hits", "tokens")}
+    total["lm_calls"] -= total["cache_hits"]
     other = sum(stages.get(name, {}).get("seconds", 0.0) for name in ("baseline", "validate") if name not in window)
     return {"wall_s": total["seconds"], "lm_calls": total["lm_calls"], "tokens": total["tokens"],
             "compared_stages": list(window), "other_scoring_s": other}

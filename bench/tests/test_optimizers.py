@@ -52,7 +52,7 @@ def test_requests_match_the_dspy_settings(tmp_path):
 ANALYTICS = {"stages": [
     {"stage": "load", "seconds": 0.0, "lm_calls": 0, "tokens": 0},
     {"stage": "baseline", "seconds": 20.0, "lm_calls": 50, "tokens": 5000},
-    {"stage": "optimize", "seconds": 4.0, "lm_calls": 8, "tokens": 900},
+    {"stage": "optimize", "seconds": 4.0, "lm_calls": 10, "cache_hits": 2, "tokens": 900},
     {"stage": "validate", "seconds": 12.0, "lm_calls": 50, "tokens": 7000},
 ]}
 

@@ -295,6 +295,7 @@ impl Pipeline {
             stage: "load".into(),
             seconds: t.elapsed().as_secs_f64(),
             lm_calls: 0,
+            cache_hits: 0,
             tokens: 0,
             cost_usd: 0.0,
         });
@@ -529,6 +530,7 @@ impl Pipeline {
             stage: "save".into(),
             seconds: t.elapsed().as_secs_f64(),
             lm_calls: 0,
+            cache_hits: 0,
             tokens: 0,
             cost_usd: 0.0,
         });
@@ -603,7 +605,12 @@ impl Pipeline {
         work: impl std::future::Future<Output = Result<T, OptimizeError>>,
     ) -> Result<T, OptimizeError> {
         let t = Instant::now();
-        let (calls, tokens, cost) = (budget.calls(), budget.tokens(), budget.cost_usd());
+        let (calls, hits, tokens, cost) = (
+            budget.calls(),
+            budget.cache_hits(),
+            budget.tokens(),
+            budget.cost_usd(),
+        );
         self.emit(Event::StageStarted {
             stage: name.into(),
             total: None,
@@ -614,6 +621,7 @@ impl Pipeline {
             stage: name.into(),
             seconds,
             lm_calls: budget.calls() - calls,
+            cache_hits: budget.cache_hits() - hits,
             tokens: budget.tokens() - tokens,
             cost_usd: budget.cost_usd() - cost,
         });

@@ -65,6 +65,9 @@ pub struct StageTiming {
     pub seconds: f64,
     /// Model calls made in the stage (cache hits included).
     pub lm_calls: u64,
+    /// Of those, calls answered from the response cache.
+    #[serde(default)]
+    pub cache_hits: u64,
     /// Tokens spent in the stage.
     pub tokens: u64,
     /// Known cost of the stage, USD.
