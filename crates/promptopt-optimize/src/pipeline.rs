@@ -384,14 +384,14 @@ impl Pipeline {
                         let report = match val_ctx.remembered(state, &prepared.val) {
                             Some(r) => r,
                             None if std::ptr::eq(state, &outcome.best) => {
-                                let report = val_ctx.evaluate(state, &prepared.val).await?;
-                                if outcome.trajectory.is_empty() {
-                                    validated_bests[run] = Some(report.score);
-                                }
-                                report
+                                val_ctx.evaluate(state, &prepared.val).await?
                             }
                             None => continue,
                         };
+                        // Also when the best is the starting program, remembered from the baseline.
+                        if std::ptr::eq(state, &outcome.best) && outcome.trajectory.is_empty() {
+                            validated_bests[run] = Some(report.score);
+                        }
                         candidates.push(Candidate {
                             state: state.clone(),
                             model: model.clone(),
