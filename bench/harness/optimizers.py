@@ -57,6 +57,11 @@ def write_splits(task: Task, seed: int, n_train: int, n_val: int, n_test: int) -
     return out
 
 
+# An iteration cap far above what a GEPA light budget of a few hundred metric calls allows (an
+# iteration evaluates the parent on its minibatch, so it spends metric calls).
+GEPA_MAX_ITERATIONS = 100_000
+
+
 def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, budget: int | None) -> dict:
     """A promptopt optimization request equivalent to the DSPy run."""
     config: dict = {
@@ -81,6 +86,9 @@ def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, 
         "enable_analytics": True,
         "concurrency": THREADS,
         "timeout_seconds": 6 * 3600,
+        # DSPy's GEPA stops on its metric-call budget alone; promptopt's default cap of 50 iterations
+        # would stop it earlier, so the budget is made the binding limit here too.
+        **({"max_iterations": GEPA_MAX_ITERATIONS} if optimizer == "gepa" else {}),
         "algorithm_config": config,
     }
 

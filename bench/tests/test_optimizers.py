@@ -47,6 +47,8 @@ def test_requests_match_the_dspy_settings(tmp_path):
     assert gepa["target"] == "prompt_template"
     assert gepa["algorithm_config"]["max_metric_calls"] == 404
     assert gepa["seed"] == 2
+    assert gepa["max_iterations"] > 404, "the metric-call budget, not an iteration cap, stops GEPA"
+    assert "max_iterations" not in bootstrap
 
 
 ANALYTICS = {"stages": [
