@@ -234,6 +234,33 @@ async fn reflection_improves_and_counts_every_metric_call() {
 }
 
 #[tokio::test]
+async fn reflection_calls_carry_their_token_cap() {
+    for (settings, cap) in [
+        (serde_json::json!({"max_metric_calls": 30}), 512),
+        (
+            serde_json::json!({"max_metric_calls": 30, "reflection_max_tokens": 64}),
+            64,
+        ),
+    ] {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let s = setup(3, Budget::unlimited(), move |r| {
+            record.lock().unwrap().push(r.max_tokens);
+            learning_reflection(r)
+        });
+        let (train, val) = data();
+        let run = Gepa::new(config(settings))
+            .run(&s.ctx, &train, &val, &s.program.initial_state())
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        assert_eq!(seen.len() as u64, run.state.reflection_calls);
+        assert!(seen.iter().all(|m| *m == Some(cap)), "{seen:?}");
+    }
+}
+
+#[tokio::test]
 async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
     // Every proposal is useless: the child ties its parent (0 = 0) and strict improvement
     // rejects it. V = 6, b = 3: the seed costs 6, each iteration 6. With 32 calls, four

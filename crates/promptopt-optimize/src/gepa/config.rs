@@ -34,12 +34,16 @@ pub const VALID_KEYS: &[&str] = &[
     "skip_perfect_score",
     "perfect_score",
     "reflection_lm",
+    "reflection_max_tokens",
     "candidate_selection_strategy",
     "use_merge",
     "max_merge_invocations",
     "merge_subsample_size",
     "module_selector",
 ];
+
+/// Default cap on a reflection reply, in tokens: the room MIPROv2's proposer gives an instruction.
+pub const DEFAULT_REFLECTION_MAX_TOKENS: u32 = 512;
 
 /// A budget preset for GEPA's own loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +151,10 @@ pub struct GepaConfig {
     pub perfect_score: f64,
     /// The model that writes new instructions (`provider/model`); `None`: the run's prompt model.
     pub reflection_lm: Option<String>,
+    /// Most tokens a reflection reply may have (a paragraph of instructions fits in the default,
+    /// [`DEFAULT_REFLECTION_MAX_TOKENS`]); the cap is sent with every reflection call, so it does
+    /// not depend on the server's default.
+    pub reflection_max_tokens: u32,
     /// Parent selection strategy.
     pub candidate_selection_strategy: CandidateSelection,
     /// Whether to merge candidates.
@@ -174,6 +182,7 @@ impl Default for GepaConfig {
             skip_perfect_score: true,
             perfect_score: 1.0,
             reflection_lm: None,
+            reflection_max_tokens: DEFAULT_REFLECTION_MAX_TOKENS,
             candidate_selection_strategy: CandidateSelection::Pareto,
             use_merge: true,
             max_merge_invocations: 5,
@@ -224,6 +233,9 @@ impl GepaConfig {
         }
         if self.reflection_minibatch_size == 0 {
             return err("reflection_minibatch_size", "must be at least 1");
+        }
+        if self.reflection_max_tokens == 0 {
+            return err("reflection_max_tokens", "must be at least 1");
         }
         if self.merge_subsample_size == 0 {
             return err("merge_subsample_size", "must be at least 1");
@@ -325,6 +337,14 @@ mod tests {
         assert!(parse(json!({"mutation_rate": 1.5})).is_err());
         assert!(parse(json!({"population_size": 3, "elite_size": 4})).is_err());
         assert!(parse(json!({"auto": "extreme"})).is_err());
+        assert!(parse(json!({"reflection_max_tokens": 0})).is_err());
+        assert_eq!(
+            parse(json!({"reflection_max_tokens": 128}))
+                .unwrap()
+                .reflection_max_tokens,
+            128
+        );
+        assert_eq!(GepaConfig::default().reflection_max_tokens, 512);
         assert!(parse(serde_json::Value::Null).is_ok());
     }
 }

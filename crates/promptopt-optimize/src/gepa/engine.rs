@@ -344,6 +344,7 @@ impl Engine<'_> {
             let messages = reflection_messages(name, &current, &records);
             let request = ChatRequest::new(self.reflection_model.clone(), messages)
                 .with_temperature(1.0)
+                .with_max_tokens(self.config.reflection_max_tokens)
                 .with_seed(
                     self.ctx
                         .seed()

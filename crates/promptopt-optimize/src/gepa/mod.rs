@@ -44,7 +44,10 @@ use async_trait::async_trait;
 use promptopt_core::{Example, ProgramState};
 
 pub use budget::MetricBudget;
-pub use config::{AutoBudget, CandidateSelection, GepaConfig, ModuleSelector, VALID_KEYS};
+pub use config::{
+    AutoBudget, CandidateSelection, GepaConfig, ModuleSelector, DEFAULT_REFLECTION_MAX_TOKENS,
+    VALID_KEYS,
+};
 pub use frontier::{average, retire_for_cap, Frontier};
 pub use merge::{
     accept_merge, find_triplet, merge_states, merge_subsample, plan_merge, Lineage, MergeLedger,
