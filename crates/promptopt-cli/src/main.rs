@@ -79,8 +79,60 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_text(&error));
             ExitCode::from(2)
         }
+    }
+}
+
+/// An error and its causes joined by `: `, leaving out a cause whose text the message already
+/// holds (library errors often name their cause in their own message too).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// An error that names its cause in its message and also returns it as its source.
+    #[derive(Debug)]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "The model call failed: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_the_message_already_names_is_not_repeated() {
+        let io = || std::io::Error::other("connection refused");
+        let error = anyhow::Error::new(Outer { source: io() }).context("Optimizing `req.yaml`");
+        assert_eq!(
+            error_text(&error),
+            "Optimizing `req.yaml`: The model call failed: connection refused"
+        );
+        let plain = anyhow::Error::new(io()).context("Reading `data.jsonl`");
+        assert_eq!(
+            error_text(&plain),
+            "Reading `data.jsonl`: connection refused"
+        );
     }
 }

@@ -72,6 +72,14 @@ pub enum LmError {
         /// Tokens the context holds.
         context_tokens: u64,
     },
+    /// A server refused the prompt as longer than its model's context window.
+    #[error("{provider} refused the prompt as longer than the model's context: {message}")]
+    PromptTooLong {
+        /// The provider.
+        provider: String,
+        /// The server's message.
+        message: String,
+    },
     /// The request is invalid before it is sent.
     #[error("Invalid request: {0}")]
     InvalidRequest(String),
@@ -96,6 +104,15 @@ impl LmError {
             | LmError::MalformedResponse { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether the prompt did not fit the model's context window: a failure of this one
+    /// request (its prompt), not of the server, so evaluations score it as a failed example.
+    pub fn is_context_overflow(&self) -> bool {
+        matches!(
+            self,
+            LmError::ContextOverflow { .. } | LmError::PromptTooLong { .. }
+        )
     }
 
     /// How long the provider asked us to wait before retrying, if it said.
@@ -124,5 +141,16 @@ mod tests {
         assert!(http(429).is_retryable());
         assert!(http(529).is_retryable());
         assert!(http(503).is_retryable());
+        assert!(!http(400).is_context_overflow());
+        let long = LmError::PromptTooLong {
+            provider: "openai".into(),
+            message: "x".into(),
+        };
+        assert!(long.is_context_overflow() && !long.is_retryable());
+        assert!(LmError::ContextOverflow {
+            prompt_tokens: 9,
+            context_tokens: 8
+        }
+        .is_context_overflow());
     }
 }

@@ -115,6 +115,12 @@ impl Endpoint {
             });
         }
         let (message, hinted) = error_message(&bytes);
+        if status.as_u16() == 400 && names_context_overflow(&bytes) {
+            return Err(LmError::PromptTooLong {
+                provider: self.provider.to_owned(),
+                message: self.redact(&message),
+            });
+        }
         Err(LmError::Http {
             provider: self.provider.to_owned(),
             status: status.as_u16(),
@@ -215,6 +221,19 @@ fn error_message(body: &[u8]) -> (String, Option<Duration>) {
     (truncate(&message), hinted)
 }
 
+/// Whether an error body says the prompt exceeds the context window: OpenAI's (and
+/// `promptopt serve-lm`'s) `context_length_exceeded` code or llama.cpp's server's
+/// `exceed_context_size_error` type.
+fn names_context_overflow(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = value.get("error").unwrap_or(&value);
+    let field = |name: &str| error.get(name).and_then(|v| v.as_str());
+    field("code") == Some("context_length_exceeded")
+        || field("type") == Some("exceed_context_size_error")
+}
+
 fn truncate(text: &str) -> String {
     if text.len() <= MAX_MESSAGE {
         return text.to_owned();
@@ -255,6 +274,14 @@ mod tests {
             )
         );
         assert_eq!(error_message(b"<html>oops</html>").0, "<html>oops</html>");
+        assert!(names_context_overflow(
+            br#"{"error":{"message":"Too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#
+        ));
+        assert!(names_context_overflow(
+            br#"{"error":{"code":400,"message":"Too long","type":"exceed_context_size_error"}}"#
+        ));
+        assert!(!names_context_overflow(openai));
+        assert!(!names_context_overflow(b"<html>oops</html>"));
     }
 
     #[test]

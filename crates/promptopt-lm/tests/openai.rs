@@ -137,7 +137,7 @@ async fn a_custom_server_needs_no_key_and_gets_json_schema() {
 async fn client_errors_are_reported_and_not_retried() {
     for (status, kind, code) in [
         (401, "invalid_request_error", "invalid_api_key"),
-        (400, "invalid_request_error", "context_length_exceeded"),
+        (400, "invalid_request_error", "unsupported_parameter"),
     ] {
         let server = MockServer::start(vec![Reply::json(
             status,
@@ -161,6 +161,33 @@ async fn client_errors_are_reported_and_not_retried() {
         assert!(!error.is_retryable());
         assert_eq!(server.hits(), 1, "a {status} must not be retried");
     }
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_is_its_own_error() {
+    let server = MockServer::start(vec![Reply::json(
+        400,
+        openai_error(
+            "The prompt has 2483 tokens but the context holds 2048",
+            "invalid_request_error",
+            "context_length_exceeded",
+        ),
+    )])
+    .await;
+    let config = fast_config(5_000).with_base_url("openai", format!("{}/v1", server.url()));
+    let error = LmStack::build(config)
+        .unwrap()
+        .chat(&request())
+        .await
+        .unwrap_err();
+    assert!(error.is_context_overflow(), "{error:?}");
+    assert!(!error.is_retryable());
+    assert_eq!(server.hits(), 1);
+    assert_eq!(
+        error.to_string(),
+        "openai refused the prompt as longer than the model's context: \
+         The prompt has 2483 tokens but the context holds 2048 (invalid_request_error)"
+    );
 }
 
 #[tokio::test]

@@ -229,7 +229,11 @@ impl BootstrapFewShot {
                 if bootstrapped.len() >= target || at_quota(&label_found, label.as_deref(), quota) {
                     continue;
                 }
+                // A teacher prompt too long for the context fails this example only.
                 for error in attempt.errors {
+                    if error.is_context_overflow() {
+                        continue;
+                    }
                     errors += 1;
                     if errors > self.max_errors {
                         return Err(error);

@@ -532,7 +532,8 @@ impl OptimizeContext {
 
     /// Runs `state` on every example (`concurrency` at a time) and scores it. Fails with
     /// `Stopped` when the budget runs out part way (a partial score would not be comparable),
-    /// and with the last error when more than `max_errors` runs fail.
+    /// and with the last error when more than `max_errors` runs fail. Runs whose prompt did not
+    /// fit the model's context score as failed examples and do not count towards `max_errors`.
     pub async fn evaluate(
         &self,
         state: &ProgramState,
@@ -617,7 +618,12 @@ impl OptimizeContext {
                 }
                 Err(OptimizeError::Stopped(reason)) => return Err(OptimizeError::Stopped(reason)),
                 Err(error) => {
-                    errors += 1;
+                    // A prompt too long for the model's context fails the same way whenever it
+                    // is sent: the example scores as a failure, as a reply that cannot be
+                    // parsed does, and is not one of the server errors `max_errors` bounds.
+                    if !error.is_context_overflow() {
+                        errors += 1;
+                    }
                     if errors > self.max_errors {
                         return Err(error);
                     }

@@ -125,6 +125,17 @@ impl OptimizeError {
         }
     }
 
+    /// Whether a model call failed because its prompt did not fit the model's context window
+    /// (directly or in a predictor's call): a property of the program and the example, not a
+    /// failure of the model's server.
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            OptimizeError::Lm(error) => error.is_context_overflow(),
+            OptimizeError::Core(CoreError::Lm { source, .. }) => source.is_context_overflow(),
+            _ => false,
+        }
+    }
+
     /// An I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         OptimizeError::Io {

@@ -311,3 +311,72 @@ async fn cancellation_stops_before_the_next_call() {
     assert_eq!(outcome.stop_reason, Some(StopReason::Cancelled));
     assert_eq!(lm.calls(), 0);
 }
+
+/// Fails with a context overflow for texts with "long", cannot be reached for texts with "down",
+/// else answers as [`scripted`].
+fn overflowing() -> ScriptedLm {
+    ScriptedLm::new(|request| {
+        let text = last_user(request);
+        if text.contains("long") {
+            return Err(promptopt_lm::LmError::PromptTooLong {
+                provider: "openai".into(),
+                message: "The prompt has 2483 tokens but the context holds 2048".into(),
+            });
+        }
+        if text.contains("down") {
+            return Err(promptopt_lm::LmError::Connect {
+                provider: "openai".into(),
+                url: "http://127.0.0.1:9/v1".into(),
+                message: "connection refused".into(),
+            });
+        }
+        Ok(if text.contains("great") {
+            "label: positive".into()
+        } else {
+            "label: negative".into()
+        })
+    })
+}
+
+#[tokio::test]
+async fn prompts_too_long_for_the_context_score_as_failures_but_server_errors_stop() {
+    let (program, ctx) = context(overflowing(), None);
+    let state = program.initial_state();
+    // Twelve prompts too long (more than the 10 errors allowed) and two that fit.
+    let mut val: Vec<Example> = (0..12)
+        .map(|i| ex(&format!("a long review {i}"), "positive"))
+        .collect();
+    val.push(ex("a great film", "positive"));
+    val.push(ex("boring", "negative"));
+    let report = ctx.evaluate(&state, &val).await.unwrap();
+    assert_eq!(report.errors(), 12);
+    assert!((report.score - 2.0 / 14.0).abs() < 1e-9, "{}", report.score);
+    let failed = report.results.iter().find(|r| r.error.is_some()).unwrap();
+    assert!(failed.error.as_deref().unwrap().contains("context"));
+
+    // Eleven calls the server never answered are more than the 10 errors allowed.
+    let down: Vec<Example> = (0..11)
+        .map(|i| ex(&format!("down {i}"), "positive"))
+        .collect();
+    let error = ctx.evaluate(&state, &down).await.unwrap_err();
+    assert!(!error.is_context_overflow());
+    assert!(error.to_string().contains("connection refused"), "{error}");
+
+    // Bootstrapping goes past the training examples whose prompt is too long.
+    let mut train: Vec<Example> = (0..12)
+        .map(|i| ex(&format!("a long review {i}"), "positive"))
+        .collect();
+    train.extend(trainset());
+    let optimizer = BootstrapFewShot {
+        max_labeled_demos: 0,
+        ..Default::default()
+    };
+    let run = optimizer
+        .bootstrap(&ctx, &train, &state, &mut ctx.rng())
+        .await
+        .unwrap();
+    assert_eq!(
+        demo_texts(&run.state),
+        ["a great film", "dull and slow", "great fun", "a mess"]
+    );
+}
