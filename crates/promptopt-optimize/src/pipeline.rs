@@ -31,8 +31,10 @@ use crate::{
 };
 
 mod choose;
+mod failures;
 
 use choose::{choose, Candidate};
+use failures::failed_examples_warning;
 
 /// Runs optimization requests, serves saved models and keeps run analytics.
 ///
@@ -425,6 +427,10 @@ impl Pipeline {
                     optimized_metrics.score
                 ));
             }
+        }
+        warnings.extend(failed_examples_warning("starting", &baseline));
+        if winner.fingerprint() != prepared.initial.fingerprint() {
+            warnings.extend(failed_examples_warning("optimized", &winner_report));
         }
         if stop_reason.is_some() {
             warnings.push(format!(

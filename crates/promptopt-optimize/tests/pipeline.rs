@@ -285,3 +285,35 @@ async fn small_and_imbalanced_data_get_the_guides_warnings() {
         result.warnings
     );
 }
+
+#[tokio::test]
+async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
+    // "a dull film number 17" (a validation example with seed 7) never fits the model's context.
+    let lm = ScriptedLm::new(|request| {
+        let text = last_user(request);
+        if text.contains("a dull film number 17\n") {
+            return Err(promptopt_lm::LmError::PromptTooLong {
+                provider: "openai".into(),
+                message: "The prompt has 2483 tokens but the context holds 2048".into(),
+            });
+        }
+        let with_demos = request.messages.len() > 2;
+        Ok(if with_demos && text.contains("good") {
+            "positive".to_string()
+        } else {
+            "negative".to_string()
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(Arc::new(lm), Registry::new(dir.path())).with_concurrency(2);
+    // The run goes on: the example scores as wrong, and the result says why.
+    let result = p.optimize(&request("")).await.unwrap();
+    assert_eq!(result.baseline_metrics.examples, 6);
+    assert_eq!(result.baseline_metrics.errors, 1);
+    let warning = result
+        .warnings
+        .iter()
+        .find(|w| w.contains("1 of 6 validation examples failed with the starting program"))
+        .unwrap_or_else(|| panic!("{:?}", result.warnings));
+    assert!(warning.contains("context holds 2048"), "{warning}");
+}
