@@ -104,6 +104,9 @@ pub struct ExampleResult {
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether the run failed because its prompt did not fit the model's context.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub context_overflow: bool,
 }
 
 /// The evaluation of one state on a set of examples.
@@ -614,6 +617,7 @@ impl OptimizeContext {
                         score,
                         normalized,
                         error: None,
+                        context_overflow: false,
                     });
                 }
                 Err(OptimizeError::Stopped(reason)) => return Err(OptimizeError::Stopped(reason)),
@@ -621,7 +625,8 @@ impl OptimizeContext {
                     // A prompt too long for the model's context fails the same way whenever it
                     // is sent: the example scores as a failure, as a reply that cannot be
                     // parsed does, and is not one of the server errors `max_errors` bounds.
-                    if !error.is_context_overflow() {
+                    let context_overflow = error.is_context_overflow();
+                    if !context_overflow {
                         errors += 1;
                     }
                     if errors > self.max_errors {
@@ -642,6 +647,7 @@ impl OptimizeContext {
                         ),
                         normalized: 0.0,
                         error: Some(error.to_string()),
+                        context_overflow,
                     });
                 }
             }

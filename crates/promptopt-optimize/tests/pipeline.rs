@@ -294,7 +294,7 @@ async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
         if text.contains("a dull film number 17\n") {
             return Err(promptopt_lm::LmError::PromptTooLong {
                 provider: "openai".into(),
-                message: "The prompt has 2483 tokens but the context holds 2048".into(),
+                message: "This model's maximum context length is 2048 tokens".into(),
             });
         }
         let with_demos = request.messages.len() > 2;
@@ -315,5 +315,14 @@ async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
         .iter()
         .find(|w| w.contains("1 of 6 validation examples failed with the starting program"))
         .unwrap_or_else(|| panic!("{:?}", result.warnings));
-    assert!(warning.contains("context holds 2048"), "{warning}");
+    assert!(warning.contains("maximum context length"), "{warning}");
+    assert!(result
+        .warnings
+        .iter()
+        .any(|w| w.contains("1 of 6 validation examples failed with the optimized program")));
+    // Whatever the server's words, an overflow is a `max_tokens` constraint failure.
+    assert_eq!(
+        result.constraint_failures,
+        ["max_tokens: the prompt does not fit the model's context for 1 examples"]
+    );
 }

@@ -26,15 +26,7 @@ fn violations(
             ));
         }
     }
-    let overflow = report
-        .results
-        .iter()
-        .filter(|r| {
-            r.error
-                .as_deref()
-                .is_some_and(|e| e.contains("context holds"))
-        })
-        .count();
+    let overflow = report.results.iter().filter(|r| r.context_overflow).count();
     if overflow > 0 {
         v.push(format!(
             "max_tokens: the prompt does not fit the model's context for {overflow} examples"

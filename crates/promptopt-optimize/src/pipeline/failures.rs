@@ -33,6 +33,7 @@ mod tests {
             score: Score::new(0.0),
             normalized: 0.0,
             error: error.map(str::to_string),
+            context_overflow: false,
         }
     }
 
