@@ -1,6 +1,6 @@
 //! The pipeline: request → data → baseline → optimization → validation → registry → result.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,14 +26,14 @@ use crate::result::{
 };
 use crate::{
     Algorithm, Budget, BudgetLimits, CancelFlag, CoreProgram, EvalReport, Event, EventSink,
-    NullSink, Objective, OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError,
+    NullSink, OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError,
     OptimizerOutcome, PerformanceMetrics, ProgramRunner, Target, TaskModel, TrialPoint, Version,
 };
 
 mod choose;
 mod failures;
 
-use choose::{choose, Candidate};
+use choose::{choose, validation_candidates, Choice};
 use failures::failed_examples_warning;
 
 /// Runs optimization requests, serves saved models and keeps run analytics.
@@ -359,62 +359,29 @@ impl Pipeline {
         let val_ctx = base_ctx.with_budget(validate_budget.clone());
         // Scores of the runs' bests that their optimizer did not score (BootstrapFewShot), by run.
         let mut validated_bests: Vec<Option<f64>> = vec![None; runs.len()];
-        let (winner, winner_report, model_reports, mut constraint_failures) = self
+        let choice = self
             .stage(&mut stages, "validate", &validate_budget, async {
-                let mut candidates = Vec::new();
-                let mut seen = HashSet::new();
-                for (run, (model, outcome)) in runs.iter().enumerate() {
-                    let mut states: Vec<&ProgramState> = vec![&outcome.best];
-                    if request.objective != Objective::MaximizeAccuracy
-                        || request.target == Target::ModelSelection
-                        || constraints.max_latency_ms.is_some()
-                        || constraints.max_tokens.is_some()
-                    {
-                        states.extend(
-                            outcome
-                                .candidates
-                                .iter()
-                                .filter(|c| c.kind == crate::TrialKind::Full)
-                                .map(|c| &c.state),
-                        );
-                    }
-                    for state in states {
-                        if !seen.insert(state.fingerprint()) {
-                            continue;
-                        }
-                        // Remembered when the optimizer scored it on the validation set.
-                        let report = match val_ctx.remembered(state, &prepared.val) {
-                            Some(r) => r,
-                            None if std::ptr::eq(state, &outcome.best) => {
-                                val_ctx.evaluate(state, &prepared.val).await?
-                            }
-                            None => continue,
-                        };
-                        // Also when the best is the starting program, remembered from the baseline.
-                        if std::ptr::eq(state, &outcome.best) && outcome.trajectory.is_empty() {
-                            validated_bests[run] = Some(report.score);
-                        }
-                        candidates.push(Candidate {
-                            state: state.clone(),
-                            model: model.clone(),
-                            report,
-                        });
-                    }
-                }
-                // The starting program competes too (last, so ties go to the optimized ones): the
-                // validated result is never worse than the baseline.
-                if request.target != Target::ModelSelection
-                    && seen.insert(prepared.initial.fingerprint())
-                {
-                    candidates.push(Candidate {
-                        state: prepared.initial.clone(),
-                        model: None,
-                        report: baseline.clone(),
-                    });
-                }
+                let candidates = validation_candidates(
+                    request,
+                    &constraints,
+                    &runs,
+                    &prepared,
+                    &baseline,
+                    &val_ctx,
+                    &mut validated_bests,
+                )
+                .await?;
                 Ok(choose(request, &constraints, candidates, &task_model))
             })
             .await?;
+        let Choice {
+            winner,
+            report: winner_report,
+            model_reports,
+            failures: mut constraint_failures,
+            set_aside,
+        } = choice;
+        warnings.extend(set_aside);
         let trajectory = merge_trajectories(&runs, &validated_bests);
 
         let metric_name = prepared.metric.info().name;

@@ -326,3 +326,56 @@ async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
         ["max_tokens: the prompt does not fit the model's context for 1 examples"]
     );
 }
+
+#[tokio::test]
+async fn a_better_candidate_that_overflows_the_context_is_set_aside_with_a_warning() {
+    // With demos, "a dull film number 17" (a validation example with seed 7) no longer fits the
+    // context; without demos every prompt fits.
+    let lm = ScriptedLm::new(|request| {
+        let text = last_user(request);
+        let with_demos = request.messages.len() > 2;
+        if with_demos && text.contains("a dull film number 17\n") {
+            return Err(promptopt_lm::LmError::PromptTooLong {
+                provider: "openai".into(),
+                message: "This model's maximum context length is 2048 tokens".into(),
+            });
+        }
+        Ok(if with_demos && text.contains("good") {
+            "positive".to_string()
+        } else {
+            "negative".to_string()
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(Arc::new(lm), Registry::new(dir.path())).with_concurrency(2);
+    let result = p.optimize(&request("")).await.unwrap();
+    // The starting program qualifies, so it wins over the higher-scoring program with demos,
+    // and the result says what the constraint cost.
+    assert!(
+        result.constraint_failures.is_empty(),
+        "{:?}",
+        result.constraint_failures
+    );
+    assert_eq!(
+        result.optimized_metrics.score,
+        result.baseline_metrics.score
+    );
+    let warning = result
+        .warnings
+        .iter()
+        .find(|w| w.contains("was set aside for breaking a constraint"))
+        .unwrap_or_else(|| panic!("{:?}", result.warnings));
+    assert!(
+        warning
+            .contains("(max_tokens: the prompt does not fit the model's context for 1 examples)"),
+        "{warning}"
+    );
+    assert!(
+        warning.ends_with(&format!(
+            "the chosen program scores {:.4}",
+            result.baseline_metrics.score
+        )),
+        "{warning}"
+    );
+    assert_eq!(result.model_id.as_deref(), Some("sentiment@1.0.0"));
+}

@@ -1,9 +1,15 @@
-//! Choosing the winner among validated candidates: the objective under the constraints.
+//! Validating the candidates and choosing the winner: the objective under the constraints.
+
+use std::collections::HashSet;
 
 use promptopt_core::ProgramState;
 
+use super::Prepared;
 use crate::result::ModelReport;
-use crate::{Constraints, EvalReport, Objective, OptimizationRequest, PerformanceMetrics, Target};
+use crate::{
+    Constraints, EvalReport, Objective, OptimizationRequest, OptimizeContext, OptimizeError,
+    OptimizerOutcome, PerformanceMetrics, Target, TrialKind,
+};
 
 /// A candidate with its validation report.
 pub(super) struct Candidate {
@@ -11,6 +17,72 @@ pub(super) struct Candidate {
     /// The candidate model (model selection only).
     pub model: Option<String>,
     pub report: EvalReport,
+}
+
+/// The candidates with their validation reports: each run's best (scored now when its optimizer
+/// did not score it on the validation set) and, when the objective or a constraint may prefer
+/// another, the run's other fully scored candidates; last, the starting program. A best that its
+/// run did not score itself gets its validation score in `validated_bests[run]`.
+pub(super) async fn validation_candidates(
+    request: &OptimizationRequest,
+    constraints: &Constraints,
+    runs: &[(Option<String>, OptimizerOutcome)],
+    prepared: &Prepared,
+    baseline: &EvalReport,
+    val_ctx: &OptimizeContext,
+    validated_bests: &mut [Option<f64>],
+) -> Result<Vec<Candidate>, OptimizeError> {
+    let all_full = request.objective != Objective::MaximizeAccuracy
+        || request.target == Target::ModelSelection
+        || constraints.max_latency_ms.is_some()
+        || constraints.max_tokens.is_some();
+    let mut candidates = Vec::new();
+    let mut seen = HashSet::new();
+    for (run, (model, outcome)) in runs.iter().enumerate() {
+        let mut states: Vec<&ProgramState> = vec![&outcome.best];
+        if all_full {
+            states.extend(
+                outcome
+                    .candidates
+                    .iter()
+                    .filter(|c| c.kind == TrialKind::Full)
+                    .map(|c| &c.state),
+            );
+        }
+        for state in states {
+            if !seen.insert(state.fingerprint()) {
+                continue;
+            }
+            let is_best = std::ptr::eq(state, &outcome.best);
+            // Remembered when the optimizer scored it on the validation set.
+            let report = match val_ctx.remembered(state, &prepared.val) {
+                Some(r) => r,
+                None if is_best => val_ctx.evaluate(state, &prepared.val).await?,
+                None => continue,
+            };
+            // Also when the best is the starting program, remembered from the baseline.
+            if is_best && outcome.trajectory.is_empty() {
+                if let Some(slot) = validated_bests.get_mut(run) {
+                    *slot = Some(report.score);
+                }
+            }
+            candidates.push(Candidate {
+                state: state.clone(),
+                model: model.clone(),
+                report,
+            });
+        }
+    }
+    // The starting program competes too (last, so ties go to the optimized ones): the validated
+    // result is never worse than the baseline.
+    if request.target != Target::ModelSelection && seen.insert(prepared.initial.fingerprint()) {
+        candidates.push(Candidate {
+            state: prepared.initial.clone(),
+            model: None,
+            report: baseline.clone(),
+        });
+    }
+    Ok(candidates)
 }
 
 fn violations(
@@ -51,14 +123,30 @@ fn cost_key(m: &PerformanceMetrics) -> f64 {
         .unwrap_or_else(|| m.tokens as f64 / m.examples.max(1) as f64)
 }
 
-/// The winner, its report, per-model reports (model selection) and the constraints it fails
-/// besides `min_accuracy` (which the caller checks on the final score).
+/// What the choice found.
+pub(super) struct Choice {
+    /// The winning program.
+    pub winner: ProgramState,
+    /// The winner's validation report.
+    pub report: EvalReport,
+    /// One report per candidate model (model selection only).
+    pub model_reports: Vec<ModelReport>,
+    /// The constraints the winner fails besides `min_accuracy` (which the caller checks on the
+    /// final score).
+    pub failures: Vec<String>,
+    /// Candidates the objective preferred to the winner that were set aside for breaking a
+    /// constraint, one sentence each.
+    pub set_aside: Vec<String>,
+}
+
+/// Chooses the best candidate by the objective among those that meet the constraints, or among
+/// all of them when none does.
 pub(super) fn choose(
     request: &OptimizationRequest,
     constraints: &Constraints,
     candidates: Vec<Candidate>,
     task_model: &str,
-) -> (ProgramState, EvalReport, Vec<ModelReport>, Vec<String>) {
+) -> Choice {
     let metric = request.evaluation_metric.clone();
     let scored: Vec<(Candidate, PerformanceMetrics, Vec<String>)> = candidates
         .into_iter()
@@ -101,6 +189,19 @@ pub(super) fn choose(
             }
         }
     }
+    // Better candidates that lost only to a constraint: the user learns what the limit cost.
+    let mut set_aside = Vec::new();
+    if let Some(w) = winner {
+        for i in (0..scored.len()).filter(|&i| !scored[i].2.is_empty() && better(i, w)) {
+            set_aside.push(format!(
+                "A candidate scoring {:.4} on validation was set aside for breaking a constraint \
+                 ({}); the chosen program scores {:.4}",
+                scored[i].1.score,
+                scored[i].2.join("; "),
+                scored[w].1.score
+            ));
+        }
+    }
     let mut model_reports = Vec::new();
     if request.target == Target::ModelSelection {
         for model in &request.candidate_models {
@@ -131,20 +232,27 @@ pub(super) fn choose(
                 .filter(|v| !v.starts_with("min_accuracy"))
                 .cloned()
                 .collect();
-            let Some((c, _, _)) = scored.into_iter().nth(w) else {
-                let (c, _, _) = unreachable_candidate(task_model);
-                return (c.state, c.report, model_reports, failures);
+            let c = match scored.into_iter().nth(w) {
+                Some((c, _, _)) => c,
+                None => unreachable_candidate(task_model).0,
             };
-            (c.state, c.report, model_reports, failures)
+            Choice {
+                winner: c.state,
+                report: c.report,
+                model_reports,
+                failures,
+                set_aside,
+            }
         }
         None => {
             let (c, _, _) = unreachable_candidate(task_model);
-            (
-                c.state,
-                c.report,
+            Choice {
+                winner: c.state,
+                report: c.report,
                 model_reports,
-                vec!["No candidate could be validated".into()],
-            )
+                failures: vec!["No candidate could be validated".into()],
+                set_aside,
+            }
         }
     }
 }
