@@ -286,24 +286,30 @@ async fn small_and_imbalanced_data_get_the_guides_warnings() {
     );
 }
 
-#[tokio::test]
-async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
-    // "a dull film number 17" (a validation example with seed 7) never fits the model's context.
-    let lm = ScriptedLm::new(|request| {
+/// Like [`scripted`] without the `cheap/` models, except that the prompt for "a dull film number
+/// 17" (a validation example with seed 7) does not fit the context: always, or `only_with_demos`.
+fn overflowing(only_with_demos: bool) -> ScriptedLm {
+    ScriptedLm::new(move |request| {
         let text = last_user(request);
-        if text.contains("a dull film number 17\n") {
+        let with_demos = request.messages.len() > 2;
+        if (with_demos || !only_with_demos) && text.contains("a dull film number 17\n") {
             return Err(promptopt_lm::LmError::PromptTooLong {
                 provider: "openai".into(),
                 message: "This model's maximum context length is 2048 tokens".into(),
             });
         }
-        let with_demos = request.messages.len() > 2;
         Ok(if with_demos && text.contains("good") {
             "positive".to_string()
         } else {
             "negative".to_string()
         })
-    });
+    })
+}
+
+#[tokio::test]
+async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
+    // "a dull film number 17" (a validation example with seed 7) never fits the model's context.
+    let lm = overflowing(false);
     let dir = tempfile::tempdir().unwrap();
     let p = Pipeline::new(Arc::new(lm), Registry::new(dir.path())).with_concurrency(2);
     // The run goes on: the example scores as wrong, and the result says why.
@@ -331,21 +337,7 @@ async fn examples_too_long_for_the_context_fail_alone_and_are_reported() {
 async fn a_better_candidate_that_overflows_the_context_is_set_aside_with_a_warning() {
     // With demos, "a dull film number 17" (a validation example with seed 7) no longer fits the
     // context; without demos every prompt fits.
-    let lm = ScriptedLm::new(|request| {
-        let text = last_user(request);
-        let with_demos = request.messages.len() > 2;
-        if with_demos && text.contains("a dull film number 17\n") {
-            return Err(promptopt_lm::LmError::PromptTooLong {
-                provider: "openai".into(),
-                message: "This model's maximum context length is 2048 tokens".into(),
-            });
-        }
-        Ok(if with_demos && text.contains("good") {
-            "positive".to_string()
-        } else {
-            "negative".to_string()
-        })
-    });
+    let lm = overflowing(true);
     let dir = tempfile::tempdir().unwrap();
     let p = Pipeline::new(Arc::new(lm), Registry::new(dir.path())).with_concurrency(2);
     let result = p.optimize(&request("")).await.unwrap();
