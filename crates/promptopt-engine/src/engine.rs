@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use promptopt_lm::{ChatRequest, ChatResponse, Choice, Lm, LmError, Usage};
+use promptopt_lm::{ChatRequest, ChatResponse, Choice, Lm, LmError, ResponseFormat, Usage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::choice::ChoiceConstraint;
 use crate::resolve::{resolve_model, short_name};
 use crate::stats::Stats;
 use crate::template::PromptRenderer;
@@ -148,7 +149,9 @@ impl Lm for Engine {
     /// Temperature 0 or unset decodes greedily; otherwise tokens are sampled (top-k, top-p,
     /// temperature) from a generator seeded by `seed` (default 0) mixed with `rollout_id`.
     /// `n > 1` asks for that many replies with consecutive seeds; they are decoded together and
-    /// share the prompt's KV cache. `response_format` is not enforced.
+    /// share the prompt's KV cache. A [`ResponseFormat::Choice`] is enforced: only tokens that keep
+    /// the reply a prefix of one of the choices are decoded, and the reply ends at a whole choice.
+    /// The JSON formats are not enforced.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
         let started = Instant::now();
         if !self.serves(&request.model) {
@@ -174,6 +177,16 @@ impl Lm for Engine {
                 "`max_tokens` must be at least 1".to_string(),
             ));
         }
+        let choices = match &request.response_format {
+            Some(ResponseFormat::Choice { choices }) => Some(Arc::new(
+                ChoiceConstraint::new(choices).ok_or_else(|| {
+                    LmError::InvalidRequest(
+                        "`choices` needs at least one non-empty string".to_string(),
+                    )
+                })?,
+            )),
+            _ => None,
+        };
         let mut stop = request.stop.clone();
         stop.extend(prompt.turn_stops.iter().cloned());
         // All choices are queued before any is awaited, so the engine decodes them together.
@@ -185,6 +198,7 @@ impl Lm for Engine {
                 max_tokens,
                 stop: stop.clone(),
                 sampling: sampling(request, index),
+                choices: choices.clone(),
                 reply,
             };
             self.inner

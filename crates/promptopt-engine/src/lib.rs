@@ -54,6 +54,13 @@
 //!   [`EngineConfig::default_max_tokens`]) and the slot's context end it with
 //!   [`promptopt_lm::FinishReason::Length`]. A prompt longer than
 //!   [`EngineConfig::ctx_per_slot`] is [`promptopt_lm::LmError::ContextOverflow`].
+//! - **Label sets.** A request with [`promptopt_lm::ResponseFormat::Choice`] (which the `turns`
+//!   adapter sends for a single label output) decodes only tokens whose text keeps the reply a
+//!   prefix of one of the choices, whatever tokens spell it, and ends as soon as the reply is a
+//!   choice that no longer choice extends. Greedy and sampled decoding both pick among those
+//!   tokens only, so the reply is always a whole label (unless `max_tokens` cuts it first). A tiny
+//!   model that would answer the question instead of naming its class now names a class, in a
+//!   few tokens.
 //! - **Determinism.** A request run again on the same cache state gives the same reply, greedy
 //!   or seeded. llama.cpp's float results depend on the shape of the decode call and on which
 //!   cache cells a sequence occupies, so the same request decoded from a cold prompt, from a
@@ -84,9 +91,12 @@
 //! # Serving
 //!
 //! [`server`] puts an OpenAI-compatible HTTP endpoint (`POST /v1/chat/completions`,
-//! `GET /v1/models`, `GET /health`) in front of an engine; `promptopt serve-lm` runs it.
+//! `GET /v1/models`, `GET /health`) in front of an engine; `promptopt serve-lm` runs it. It also
+//! takes vLLM's `guided_choice` (a list of strings) and enforces it as above; the OpenAI-compatible
+//! provider of `promptopt-lm` sends a choice that way to every server but OpenAI's own.
 
 mod backend;
+mod choice;
 mod config;
 mod engine;
 mod error;

@@ -13,11 +13,14 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use promptopt_lm::{FinishReason, LmError};
 use tokio::sync::oneshot;
 
 use crate::backend::backend;
+use crate::choice::{token_pieces, ChoiceConstraint};
 use crate::stats::Stats;
 use crate::stop::{common_prefix, find_stop};
 use crate::template::{PromptRenderer, RenderedPrompt};
@@ -72,6 +75,8 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stop: Vec<String>,
     pub sampling: Sampling,
+    /// The replies allowed, when the request restricts them.
+    pub choices: Option<Arc<ChoiceConstraint>>,
     pub reply: oneshot::Sender<Result<JobOutput, LmError>>,
 }
 
@@ -258,6 +263,8 @@ struct Worker<'m> {
     disconnected: bool,
     stats: Arc<Stats>,
     clock: u64,
+    /// Every token's text, read on the first request restricted to choices.
+    pieces: Option<Vec<Vec<u8>>>,
 }
 
 impl<'m> Worker<'m> {
@@ -290,6 +297,7 @@ impl<'m> Worker<'m> {
             disconnected: false,
             stats,
             clock: 0,
+            pieces: None,
         }
     }
 
@@ -565,28 +573,70 @@ impl<'m> Worker<'m> {
     fn sample(&mut self, i: usize, index: i32) {
         let vocab = self.model.vocab();
         let ctx_per_slot = self.ctx_per_slot;
+        let constrained = self.slots[i]
+            .active
+            .as_ref()
+            .is_some_and(|a| a.job.choices.is_some());
+        if constrained && self.pieces.is_none() {
+            self.pieces = Some(token_pieces(self.model));
+        }
+        let pieces = self.pieces.as_deref().unwrap_or(&[]);
         let slot = &mut self.slots[i];
         let Some(active) = slot.active.as_mut() else {
             return;
         };
-        let token = active.sampler.sample(&self.ctx, index);
+        let token = match &active.job.choices {
+            None => Some(active.sampler.sample(&self.ctx, index)),
+            Some(choices) => {
+                let logits = self.ctx.get_logits_ith(index);
+                let mut candidates: Vec<LlamaTokenData> = choices
+                    .allowed(&active.output, pieces)
+                    .into_iter()
+                    .filter_map(|id| {
+                        let logit = *logits.get(usize::try_from(id).ok()?)?;
+                        Some(LlamaTokenData::new(LlamaToken(id), logit, 0.0))
+                    })
+                    .collect();
+                let end = vocab.eos();
+                if choices.complete(&active.output) && end.0 >= 0 {
+                    if let Some(logit) = usize::try_from(end.0).ok().and_then(|e| logits.get(e)) {
+                        candidates.push(LlamaTokenData::new(end, *logit, 0.0));
+                    }
+                }
+                if candidates.is_empty() {
+                    None
+                } else {
+                    let mut array = LlamaTokenDataArray::new(candidates, false);
+                    array.apply_sampler(&mut active.sampler);
+                    array.selected_token()
+                }
+            }
+        };
         active.pending = None;
-        let finish = if vocab.is_eog(token) {
-            Some(FinishReason::Stop)
-        } else {
-            let before = active.output.len();
-            vocab.token_to_piece_into(token, &mut active.output, false, None);
-            active.completion_tokens += 1;
-            if let Some(cut) = find_stop(&active.output, &active.stops, before) {
-                active.output.truncate(cut);
-                Some(FinishReason::Stop)
-            } else if active.completion_tokens >= active.job.max_tokens
-                || slot.tokens.len() >= ctx_per_slot
-            {
-                Some(FinishReason::Length)
-            } else {
-                active.pending = Some(token);
-                None
+        let finish = match token {
+            None => Some(FinishReason::Stop),
+            Some(token) if vocab.is_eog(token) => Some(FinishReason::Stop),
+            Some(token) => {
+                let before = active.output.len();
+                vocab.token_to_piece_into(token, &mut active.output, false, None);
+                active.completion_tokens += 1;
+                let chosen =
+                    active.job.choices.as_ref().is_some_and(|c| {
+                        c.complete(&active.output) && !c.extendable(&active.output)
+                    });
+                if let Some(cut) = find_stop(&active.output, &active.stops, before) {
+                    active.output.truncate(cut);
+                    Some(FinishReason::Stop)
+                } else if chosen {
+                    Some(FinishReason::Stop)
+                } else if active.completion_tokens >= active.job.max_tokens
+                    || slot.tokens.len() >= ctx_per_slot
+                {
+                    Some(FinishReason::Length)
+                } else {
+                    active.pending = Some(token);
+                    None
+                }
             }
         };
         if let Some(finish_reason) = finish {

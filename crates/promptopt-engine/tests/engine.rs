@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 
 use promptopt_engine::{Engine, EngineConfig, EngineError};
-use promptopt_lm::{ChatRequest, FinishReason, Lm, LmError, Message};
+use promptopt_lm::{ChatRequest, FinishReason, Lm, LmError, Message, ResponseFormat};
 use tokio::sync::{Mutex, MutexGuard};
 
 const CTX: u32 = 1024;
@@ -73,6 +73,63 @@ async fn answers_a_chat_request() {
     assert!(reply.usage.completion_tokens > 0);
     assert_eq!(reply.cost_usd, Some(0.0));
     assert_eq!(reply.model, engine().model_name());
+}
+
+#[tokio::test]
+async fn a_choice_format_keeps_every_reply_to_one_label() {
+    let _turn = turn().await;
+    let labels = [
+        "DESCRIPTION",
+        "ENTITY",
+        "HUMAN",
+        "LOCATION",
+        "NUMBER",
+        "NUM",
+    ];
+    let format = ResponseFormat::Choice {
+        choices: labels.iter().map(|l| (*l).to_string()).collect(),
+    };
+    // Without the format the model answers the question instead of naming its kind.
+    let mut requests = Vec::new();
+    for question in [
+        "Who wrote Hamlet?",
+        "How far is the moon?",
+        "What is a virus?",
+    ] {
+        let mut request = ChatRequest::new(
+            engine().model_name(),
+            vec![
+                Message::system("Name the kind of answer the question asks for."),
+                Message::user(question),
+            ],
+        )
+        .with_max_tokens(16);
+        request.response_format = Some(format.clone());
+        requests.push(request.clone());
+        let mut warm = request.with_temperature(1.5).with_seed(9);
+        warm.n = 3;
+        requests.push(warm);
+    }
+    let replies = futures_all(requests.into_iter()).await;
+    for reply in replies {
+        for choice in &reply.choices {
+            assert!(
+                labels.contains(&choice.content.as_str()),
+                "{:?}",
+                choice.content
+            );
+            assert_eq!(choice.finish_reason, FinishReason::Stop);
+        }
+        // Every token adds at least one byte, and the reply ends at the label.
+        let longest = labels.iter().map(|l| l.len()).max().unwrap() as u64;
+        assert!(reply.usage.completion_tokens <= longest * reply.choices.len() as u64);
+    }
+    let mut empty = ask("Hi");
+    empty.response_format = Some(ResponseFormat::Choice {
+        choices: vec![String::new()],
+    });
+    let error = engine().chat(&empty).await.unwrap_err();
+    assert!(matches!(error, LmError::InvalidRequest(_)), "{error:?}");
 }
 
 #[tokio::test]

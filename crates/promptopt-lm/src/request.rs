@@ -64,6 +64,15 @@ pub enum ResponseFormat {
         /// The JSON schema.
         schema: serde_json::Value,
     },
+    /// Exactly one of these strings, nothing before or after it.
+    ///
+    /// The embedded engine (and so `promptopt serve-lm`) decodes only tokens that keep the reply
+    /// a prefix of one of the strings; OpenAI-compatible servers other than OpenAI's own get it as
+    /// vLLM's `guided_choice`; the other providers ignore it, so the reply is still parsed as text.
+    Choice {
+        /// The allowed replies.
+        choices: Vec<String>,
+    },
 }
 
 /// A request for a chat completion.

@@ -134,6 +134,21 @@ async fn a_custom_server_needs_no_key_and_gets_json_schema() {
 }
 
 #[tokio::test]
+async fn a_custom_server_gets_a_choice_as_guided_choice() {
+    let server = MockServer::start(vec![Reply::json(200, completion())]).await;
+    let config = LmConfig::default().with_base_url("openai", format!("{}/v1", server.url()));
+    let lm = open_provider("openai/qwen2.5", &config).unwrap();
+    let mut request = ChatRequest::new("openai/qwen2.5", vec![Message::user("hi")]);
+    request.response_format = Some(ResponseFormat::Choice {
+        choices: vec!["positive".into(), "negative".into()],
+    });
+    lm.chat(&request).await.unwrap();
+    let seen = server.requests()[0].json();
+    assert_eq!(seen["guided_choice"], json!(["positive", "negative"]));
+    assert!(seen.get("response_format").is_none(), "{seen}");
+}
+
+#[tokio::test]
 async fn client_errors_are_reported_and_not_retried() {
     for (status, kind, code) in [
         (401, "invalid_request_error", "invalid_api_key"),

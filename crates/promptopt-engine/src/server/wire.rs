@@ -1,6 +1,6 @@
 //! The JSON of OpenAI's chat completions API, as far as the engine serves it.
 
-use promptopt_lm::{ChatRequest, ChatResponse, FinishReason, Message, Role};
+use promptopt_lm::{ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/chat/completions` request body. Fields the engine does not use are ignored.
@@ -37,6 +37,9 @@ pub struct CompletionRequest {
     /// Streaming is not supported; `true` is refused.
     #[serde(default)]
     pub stream: Option<bool>,
+    /// The reply must be exactly one of these strings (vLLM's extension).
+    #[serde(default)]
+    pub guided_choice: Option<Vec<String>>,
 }
 
 /// The `stop` field: a string or a list of strings.
@@ -135,6 +138,17 @@ impl CompletionRequest {
         };
         request.seed = self.seed;
         request.n = self.n.unwrap_or(1);
+        if let Some(choices) = &self.guided_choice {
+            if choices.iter().all(String::is_empty) {
+                return Err((
+                    "`guided_choice` needs at least one non-empty string".to_string(),
+                    "guided_choice",
+                ));
+            }
+            request.response_format = Some(ResponseFormat::Choice {
+                choices: choices.clone(),
+            });
+        }
         Ok(request)
     }
 }
@@ -280,6 +294,24 @@ mod tests {
         assert_eq!(chat.stop, vec!["\n".to_string()]);
         assert_eq!(chat.seed, Some(3));
         assert_eq!(chat.temperature, Some(0.0));
+    }
+
+    #[test]
+    fn guided_choice_becomes_a_choice_and_an_empty_one_is_refused() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "guided_choice":["positive","negative"]}"#;
+        let request: CompletionRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            request.to_chat_request().unwrap().response_format,
+            Some(ResponseFormat::Choice {
+                choices: vec!["positive".into(), "negative".into()]
+            })
+        );
+        let empty: CompletionRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"guided_choice":[""]}"#,
+        )
+        .unwrap();
+        assert_eq!(empty.to_chat_request().unwrap_err().1, "guided_choice");
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Lm for GeminiLm {
             Some(ResponseFormat::JsonSchema { schema, .. }) => {
                 (Some("application/json"), Some(schema))
             }
-            Some(ResponseFormat::Text) | None => (None, None),
+            Some(ResponseFormat::Text | ResponseFormat::Choice { .. }) | None => (None, None),
         };
         let wire = WireRequest {
             contents,

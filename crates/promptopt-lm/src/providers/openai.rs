@@ -66,6 +66,8 @@ struct WireRequest<'a> {
     n: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guided_choice: Option<&'a [String]>,
 }
 
 #[derive(Deserialize)]
@@ -112,12 +114,20 @@ struct WireTokenDetails {
 
 fn response_format(format: &ResponseFormat) -> Option<serde_json::Value> {
     match format {
-        ResponseFormat::Text => None,
+        ResponseFormat::Text | ResponseFormat::Choice { .. } => None,
         ResponseFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
         ResponseFormat::JsonSchema { name, schema } => Some(serde_json::json!({
             "type": "json_schema",
             "json_schema": {"name": name, "schema": schema},
         })),
+    }
+}
+
+/// The labels to send as `guided_choice`: only to servers other than OpenAI's own.
+fn guided_choice(format: Option<&ResponseFormat>, official: bool) -> Option<&[String]> {
+    match format {
+        Some(ResponseFormat::Choice { choices }) if !official => Some(choices),
+        _ => None,
     }
 }
 
@@ -145,6 +155,7 @@ impl Lm for OpenAiLm {
             seed: request.seed,
             n: (request.n != 1).then_some(request.n),
             response_format: request.response_format.as_ref().and_then(response_format),
+            guided_choice: guided_choice(request.response_format.as_ref(), self.official),
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| LmError::InvalidRequest(format!("Could not encode the request: {e}")))?;
@@ -196,5 +207,27 @@ impl Lm for OpenAiLm {
 
     fn supports_json_schema(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_goes_to_compatible_servers_only() {
+        let format = ResponseFormat::Choice {
+            choices: vec!["positive".into(), "negative".into()],
+        };
+        assert_eq!(response_format(&format), None);
+        assert_eq!(
+            guided_choice(Some(&format), false),
+            Some(&["positive".to_string(), "negative".to_string()][..])
+        );
+        assert_eq!(guided_choice(Some(&format), true), None);
+        assert_eq!(
+            guided_choice(Some(&ResponseFormat::JsonObject), false),
+            None
+        );
     }
 }
