@@ -57,7 +57,7 @@
 //! - **Label sets.** A request with [`promptopt_lm::ResponseFormat::Choice`] (which the `turns`
 //!   adapter sends for a single label output) decodes only tokens whose text keeps the reply a
 //!   prefix of one of the choices, whatever tokens spell it, and ends as soon as the reply is a
-//!   choice that no longer choice extends. Greedy and sampled decoding both pick among those
+//!   choice that no longer choice starts with. Greedy and sampled decoding both pick among those
 //!   tokens only, so the reply is always a whole label (unless `max_tokens` cuts it first). A tiny
 //!   model that would answer the question instead of naming its class now names a class, in a
 //!   few tokens.
