@@ -15,8 +15,13 @@ pub trait Lm: Send + Sync {
     /// Sends one request and waits for its response.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError>;
 
-    /// Whether the backend honours [`crate::ResponseFormat::JsonSchema`] natively.
-    fn supports_json_schema(&self) -> bool {
+    /// Whether requests for `model` (`provider/model`) may carry a
+    /// [`crate::ResponseFormat::JsonSchema`], which the backend then honours natively.
+    ///
+    /// The model matters where one value serves several backends: a router answers for the
+    /// backend that would serve `model`. A backend of a single provider may ignore it.
+    fn supports_json_schema(&self, model: &str) -> bool {
+        let _ = model;
         false
     }
 }
@@ -30,7 +35,7 @@ impl<T: Lm + ?Sized> Lm for Arc<T> {
         (**self).chat(request).await
     }
 
-    fn supports_json_schema(&self) -> bool {
-        (**self).supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        (**self).supports_json_schema(model)
     }
 }

@@ -45,9 +45,10 @@ impl ProviderRouter {
         }
     }
 
-    fn backend(&self, request: &ChatRequest) -> Result<SharedLm, LmError> {
-        let Some(provider) = request.provider() else {
-            return Err(self.unknown(request, ""));
+    /// The backend that serves `model`, opening its remote provider on first use.
+    fn backend(&self, model: &str) -> Result<SharedLm, LmError> {
+        let Some((provider, _)) = model.split_once('/') else {
+            return Err(self.unknown(model, ""));
         };
         if let Some(lm) = self.backends.get(provider) {
             return Ok(Arc::clone(lm));
@@ -56,21 +57,21 @@ impl ProviderRouter {
             return Ok(Arc::clone(lm));
         }
         if !KNOWN_PROVIDERS.contains(&provider) {
-            return Err(self.unknown(request, provider));
+            return Err(self.unknown(model, provider));
         }
-        let lm = open_provider(&request.model, &self.config)?;
+        let lm = open_provider(model, &self.config)?;
         self.opened
             .write()
             .insert(provider.to_owned(), Arc::clone(&lm));
         Ok(lm)
     }
 
-    fn unknown(&self, request: &ChatRequest, provider: &str) -> LmError {
+    fn unknown(&self, model: &str, provider: &str) -> LmError {
         let mut known: Vec<&str> = KNOWN_PROVIDERS.to_vec();
         known.extend(self.backends.keys().map(String::as_str));
         LmError::UnknownProvider {
             provider: provider.to_owned(),
-            model: request.model.clone(),
+            model: model.to_owned(),
             known: known.join(", "),
         }
     }
@@ -79,7 +80,15 @@ impl ProviderRouter {
 #[async_trait]
 impl Lm for ProviderRouter {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
-        self.backend(request)?.chat(request).await
+        self.backend(&request.model)?.chat(request).await
+    }
+
+    /// Asks the backend that serves `model`. A model whose provider is unknown, or whose
+    /// provider cannot be opened (a missing key), gets `false`: the request that follows fails
+    /// with that error anyway.
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.backend(model)
+            .is_ok_and(|lm| lm.supports_json_schema(model))
     }
 }
 

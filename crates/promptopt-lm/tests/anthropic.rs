@@ -57,7 +57,7 @@ fn request() -> ChatRequest {
 async fn sends_the_exact_request_and_reads_the_reply() {
     let server = MockServer::start(vec![Reply::json(200, message("end_turn"))]).await;
     let lm = open_provider("anthropic/claude-3-5-haiku-latest", &config(&server)).unwrap();
-    assert!(!lm.supports_json_schema());
+    assert!(!lm.supports_json_schema("anthropic/claude-3-5-haiku-latest"));
     let response = lm.chat(&request()).await.unwrap();
 
     let seen = &server.requests()[0];

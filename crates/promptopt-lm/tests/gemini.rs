@@ -70,7 +70,7 @@ fn request() -> ChatRequest {
 async fn sends_the_exact_request_and_reads_the_reply() {
     let server = MockServer::start(vec![Reply::json(200, generated())]).await;
     let lm = open_provider("gemini/gemini-2.0-flash", &config(&server)).unwrap();
-    assert!(lm.supports_json_schema());
+    assert!(lm.supports_json_schema("gemini/gemini-2.0-flash"));
     let response = lm.chat(&request()).await.unwrap();
 
     let seen = &server.requests()[0];

@@ -117,7 +117,7 @@ async fn a_custom_server_needs_no_key_and_gets_json_schema() {
     let server = MockServer::start(vec![Reply::json(200, completion())]).await;
     let config = LmConfig::default().with_base_url("openai", format!("{}/v1/", server.url()));
     let lm = open_provider("openai/qwen2.5", &config).unwrap();
-    assert!(lm.supports_json_schema());
+    assert!(lm.supports_json_schema("openai/qwen2.5"));
     let mut request = ChatRequest::new("openai/qwen2.5", vec![Message::user("hi")]);
     request.response_format = Some(ResponseFormat::JsonSchema {
         name: "answer".into(),
@@ -131,6 +131,25 @@ async fn a_custom_server_needs_no_key_and_gets_json_schema() {
         json!({"type": "json_schema", "json_schema": {"name": "answer", "schema":
             {"type": "object", "properties": {"label": {"type": "string"}}}}})
     );
+}
+
+#[tokio::test]
+async fn the_stack_answers_for_the_provider_of_each_model() {
+    // The stack's router must ask the backend that serves the model, so the JSON adapter sends a
+    // schema to OpenAI-compatible servers rather than the weaker `json_object` hint.
+    let server = MockServer::start(vec![]).await;
+    let config = LmConfig::default().with_base_url("openai", format!("{}/v1", server.url()));
+    let lm = LmStack::build(config).unwrap();
+    assert!(lm.supports_json_schema("openai/qwen2.5"));
+    assert!(
+        !lm.supports_json_schema("nowhere/model"),
+        "an unknown provider takes no schema"
+    );
+    assert!(
+        !lm.supports_json_schema("qwen2.5"),
+        "a model without a provider takes no schema"
+    );
+    assert_eq!(server.hits(), 0, "answering needs no request");
 }
 
 #[tokio::test]

@@ -288,8 +288,8 @@ impl Lm for BudgetedLm {
         Ok(response)
     }
 
-    fn supports_json_schema(&self) -> bool {
-        self.inner.supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.inner.supports_json_schema(model)
     }
 }
 

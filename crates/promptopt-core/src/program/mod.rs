@@ -260,7 +260,7 @@ impl<'a> RunContext<'a> {
             .as_deref()
             .unwrap_or_else(|| self.runtime.lms.default_model());
         let lm = self.runtime.lms.resolve(model)?.as_ref();
-        let structured = lm.supports_json_schema();
+        let structured = lm.supports_json_schema(model);
         let first = match settings.adapter {
             kind @ (AdapterKind::Chat | AdapterKind::Turns) => {
                 let adapter: &dyn Adapter = if kind == AdapterKind::Turns {

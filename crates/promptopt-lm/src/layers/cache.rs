@@ -253,7 +253,7 @@ impl<L: Lm> Lm for CacheLayer<L> {
         Ok(response)
     }
 
-    fn supports_json_schema(&self) -> bool {
-        self.inner.supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.inner.supports_json_schema(model)
     }
 }

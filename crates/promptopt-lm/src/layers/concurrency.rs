@@ -43,7 +43,7 @@ impl<L: Lm> Lm for ConcurrencyLimit<L> {
         self.inner.chat(request).await
     }
 
-    fn supports_json_schema(&self) -> bool {
-        self.inner.supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.inner.supports_json_schema(model)
     }
 }

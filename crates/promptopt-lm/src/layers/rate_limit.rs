@@ -143,7 +143,7 @@ impl<L: Lm> Lm for RateLimit<L> {
         result
     }
 
-    fn supports_json_schema(&self) -> bool {
-        self.inner.supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.inner.supports_json_schema(model)
     }
 }

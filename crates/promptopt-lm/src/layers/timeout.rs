@@ -34,7 +34,7 @@ impl<L: Lm> Lm for TimeoutLayer<L> {
         }
     }
 
-    fn supports_json_schema(&self) -> bool {
-        self.inner.supports_json_schema()
+    fn supports_json_schema(&self, model: &str) -> bool {
+        self.inner.supports_json_schema(model)
     }
 }

@@ -266,7 +266,7 @@ impl Lm for GeminiLm {
         })
     }
 
-    fn supports_json_schema(&self) -> bool {
+    fn supports_json_schema(&self, _model: &str) -> bool {
         true
     }
 }

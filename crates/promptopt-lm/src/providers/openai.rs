@@ -131,6 +131,20 @@ fn guided_choice(format: Option<&ResponseFormat>, official: bool) -> Option<&[St
     }
 }
 
+/// Whether OpenAI's own API takes a `json_schema` response format for `model`: every model
+/// except the families released before structured outputs (GPT-3.5, GPT-4 and GPT-4 Turbo, the
+/// first GPT-4o snapshot, and the o1 previews), so that newer models need no update here.
+fn takes_json_schema(model: &str) -> bool {
+    const OLDER: &[&str] = &[
+        "gpt-3.5",
+        "gpt-4-",
+        "gpt-4o-2024-05-13",
+        "o1-preview",
+        "o1-mini",
+    ];
+    model != "gpt-4" && !OLDER.iter().any(|prefix| model.starts_with(prefix))
+}
+
 pub(crate) fn finish_reason(reason: Option<&str>) -> FinishReason {
     match reason {
         Some("stop") | None => FinishReason::Stop,
@@ -205,14 +219,34 @@ impl Lm for OpenAiLm {
         })
     }
 
-    fn supports_json_schema(&self) -> bool {
-        true
+    /// Other servers are trusted to take a schema (vLLM, llama.cpp's server and Ollama do; one
+    /// that ignores it still gets the field descriptions in the prompt). OpenAI's own API rejects
+    /// it for the models that predate structured outputs.
+    fn supports_json_schema(&self, model: &str) -> bool {
+        !self.official || takes_json_schema(model.split_once('/').map_or(model, |(_, m)| m))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_older_openai_models_refuse_a_schema() {
+        for model in ["gpt-4o-mini", "gpt-4o-2024-08-06", "gpt-4.1-nano", "gpt-5", "o3-mini"] {
+            assert!(takes_json_schema(model), "{model}");
+        }
+        for model in [
+            "gpt-3.5-turbo",
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-4-0613",
+            "gpt-4o-2024-05-13",
+            "o1-mini",
+        ] {
+            assert!(!takes_json_schema(model), "{model}");
+        }
+    }
 
     #[test]
     fn a_choice_goes_to_compatible_servers_only() {
