@@ -233,7 +233,13 @@ mod tests {
 
     #[test]
     fn only_older_openai_models_refuse_a_schema() {
-        for model in ["gpt-4o-mini", "gpt-4o-2024-08-06", "gpt-4.1-nano", "gpt-5", "o3-mini"] {
+        for model in [
+            "gpt-4o-mini",
+            "gpt-4o-2024-08-06",
+            "gpt-4.1-nano",
+            "gpt-5",
+            "o3-mini",
+        ] {
             assert!(takes_json_schema(model), "{model}");
         }
         for model in [
