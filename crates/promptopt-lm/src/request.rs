@@ -182,15 +182,21 @@ impl ChatRequest {
 
     /// The provider part of `provider/model`, if there is one.
     pub fn provider(&self) -> Option<&str> {
-        self.model.split_once('/').map(|(provider, _)| provider)
+        split_model(&self.model).0
     }
 
     /// The model part of `provider/model` (the whole name when there is no provider).
     pub fn model_name(&self) -> &str {
-        self.model
-            .split_once('/')
-            .map_or(self.model.as_str(), |(_, model)| model)
+        split_model(&self.model).1
     }
+}
+
+/// Splits `provider/model` at its first `/`: the provider, if there is one, and the model part
+/// (the whole name when there is no provider).
+pub(crate) fn split_model(model: &str) -> (Option<&str>, &str) {
+    model
+        .split_once('/')
+        .map_or((None, model), |(provider, name)| (Some(provider), name))
 }
 
 #[cfg(test)]

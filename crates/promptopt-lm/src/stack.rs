@@ -13,6 +13,7 @@ use crate::layers::{
 };
 use crate::pricing::PriceTable;
 use crate::providers::{open_provider, KNOWN_PROVIDERS};
+use crate::request::split_model;
 use crate::usage::UsageTracker;
 use crate::{ChatRequest, ChatResponse, Lm, LmError, SharedLm};
 
@@ -47,7 +48,7 @@ impl ProviderRouter {
 
     /// The backend that serves `model`, opening its remote provider on first use.
     fn backend(&self, model: &str) -> Result<SharedLm, LmError> {
-        let Some((provider, _)) = model.split_once('/') else {
+        let (Some(provider), _) = split_model(model) else {
             return Err(self.unknown(model, ""));
         };
         if let Some(lm) = self.backends.get(provider) {

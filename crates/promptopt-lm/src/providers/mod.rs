@@ -120,7 +120,7 @@ impl Settings {
 
 /// Splits `provider/model` and returns the model part.
 pub(crate) fn model_part(model: &str) -> &str {
-    model.split_once('/').map_or(model, |(_, m)| m)
+    crate::request::split_model(model).1
 }
 
 #[cfg(test)]

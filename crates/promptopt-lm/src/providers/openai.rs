@@ -223,7 +223,7 @@ impl Lm for OpenAiLm {
     /// that ignores it still gets the field descriptions in the prompt). OpenAI's own API rejects
     /// it for the models that predate structured outputs.
     fn supports_json_schema(&self, model: &str) -> bool {
-        !self.official || takes_json_schema(model.split_once('/').map_or(model, |(_, m)| m))
+        !self.official || takes_json_schema(model_part(model))
     }
 }
 
