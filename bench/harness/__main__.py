@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=50)
     p.add_argument("--val", type=int, default=50)
     p.add_argument("--test", type=int, default=100)
-    p.add_argument("--model", default=str(paths.REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
     p.add_argument("--frameworks", default="dspy,promptopt-http,promptopt-inprocess")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs stored in bench/results/optimizers.json and run only the missing ones")

@@ -128,6 +128,8 @@ class Server:
                  log: Path | None = None):
         self.argv = [str(a) for a in argv]
         self.log_path = log
+        if log:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
         stderr = open(log, "wb") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
         self.url = ready_url

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from harness.procs import parse_proc_stat_cpu, run_measured
+from harness.procs import Server, parse_proc_stat_cpu, run_measured
 
 
 def test_proc_stat_fields_are_counted_after_the_command_name():
@@ -32,3 +32,13 @@ def test_timeout_kills_the_child():
     measured = run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
     assert measured.returncode != 0
     assert measured.wall_s < 10
+
+
+def test_server_log_goes_into_a_folder_created_for_it(tmp_path):
+    # On a fresh checkout `bench/out/` does not exist yet; the server's log must still be written.
+    log = tmp_path / "not" / "yet" / "server.log"
+    code = "import sys; sys.stderr.write('started'); sys.stderr.flush(); print('listening http://127.0.0.1:1', flush=True)"
+    server = Server([sys.executable, "-c", code], log=log)
+    server.close()
+    assert server.addr == "127.0.0.1:1"
+    assert log.read_text() == "started"
