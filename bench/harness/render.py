@@ -161,11 +161,10 @@ def other_scoring(group: list[dict]) -> str:
 
 
 def optimizer_failures(results: dict) -> str:
-    """The runs that did not finish, each with the last line of its error (empty when none failed)."""
+    """The runs that did not finish, each with the last statement of its error (empty when none failed)."""
     lines = []
     for failure in results.get("failures") or []:
-        error = [line.strip() for line in str(failure["error"]).strip().splitlines() if line.strip()]
-        lines.append(f"- {failure['run']}: {error[-1] if error else 'no error text'}")
+        lines.append(f"- {failure['run']}: {error_summary(str(failure['error']))}")
     return "Runs that failed (not in the tables):\n\n" + "\n".join(lines) if lines else ""
 
 
@@ -205,3 +204,13 @@ def optimizer_chart(results: dict) -> str:
         if bars:
             groups.append((f"{task} / {OPTIMIZER_NAMES.get(optimizer, optimizer)}", bars))
     return svg_grouped_bars("Optimizer wall time (mean over seeds, whisker: sd)", "seconds", groups)
+
+
+def error_summary(error: str) -> str:
+    """The last line of an error that states something: advice that some errors append after the
+    message (a heading ending in a colon, then `- ...` items) is skipped; the last line otherwise."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    statements = [line for line in lines if not line.startswith("- ") and not line.endswith(":")]
+    if statements:
+        return statements[-1]
+    return lines[-1] if lines else "no error text"

@@ -1,5 +1,5 @@
 from harness.__main__ import check_overhead
-from harness.render import optimizer_tables, overhead_tables, verdict
+from harness.render import error_summary, optimizer_tables, overhead_tables, verdict
 
 
 def overhead_results():
@@ -70,6 +70,13 @@ def test_optimizer_tables_list_the_failed_runs_with_their_last_error_line():
     text = optimizer_tables({"runs": [run], "failures": failures})
     assert "- dspy sst2 mipro seed 1: AdapterParseError: no JSON" in text
     assert "failed" not in optimizer_tables({"runs": [run], "failures": []})
+
+
+def test_failed_runs_show_the_error_message_not_the_advice_after_it():
+    error = "Traceback\n  File x\nContextWindowExceededError: 2162 tokens\n\n  To fix:\n    - Reduce the prompt\n"
+    assert error_summary(error) == "ContextWindowExceededError: 2162 tokens"
+    assert error_summary("  - only advice\n") == "- only advice"
+    assert error_summary("") == "no error text"
 
 
 def test_optimizer_tables_show_scoring_outside_the_comparison_and_uncached_runs():
