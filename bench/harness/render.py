@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from .report import markdown_table, svg_grouped_bars
@@ -234,10 +235,17 @@ def optimizer_chart(results: dict) -> str:
     return svg_grouped_bars("Optimizer wall time (mean over seeds, whisker: sd)", "seconds", groups)
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+
+
 def error_summary(error: str) -> str:
-    """The last line of an error that states something: advice that some errors append after the
-    message (a heading ending in a colon, then `- ...` items) is skipped; the last line otherwise."""
+    """The line of an error that states it: the last line naming an exception (`...Error: message`),
+    since a model's reply quoted after it can end in any text; else the last line that is not advice
+    appended after the message (a heading ending in a colon, then `- ...` items); else the last line."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if EXCEPTION_LINE.match(line)]
+    if raised:
+        return raised[-1]
     statements = [line for line in lines if not line.startswith("- ") and not line.endswith(":")]
     if statements:
         return statements[-1]

@@ -77,6 +77,12 @@ def test_failed_runs_show_the_error_message_not_the_advice_after_it():
     assert error_summary(error) == "ContextWindowExceededError: 2162 tokens"
     assert error_summary("  - only advice\n") == "- only advice"
     assert error_summary("") == "no error text"
+    # A parse error quotes the model's reply after the exception line; the reply can end in anything.
+    error = ("Traceback\n  File x\ndspy.utils.exceptions.AdapterParseError: LM response cannot be parsed.\n\n"
+             "LM Response: With regard to function behavior;\nHandlerComm;\n\n"
+             "Expected to find output fields in the LM response: [proposed_instruction]\n")
+    assert error_summary(error) == "dspy.utils.exceptions.AdapterParseError: LM response cannot be parsed."
+    assert error_summary("Stopped by hand after 3,482 s") == "Stopped by hand after 3,482 s"
 
 
 def test_optimizer_tables_show_scoring_outside_the_comparison_and_uncached_runs():
