@@ -167,8 +167,8 @@ def optimizer_failures(results: dict) -> str:
     lines = []
     for failure in results.get("failures") or []:
         lines.append(f"- {failure['run']}: {error_summary(str(failure['error']))}")
-    heading = ("Runs that failed or were stopped (not in the tables; a DSPy run stopped at the time limit counts in "
-               "the targets with the time it had run):")
+    heading = ("Runs that failed or were stopped (not in the tables; a DSPy run stopped at the time limit or by "
+               "hand counts in the targets with the time it had run):")
     return heading + "\n\n" + "\n".join(lines) if lines else ""
 
 
