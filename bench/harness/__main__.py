@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frameworks", default="dspy,promptopt-http,promptopt-inprocess")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs stored in bench/results/optimizers.json and run only the missing ones")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop a framework's run still going after SECONDS and record it as stopped: its wall time "
+                        "is then at least SECONDS, a lower bound the report uses")
 
     sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
 

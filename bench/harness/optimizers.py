@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import docs, paths
 from .overhead import machine_meta
-from .procs import Server, run_measured
+from .procs import Server, TimeLimitReached, run_measured
 
 sys.path.insert(0, str(paths.DSPY_DIR))
 from tasks import TASKS, Task, gepa_light_budget, read_jsonl  # noqa: E402
@@ -104,14 +104,15 @@ def build() -> Path:
     return paths.target_dir("release") / "promptopt"
 
 
-def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None) -> dict:
+def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
+             time_limit_s: float | None = None) -> dict:
     argv = [paths.VENV_PYTHON, paths.DSPY_DIR / "optimize.py", "--split-dir", split_dir, "--task", task.name,
             "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", SERVED_NAME,
             "--threads", str(THREADS), "--max-tokens", str(MAX_TOKENS[task.name])]
     if budget is not None:
         argv += ["--max-metric-calls", str(budget)]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    measured = run_measured(argv, env=env).check()
+    measured = run_measured(argv, env=env, timeout_s=time_limit_s).check()
     record = json.loads(measured.last_json_line())
     if not record["optimize_lm_calls"] and optimizer != "none" or not record["test_lm_calls"]:
         # DSPy counts failed calls as wrong answers; a run whose model calls all failed is not a result.
@@ -159,7 +160,7 @@ def compared(optimizer: str, stages: dict[str, dict]) -> dict:
 
 
 def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int, split_dir: Path,
-                  budget: int | None, in_process: bool) -> dict:
+                  budget: int | None, in_process: bool, time_limit_s: float | None = None) -> dict:
     framework = "promptopt-inprocess" if in_process else "promptopt-http"
     model = "local/smollm2-135m" if in_process else f"openai/{SERVED_NAME}"
     work = split_dir / f"{framework}-{optimizer}"
@@ -172,7 +173,7 @@ def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int,
     env = {**engine_env(), "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
            "PROMPTOPT_HOME": str(work / "home")}
     measured = run_measured([binary, "optimize", req_path, "--json", "--concurrency", str(THREADS),
-                             "--output", work / "run"], env=env).check()
+                             "--output", work / "run"], env=env, timeout_s=time_limit_s).check()
     result = json.loads(measured.stdout[measured.stdout.index("{"):])
     analytics = result.get("analytics") or {}
     stages = stage_figures(analytics)
@@ -255,14 +256,24 @@ def run(args) -> dict:
                             continue
                         label = f"{framework} {task.name} {optimizer} seed {seed}"
                         failures[:] = [f for f in failures if f["run"] != label]
+                        key = {"framework": framework, "task": task.name, "optimizer": optimizer, "seed": seed}
                         try:
                             if framework == "dspy":
-                                record = run_dspy(server.url, task, optimizer, seed, split_dir, budget)
+                                record = run_dspy(server.url, task, optimizer, seed, split_dir, budget,
+                                                  time_limit_s=args.time_limit)
                             else:
                                 record = run_promptopt(binary, server.url, task, optimizer, seed, split_dir, budget,
-                                                       in_process=framework == "promptopt-inprocess")
+                                                       in_process=framework == "promptopt-inprocess",
+                                                       time_limit_s=args.time_limit)
+                        except TimeLimitReached as stopped:
+                            failures.append({"run": label, **key, "error": str(stopped),
+                                             "stopped_after_s": round(stopped.seconds, 1)})
+                            docs.save(docs.OPTIMIZERS_JSON, results())
+                            print(f"stopped: {label}: {stopped}", file=sys.stderr)
+                            continue
                         except (RuntimeError, KeyError, ValueError) as error:
-                            failures.append({"run": label, "error": str(error)[-2000:]})
+                            failures.append({"run": label, **key, "error": str(error)[-2000:]})
+                            docs.save(docs.OPTIMIZERS_JSON, results())
                             print(f"failed: {label}: {str(error)[-500:]}", file=sys.stderr)
                             continue
                         runs.append(record)

@@ -15,6 +15,14 @@ from typing import Sequence
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+class TimeLimitReached(RuntimeError):
+    """A command that was stopped because it was still running at its time limit."""
+
+    def __init__(self, argv: Sequence[str], seconds: float):
+        self.seconds = seconds
+        super().__init__(f"Stopped at the time limit: `{argv[0]}` was still running after {seconds:,.0f} s")
+
+
 @dataclass
 class Measured:
     """A finished command and the resources its process (and its waited-for children) used."""
@@ -27,6 +35,7 @@ class Measured:
     user_s: float
     sys_s: float
     max_rss_kb: int
+    timed_out: bool = False
 
     @property
     def cpu_s(self) -> float:
@@ -39,7 +48,10 @@ class Measured:
         return self.max_rss_kb / 1024.0
 
     def check(self) -> "Measured":
-        """Raises with the tail of stderr when the command failed."""
+        """Raises with the tail of stderr when the command failed, and `TimeLimitReached` when it
+        was stopped at its time limit."""
+        if self.timed_out:
+            raise TimeLimitReached(self.argv, self.wall_s)
         if self.returncode != 0:
             tail = "\n".join(self.stderr.strip().splitlines()[-30:])
             raise RuntimeError(f"Command `{' '.join(self.argv)}` exited with {self.returncode}:\n{tail}")
@@ -68,7 +80,8 @@ def run_measured(
     """Runs `argv` to completion and returns its output with the rusage of that child alone.
 
     The child is reaped with `os.wait4`, so the figures are its own (and its waited-for
-    descendants'), never the harness's or a server's.
+    descendants'), never the harness's or a server's. A child still running after `timeout_s` is
+    killed, and the result says `timed_out`.
     """
     argv = [str(a) for a in argv]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -98,6 +111,7 @@ def run_measured(
             user_s=usage.ru_utime,
             sys_s=usage.ru_stime,
             max_rss_kb=usage.ru_maxrss,
+            timed_out=status == -1,
         )
 
 

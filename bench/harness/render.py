@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from .report import markdown_table, svg_grouped_bars
@@ -146,7 +147,8 @@ def optimizer_tables(results: dict) -> str:
          "scoring outside the compared stages (s)", "CPU (s)", "peak RSS (MB)"], rows, "lllrrrrrrrr")
     notes = [UNCACHED_NOTE] if any(r.get("cache") is False for r in runs) else []
     failures = optimizer_failures(results)
-    return "\n\n".join([table, *notes, optimizer_targets(grouped, keys), *([failures] if failures else [])])
+    return "\n\n".join([table, *notes, optimizer_targets(grouped, keys, results.get("failures")),
+                        *([failures] if failures else [])])
 
 
 UNCACHED_NOTE = ("† promptopt ran without its response cache (DSPy had its in-memory one), so its time is an "
@@ -165,26 +167,53 @@ def optimizer_failures(results: dict) -> str:
     lines = []
     for failure in results.get("failures") or []:
         lines.append(f"- {failure['run']}: {error_summary(str(failure['error']))}")
-    return "Runs that failed (not in the tables):\n\n" + "\n".join(lines) if lines else ""
+    heading = ("Runs that failed or were stopped (not in the tables; a DSPy run stopped at the time limit or by "
+               "hand counts in the targets with the time it had run):")
+    return heading + "\n\n" + "\n".join(lines) if lines else ""
 
 
-def optimizer_targets(grouped: dict, keys: list) -> str:
+def stopped_runs(failures: list[dict]) -> dict:
+    """Seconds after which each run stopped at the time limit ran, by (task, optimizer, framework)."""
+    stopped: dict = defaultdict(list)
+    for failure in failures:
+        if failure.get("stopped_after_s") is not None and "task" in failure:
+            stopped[(failure["task"], failure["optimizer"], failure["framework"])].append(failure["stopped_after_s"])
+    return stopped
+
+
+def optimizer_targets(grouped: dict, keys: list, failures: list[dict] | None = None) -> str:
+    """Speed-up and score difference against DSPy per task and optimizer. A DSPy run stopped at
+    the time limit counts with the time it had run, a lower bound of its wall time, so the
+    speed-up is then a lower bound (`≥`) and the target is met only if the bound meets it."""
+    stopped = stopped_runs(failures or [])
     rows = []
     for task, optimizer in keys:
         if optimizer == "none":
             continue
-        dspy = grouped.get((task, optimizer, "dspy"))
+        dspy = grouped.get((task, optimizer, "dspy")) or []
+        d_stopped = stopped.get((task, optimizer, "dspy"), [])
         ours = grouped.get((task, optimizer, "promptopt-http"))
-        if not dspy or not ours:
+        if not (dspy or d_stopped) or not ours:
             continue
-        d_wall = summarize(r["wall_s"] for r in dspy).mean
+        d_wall = summarize([r["wall_s"] for r in dspy] + d_stopped).mean
         o_wall = summarize(r["wall_s"] for r in ours).mean
-        d_score = summarize(r["test_score"] for r in dspy).mean
-        o_score = summarize(r["test_score"] for r in ours).mean
         speed = d_wall / o_wall if o_wall > 0 else float("inf")
+        if d_stopped and speed < WALL_TARGET:
+            wall_verdict = f"not known (at least {100 * speed / WALL_TARGET:.0f} % of the target)"
+        else:
+            wall_verdict = verdict(speed, WALL_TARGET)
+        o_score = summarize(r["test_score"] for r in ours).mean
+        if dspy:
+            d_score = summarize(r["test_score"] for r in dspy).mean
+            difference = f"{o_score - d_score:+.3f}"
+            if d_stopped:
+                difference += f" (DSPy finished {len(dspy)} of {len(dspy) + len(d_stopped)} runs)"
+            score_verdict = "yes" if o_score >= d_score else f"no ({o_score - d_score:+.3f})"
+        else:
+            difference, score_verdict = "not known (no DSPy run finished)", "not known"
         rows.append([
-            task, OPTIMIZER_NAMES.get(optimizer, optimizer), fmt_ratio(speed), verdict(speed, WALL_TARGET),
-            f"{o_score - d_score:+.3f}", "yes" if o_score >= d_score else f"no ({o_score - d_score:+.3f})",
+            task, OPTIMIZER_NAMES.get(optimizer, optimizer), ("≥ " if d_stopped else "") + fmt_ratio(speed),
+            wall_verdict, difference, score_verdict,
         ])
     return markdown_table(
         ["task", "optimizer", "wall-time speed-up (DSPy / promptopt)", f"≥ {WALL_TARGET:.0f}x",
@@ -206,10 +235,17 @@ def optimizer_chart(results: dict) -> str:
     return svg_grouped_bars("Optimizer wall time (mean over seeds, whisker: sd)", "seconds", groups)
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+
+
 def error_summary(error: str) -> str:
-    """The last line of an error that states something: advice that some errors append after the
-    message (a heading ending in a colon, then `- ...` items) is skipped; the last line otherwise."""
+    """The line of an error that states it: the last line naming an exception (`...Error: message`),
+    since a model's reply quoted after it can end in any text; else the last line that is not advice
+    appended after the message (a heading ending in a colon, then `- ...` items); else the last line."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if EXCEPTION_LINE.match(line)]
+    if raised:
+        return raised[-1]
     statements = [line for line in lines if not line.startswith("- ") and not line.endswith(":")]
     if statements:
         return statements[-1]

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from harness.procs import Server, parse_proc_stat_cpu, run_measured
+from harness.procs import Server, TimeLimitReached, parse_proc_stat_cpu, run_measured
 
 
 def test_proc_stat_fields_are_counted_after_the_command_name():
@@ -32,6 +32,11 @@ def test_timeout_kills_the_child():
     measured = run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
     assert measured.returncode != 0
     assert measured.wall_s < 10
+    assert measured.timed_out
+    with pytest.raises(TimeLimitReached, match="was still running after") as stopped:
+        measured.check()
+    assert 0.5 <= stopped.value.seconds < 10
+    assert not run_measured([sys.executable, "-c", "pass"], timeout_s=30).timed_out
 
 
 def test_server_log_goes_into_a_folder_created_for_it(tmp_path):
