@@ -268,16 +268,14 @@ def run(args) -> dict:
                         except TimeLimitReached as stopped:
                             failures.append({"run": label, **key, "error": str(stopped),
                                              "stopped_after_s": round(stopped.seconds, 1)})
-                            docs.save(docs.OPTIMIZERS_JSON, results())
                             print(f"stopped: {label}: {stopped}", file=sys.stderr)
-                            continue
                         except (RuntimeError, KeyError, ValueError) as error:
                             failures.append({"run": label, **key, "error": str(error)[-2000:]})
-                            docs.save(docs.OPTIMIZERS_JSON, results())
                             print(f"failed: {label}: {str(error)[-500:]}", file=sys.stderr)
-                            continue
-                        runs.append(record)
-                        # Stored after every run, so an interrupted invocation can `--resume`.
+                        else:
+                            runs.append(record)
+                            print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s",
+                                  file=sys.stderr)
+                        # Stored after every run, finished or not, so an interrupted invocation can `--resume`.
                         docs.save(docs.OPTIMIZERS_JSON, results())
-                        print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s", file=sys.stderr)
     return results()
