@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &program,
         &state,
         &examples[..200.min(examples.len())],
-        metric.as_ref(),
+        &metric,
         &runtime,
         &settings,
     )
@@ -110,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &program,
         &state,
         &examples,
-        metric.as_ref(),
+        &metric,
         &runtime,
         &settings,
     )

@@ -122,6 +122,15 @@ pub enum CoreError {
         known: String,
     },
 
+    /// A program's stages do not fit together (or one of them is malformed).
+    #[error("Invalid program, stage `{stage}`: {message}")]
+    InvalidProgram {
+        /// The stage at fault (empty when the program as a whole is).
+        stage: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The program state lacks a predictor of the program.
     #[error("The program state has no entry for predictor `{name}`")]
     MissingPredictorState {
@@ -170,4 +179,24 @@ pub enum CoreError {
         /// Its error.
         last: String,
     },
+}
+
+impl CoreError {
+    /// Whether a model call was refused because the run's budget (calls, tokens, cost,
+    /// deadline) is spent or the run was cancelled.
+    pub fn is_budget_exhausted(&self) -> bool {
+        matches!(
+            self,
+            CoreError::Lm {
+                source: promptopt_lm::LmError::BudgetExhausted(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether a prompt did not fit the model's context (it fails the same way whenever it is
+    /// sent, so evaluations score it as a failed example).
+    pub fn is_context_overflow(&self) -> bool {
+        matches!(self, CoreError::Lm { source, .. } if source.is_context_overflow())
+    }
 }

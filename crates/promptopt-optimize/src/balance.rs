@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use promptopt_core::{Example, FieldType};
 
-use crate::PredictorInfo;
+use promptopt_core::Stage;
 
 /// How demos are balanced: the label field and its labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct LabelBalance {
 impl LabelBalance {
     /// The first label output field of the program's predictors, if any has one with at least
     /// two labels.
-    pub fn for_predictors(predictors: &[PredictorInfo]) -> Option<Self> {
+    pub fn for_predictors(predictors: &[Stage]) -> Option<Self> {
         predictors.iter().find_map(|p| {
             p.signature.outputs.iter().find_map(|f| match &f.ty {
                 FieldType::Label { allowed } if allowed.len() > 1 => Some(Self {
@@ -187,12 +187,12 @@ mod tests {
     #[test]
     fn found_only_for_label_outputs() {
         use promptopt_core::{Field, Signature};
-        let text = PredictorInfo {
+        let text = Stage {
             name: "p".into(),
             signature: Signature::new(vec![Field::text("q")], vec![Field::text("a")]),
         };
         assert_eq!(LabelBalance::for_predictors(&[text]), None);
-        let label = PredictorInfo {
+        let label = Stage {
             name: "p".into(),
             signature: Signature::new(
                 vec![Field::text("q")],

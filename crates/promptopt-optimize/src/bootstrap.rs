@@ -11,9 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::balance::{label_counts, LabelBalance};
 use crate::labeled::demo_of;
 use crate::select::{self, SelectionStrategy};
+use promptopt_core::Stage;
 use crate::{
     AlgorithmConfig, Event, LabeledFewShot, OptimizeContext, OptimizeError, Optimizer,
-    OptimizerOutcome, OutcomeBuilder, PredictorInfo, StopReason,
+    OptimizerOutcome, OutcomeBuilder, StopReason,
 };
 
 /// Bootstraps demos as DSPy's `BootstrapFewShot` does, with the guide's selection strategies.
@@ -313,7 +314,7 @@ impl BootstrapFewShot {
         &self,
         ctx: &OptimizeContext,
         teacher: &ProgramState,
-        predictors: &[PredictorInfo],
+        predictors: &[Stage],
         example: &Example,
         info: &MetricInfo,
     ) -> Attempt {
@@ -324,12 +325,12 @@ impl BootstrapFewShot {
             stopped: None,
         };
         for round in 0..self.max_rounds {
-            let mut task = ctx.task().clone();
+            let mut runtime = ctx.runtime().clone();
             if round > 0 {
-                task.temperature = Some(1.0);
-                task.seed = Some(round as u64);
+                runtime.settings.temperature = Some(1.0);
+                runtime.settings.seed = Some(round as u64);
             }
-            match ctx.run_with(&task, &teacher, example).await {
+            match ctx.run_with(&runtime, &teacher, example).await {
                 Ok((prediction, trace)) => {
                     if final_parse_failure(&trace) {
                         continue;
@@ -470,7 +471,7 @@ fn at_quota(found: &BTreeMap<String, usize>, label: Option<&str>, quota: Option<
 /// The teacher state without `example` among its demos (as DSPy removes the current example).
 fn without_example(
     teacher: &ProgramState,
-    predictors: &[PredictorInfo],
+    predictors: &[Stage],
     example: &Example,
 ) -> ProgramState {
     let mut state = teacher.clone();

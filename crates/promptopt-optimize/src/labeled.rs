@@ -5,9 +5,10 @@ use promptopt_core::{Example, ProgramState};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use promptopt_core::Stage;
 use crate::{
     AlgorithmConfig, OptimizeContext, OptimizeError, Optimizer, OptimizerOutcome, OutcomeBuilder,
-    PredictorInfo, TrialKind,
+    TrialKind,
 };
 
 /// Puts up to `k` labeled training examples into every predictor's demos.
@@ -52,7 +53,7 @@ impl LabeledFewShot {
     /// `initial` with labeled demos; draws from `rng`.
     pub fn apply(
         &self,
-        predictors: &[PredictorInfo],
+        predictors: &[Stage],
         trainset: &[Example],
         initial: &ProgramState,
         rng: &mut ChaCha8Rng,

@@ -1,14 +1,14 @@
 //! Optimizers, the optimization pipeline and the local model registry of promptopt.
 //!
-//! An [`Optimizer`] searches [`promptopt_core::ProgramState`]s for a program described by a
-//! [`ProgramRunner`], spending from one [`Budget`] through an [`OptimizeContext`].
+//! An [`Optimizer`] searches [`promptopt_core::ProgramState`]s for a [`promptopt_core::Program`],
+//! spending from one [`Budget`] through an [`OptimizeContext`].
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use promptopt_core::{Example, Field, Signature};
+//! use promptopt_core::{Example, Field, Program, Signature};
 //! use promptopt_lm::ScriptedLm;
-//! use promptopt_optimize::{FieldProgram, OptimizeContext, ProgramRunner};
+//! use promptopt_optimize::OptimizeContext;
 //! # use promptopt_core::{Metric, MetricInfo, Prediction, Score, Trace};
 //! # struct Exact;
 //! # impl Metric for Exact {
@@ -18,11 +18,8 @@
 //! #     }
 //! # }
 //!
-//! let program = Arc::new(FieldProgram::new(
-//!     "predict",
-//!     Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
-//! ));
-//! let lm = Arc::new(ScriptedLm::constant("label: positive"));
+//! let program = Program::single(Signature::new(vec![Field::text("text")], vec![Field::text("label")]));
+//! let lm = Arc::new(ScriptedLm::constant("[[ ## label ## ]]\npositive"));
 //! let ctx = OptimizeContext::builder(program.clone(), lm, "scripted/test", Arc::new(Exact)).build();
 //! let examples = vec![
 //!     Example::new().with("text", "great").with("label", "positive"),
@@ -40,10 +37,7 @@ mod bootstrap;
 mod budget;
 mod config;
 mod context;
-mod core_program;
 mod error;
-mod events;
-mod field_program;
 pub mod gepa;
 mod labeled;
 pub mod mipro;
@@ -59,18 +53,14 @@ pub mod select;
 pub use bootstrap::{BootstrapFewShot, BootstrapRun};
 pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};
 pub use config::AlgorithmConfig;
-pub use context::{
-    percentile, EvalReport, ExampleResult, OptimizeContext, OptimizeContextBuilder, PredictorInfo,
-    ProgramRunner, TaskModel,
-};
-pub use core_program::CoreProgram;
+pub use context::{OptimizeContext, OptimizeContextBuilder};
 pub use error::OptimizeError;
-pub use events::{CollectSink, Event, EventSink, FanOut, FnSink, NullSink};
-pub use field_program::FieldProgram;
-pub use labeled::{demo_of, LabeledFewShot};
-pub use optimizer::{
-    CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind, TrialPoint,
+pub use promptopt_core::evaluate::{percentile, EvalReport, ExampleResult};
+pub use promptopt_core::events::{
+    CollectSink, Event, EventSink, FanOut, FnSink, NullSink, StopReason, TrialKind,
 };
+pub use labeled::{demo_of, LabeledFewShot};
+pub use optimizer::{CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, TrialPoint};
 pub use pipeline::Pipeline;
 pub use random_search::BootstrapFewShotWithRandomSearch;
 pub use registry::{ModelArtifact, ModelRef, Registry, Version, VersionSpec};

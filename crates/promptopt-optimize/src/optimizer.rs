@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use promptopt_core::{Example, ProgramState};
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, OptimizeContext, OptimizeError};
+use crate::{Event, OptimizeContext, OptimizeError, StopReason, TrialKind};
 
 /// An optimization algorithm.
 #[async_trait]
@@ -41,84 +41,6 @@ pub trait Optimizer: Send + Sync {
         valset: &[Example],
         initial: &ProgramState,
     ) -> Result<OptimizerOutcome, OptimizeError>;
-}
-
-/// Why a run stopped before the optimizer finished on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The limit on model calls was reached.
-    BudgetCalls,
-    /// The limit on tokens was reached.
-    BudgetTokens,
-    /// The limit on cost was reached.
-    BudgetCost,
-    /// The deadline passed.
-    Timeout,
-    /// The limit on iterations was reached.
-    MaxIterations,
-    /// The run was cancelled (Ctrl-C, a stop file).
-    Cancelled,
-    /// The optimizer stopped because its score stopped improving.
-    EarlyStopping,
-}
-
-impl StopReason {
-    /// Every reason, in a fixed order.
-    pub const ALL: [StopReason; 7] = [
-        StopReason::BudgetCalls,
-        StopReason::BudgetTokens,
-        StopReason::BudgetCost,
-        StopReason::Timeout,
-        StopReason::MaxIterations,
-        StopReason::Cancelled,
-        StopReason::EarlyStopping,
-    ];
-
-    /// The name requests and results use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::BudgetCalls => "budget_calls",
-            StopReason::BudgetTokens => "budget_tokens",
-            StopReason::BudgetCost => "budget_cost",
-            StopReason::Timeout => "timeout",
-            StopReason::MaxIterations => "max_iterations",
-            StopReason::Cancelled => "cancelled",
-            StopReason::EarlyStopping => "early_stopping",
-        }
-    }
-
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            StopReason::BudgetCalls => 1,
-            StopReason::BudgetTokens => 2,
-            StopReason::BudgetCost => 3,
-            StopReason::Timeout => 4,
-            StopReason::MaxIterations => 5,
-            StopReason::Cancelled => 6,
-            StopReason::EarlyStopping => 7,
-        }
-    }
-
-    pub(crate) fn from_code(code: u8) -> Option<StopReason> {
-        StopReason::ALL.into_iter().find(|r| r.code() == code)
-    }
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How thoroughly a trial was scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrialKind {
-    /// On the whole validation set.
-    Full,
-    /// On a minibatch of it (not comparable with full scores).
-    Minibatch,
 }
 
 /// One scored candidate.

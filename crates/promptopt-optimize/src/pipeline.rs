@@ -514,7 +514,7 @@ impl Pipeline {
         let lm_calls: u64 = budgets.iter().map(|b| b.calls()).sum();
         let total_tokens: u64 = budgets.iter().map(|b| b.tokens()).sum();
         let cost: f64 = budgets.iter().map(|b| b.cost_usd()).sum();
-        let cost_known = baseline.cost_usd().is_some() && winner_report.cost_usd().is_some();
+        let cost_known = baseline.cost_usd.is_some() && winner_report.cost_usd.is_some();
         let total_cost_usd = (request.track_costs && cost_known).then_some(cost);
         let analytics = request.enable_analytics.then(|| Analytics {
             total_cost_usd,

@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use promptopt_core::ProgramState;
 use serde::{Deserialize, Serialize};
 
-use crate::{OptimizeError, PredictorInfo};
+use crate::OptimizeError;
+use promptopt_core::Stage;
 
 /// The artifact file inside a version folder.
 pub const ARTIFACT_FILE: &str = "model.json";
@@ -160,7 +161,7 @@ pub struct ProgramSpec {
     /// `single_predictor` (the structure request files describe).
     pub kind: String,
     /// The predictors with their signatures.
-    pub predictors: Vec<PredictorInfo>,
+    pub predictors: Vec<Stage>,
 }
 
 /// How the model is called (never any key).
@@ -483,7 +484,7 @@ mod tests {
             promptopt_version: env!("CARGO_PKG_VERSION").into(),
             program: ProgramSpec {
                 kind: "single_predictor".into(),
-                predictors: vec![PredictorInfo {
+                predictors: vec![Stage {
                     name: "predict".into(),
                     signature: signature.clone(),
                 }],

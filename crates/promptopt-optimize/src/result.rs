@@ -37,7 +37,7 @@ pub struct PerformanceMetrics {
 impl PerformanceMetrics {
     /// The metrics of an evaluation report.
     pub fn from_report(metric: &str, report: &EvalReport) -> Self {
-        let cost = report.cost_usd();
+        let cost = report.cost_usd;
         let n = report.results.len();
         Self {
             metric: metric.to_string(),
@@ -45,13 +45,13 @@ impl PerformanceMetrics {
             raw_score: report.raw_score,
             accuracy: report.score,
             examples: n,
-            errors: report.errors(),
+            errors: report.errors,
             latency_p50_ms: report.latency_percentile_ms(50.0),
             latency_p95_ms: report.latency_percentile_ms(95.0),
             cost_usd: cost,
             cost_per_sample: cost.filter(|_| n > 0).map(|c| c / n as f64),
-            lm_calls: report.lm_calls(),
-            tokens: report.usage().total(),
+            lm_calls: report.lm_calls as usize,
+            tokens: report.usage.total(),
         }
     }
 }

@@ -48,6 +48,21 @@ impl LatencySummary {
     }
 }
 
+/// The `p`-th percentile (0–100, nearest rank) of `values`; `None` when empty.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
+}
+
 /// A metric value on a 0–1 scale, higher better: mapped linearly from the metric's range when it
 /// is finite (and flipped when lower is better), the value itself otherwise.
 pub fn normalize(info: &MetricInfo, value: f64) -> f64 {

@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use promptopt_lm::{LmError, ScriptedLm};
 
 use super::*;
+use crate::events::CollectSink;
 use crate::program::LmRegistry;
 use crate::{Field, Score, Signature};
 
@@ -54,6 +55,14 @@ impl Metric for PositiveShare {
             .count();
         Some(100.0 * positive as f64 / pairs.len() as f64)
     }
+}
+
+fn label_match() -> Arc<dyn Metric> {
+    Arc::new(LabelMatch)
+}
+
+fn positive_share() -> Arc<dyn Metric> {
+    Arc::new(PositiveShare)
 }
 
 fn program() -> Program {
@@ -112,19 +121,19 @@ async fn aggregates_scores_failures_usage_and_keeps_order() {
         ("boom", "positive"),
     ]);
     let p = program();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::clone(&events);
+    let events = CollectSink::new();
     let settings = EvalSettings {
         concurrency: 3,
         max_errors: None,
         keep_traces: true,
-        events: EventSink::from_fn(move |e| store.lock().unwrap().push(e)),
+        events: Arc::new(events.clone()),
+        memo: None,
     };
     let report = evaluate(
         &p,
         &p.initial_state(),
         &examples,
-        &LabelMatch,
+        &label_match(),
         &runtime(),
         &settings,
     )
@@ -155,18 +164,13 @@ async fn aggregates_scores_failures_usage_and_keeps_order() {
         Some("expected Some(\"negative\")")
     );
 
-    let events = events.lock().unwrap();
-    assert!(matches!(
-        events.first(),
-        Some(Event::StageStarted { total: Some(5), .. })
-    ));
-    let progress = events
+    let events = events.events();
+    assert_eq!(events.len(), 5);
+    assert!(events
         .iter()
-        .filter(|e| matches!(e, Event::Progress { .. }))
-        .count();
-    assert_eq!(progress, 5);
+        .all(|e| matches!(e, Event::EvaluationProgress { total: 5, .. })));
     assert!(
-        matches!(events.last(), Some(Event::Finished { score: Some(s), .. }) if (s - 0.4).abs() < 1e-12)
+        matches!(events.last(), Some(Event::EvaluationProgress { done: 5, score, .. }) if (score - 0.4).abs() < 1e-12)
     );
 }
 
@@ -183,7 +187,7 @@ async fn corpus_metrics_give_the_aggregate() {
         &p,
         &p.initial_state(),
         &examples,
-        &PositiveShare,
+        &positive_share(),
         &runtime(),
         &EvalSettings::default(),
     )
@@ -212,7 +216,7 @@ async fn too_many_errors_stop_the_evaluation() {
         &p,
         &p.initial_state(),
         &examples,
-        &LabelMatch,
+        &label_match(),
         &runtime(),
         &settings,
     )
@@ -236,7 +240,7 @@ async fn too_many_errors_stop_the_evaluation() {
         &p,
         &p.initial_state(),
         &examples,
-        &LabelMatch,
+        &label_match(),
         &runtime(),
         &settings,
     )
@@ -283,17 +287,17 @@ async fn reruns_are_identical_whatever_the_concurrency() {
         ..EvalSettings::default()
     };
     let a = strip(
-        evaluate(&p, &state, &examples, &LabelMatch, &runtime(), &one)
+        evaluate(&p, &state, &examples, &label_match(), &runtime(), &one)
             .await
             .unwrap(),
     );
     let b = strip(
-        evaluate(&p, &state, &examples, &LabelMatch, &runtime(), &one)
+        evaluate(&p, &state, &examples, &label_match(), &runtime(), &one)
             .await
             .unwrap(),
     );
     assert_eq!(a, b);
-    let c = evaluate(&p, &state, &examples, &LabelMatch, &runtime(), &many)
+    let c = evaluate(&p, &state, &examples, &label_match(), &runtime(), &many)
         .await
         .unwrap();
     assert_eq!(a.score, c.score);
@@ -312,7 +316,7 @@ async fn incomplete_states_and_empty_inputs() {
         &p,
         &p.initial_state(),
         &[],
-        &LabelMatch,
+        &label_match(),
         &runtime(),
         &EvalSettings::default(),
     )
@@ -326,7 +330,7 @@ async fn incomplete_states_and_empty_inputs() {
         &p,
         &ProgramState::default(),
         &[],
-        &LabelMatch,
+        &label_match(),
         &runtime(),
         &EvalSettings::default(),
     )

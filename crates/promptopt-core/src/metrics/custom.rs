@@ -89,11 +89,12 @@ const STDERR_TAIL_CHARS: usize = 2000;
 /// and async callers must run [`Metric::score`] inside `tokio::task::spawn_blocking` (or an
 /// equivalent) rather than on the runtime's worker threads.
 ///
-/// A call that fails (the command cannot start, exits, sends a line that is neither a number
-/// nor a score object, or does not answer within the timeout) scores the worst value of the
-/// range, with the error as feedback; [`CommandMetric::failures`] counts such calls and
-/// [`CommandMetric::last_error`] returns the latest. [`CommandMetric::try_score`] returns the
-/// error instead.
+/// [`Metric::try_score`] (what the evaluator calls) restarts a process that died once in the
+/// metric's life and asks again; a second death, a reply that is neither a number nor a score
+/// object, or no reply within the timeout is an error that stops the evaluation with the reason.
+/// [`Metric::score`] instead scores such a call as the worst value of the range, with the error
+/// as feedback; [`CommandMetric::failures`] counts such calls and [`CommandMetric::last_error`]
+/// returns the latest.
 pub struct CommandMetric {
     info: MetricInfo,
     program: String,
@@ -102,7 +103,14 @@ pub struct CommandMetric {
     timeout: Duration,
     process: Mutex<Option<Running>>,
     failures: AtomicUsize,
+    restarts: AtomicUsize,
     last_error: Mutex<Option<String>>,
+}
+
+/// Why one call failed: the process is gone (it may be restarted), or it answered badly.
+enum CallError {
+    Died(CoreError),
+    Failed(CoreError),
 }
 
 struct Running {
@@ -148,6 +156,7 @@ impl CommandMetric {
             timeout: DEFAULT_COMMAND_TIMEOUT,
             process: Mutex::new(None),
             failures: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
             last_error: Mutex::new(None),
         };
         let running = metric.spawn()?;
@@ -261,21 +270,17 @@ impl CommandMetric {
         }
     }
 
-    /// Scores one prediction, returning the error instead of a worst-value score.
-    pub fn try_score(
-        &self,
-        example: &Example,
-        prediction: &Prediction,
-    ) -> Result<Score, CoreError> {
+    /// One call to the running process (started first when it is not running).
+    fn call(&self, example: &Example, prediction: &Prediction) -> Result<Score, CallError> {
         let request = json!({"example": example, "prediction": prediction.outputs});
         let mut line = request.to_string();
         line.push('\n');
         let mut process = lock(&self.process);
         if process.is_none() {
-            *process = Some(self.spawn()?);
+            *process = Some(self.spawn().map_err(CallError::Failed)?);
         }
         let Some(running) = process.as_mut() else {
-            return Err(self.error("it is not running"));
+            return Err(CallError::Failed(self.error("it is not running")));
         };
         let write = running
             .stdin
@@ -284,29 +289,38 @@ impl CommandMetric {
         if let Err(e) = write {
             let reason = Self::exit_reason(running);
             *process = None;
-            return Err(self.error(format!("cannot write to it ({e}): {reason}")));
+            return Err(CallError::Died(
+                self.error(format!("cannot write to it ({e}): {reason}")),
+            ));
         }
         let reply = match running.lines.recv_timeout(self.timeout) {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 *process = None;
-                return Err(self.error(format!("cannot read its output: {e}")));
+                return Err(CallError::Died(
+                    self.error(format!("cannot read its output: {e}")),
+                ));
             }
             Err(RecvTimeoutError::Timeout) => {
                 *process = None;
-                return Err(self.error(format!(
+                return Err(CallError::Failed(self.error(format!(
                     "no reply within {} s; it was stopped",
                     self.timeout.as_secs_f64()
-                )));
+                ))));
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let reason = Self::exit_reason(running);
                 *process = None;
-                return Err(self.error(format!("no reply: {reason}")));
+                return Err(CallError::Died(self.error(format!("no reply: {reason}"))));
             }
         };
         drop(process);
-        parse_reply(&reply).map_err(|message| self.error(message))
+        parse_reply(&reply).map_err(|message| CallError::Failed(self.error(message)))
+    }
+
+    /// How many times the process was restarted after dying.
+    pub fn restarts(&self) -> usize {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     fn worst(&self) -> f64 {
@@ -360,14 +374,44 @@ impl Metric for CommandMetric {
         self.info.clone()
     }
 
-    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
-        match self.try_score(example, prediction) {
+    fn score(&self, example: &Example, prediction: &Prediction, trace: &Trace) -> Score {
+        match self.try_score(example, prediction, trace) {
             Ok(score) => score,
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let message = e.to_string();
                 *lock(&self.last_error) = Some(message.clone());
                 Score::with_feedback(self.worst(), message)
+            }
+        }
+    }
+
+    fn try_score(
+        &self,
+        example: &Example,
+        prediction: &Prediction,
+        _trace: &Trace,
+    ) -> Result<Score, CoreError> {
+        match self.call(example, prediction) {
+            Ok(score) => Ok(score),
+            Err(CallError::Failed(error)) => Err(error),
+            Err(CallError::Died(error)) => {
+                if self.restarts.fetch_add(1, Ordering::Relaxed) > 0 {
+                    return Err(CoreError::MetricCommand {
+                        command: self.display.clone(),
+                        message: format!(
+                            "it died again after one restart; {}",
+                            match error {
+                                CoreError::MetricCommand { message, .. } => message,
+                                other => other.to_string(),
+                            }
+                        ),
+                    });
+                }
+                match self.call(example, prediction) {
+                    Ok(score) => Ok(score),
+                    Err(CallError::Died(error) | CallError::Failed(error)) => Err(error),
+                }
             }
         }
     }
@@ -435,17 +479,35 @@ mod tests {
         let s2 = m.score(&e, &pred("b"), &Trace::default());
         assert_eq!(s1, Score::with_feedback(1.0, "call 1"));
         assert_eq!(s2, Score::with_feedback(2.0, "call 2"));
-        let err = m.try_score(&e, &pred("c")).unwrap_err().to_string();
+        let err = m
+            .try_score(&e, &pred("c"), &Trace::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("it answered `oops`"), "{err}");
+        // The fourth line kills it: it is restarted once and answers the same request afresh.
         let s4 = m.score(&e, &pred("d"), &Trace::default());
-        assert_eq!(s4.value, 0.0);
-        let feedback = s4.feedback.unwrap();
-        assert!(feedback.starts_with("Metric command `"), "{feedback}");
-        assert!(feedback.contains("gone"), "{feedback}");
-        assert_eq!(m.failures(), 1);
-        // It starts again after exiting.
-        let s5 = m.score(&e, &pred("e"), &Trace::default());
-        assert_eq!(s5.value, 1.0);
+        assert_eq!(s4, Score::with_feedback(1.0, "call 1"));
+        assert_eq!(m.restarts(), 1);
+        assert_eq!(m.failures(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_command_that_dies_twice_stops_with_the_reason() {
+        let m = CommandMetric::shell("dies", "read -r line; echo bye >&2; exit 4").unwrap();
+        let e = Example::new().with("answer", "x");
+        let err = m
+            .try_score(&e, &pred("a"), &Trace::default())
+            .unwrap_err()
+            .to_string();
+        // Restarted once; the restarted process died too.
+        assert!(err.contains("no reply: it exited"), "{err}");
+        let err = m
+            .try_score(&e, &pred("b"), &Trace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("died again after one restart"), "{err}");
+        assert!(err.contains("bye"), "{err}");
     }
 
     #[test]
@@ -471,7 +533,7 @@ mod tests {
         )
         .unwrap();
         let e = Example::new().with("question", "q");
-        let s = m.try_score(&e, &pred("a")).unwrap();
+        let s = m.try_score(&e, &pred("a"), &Trace::default()).unwrap();
         assert_eq!(
             s.feedback.unwrap(),
             "{\"example\":{\"question\":\"q\"},\"prediction\":{\"answer\":\"a\"}}"

@@ -102,6 +102,18 @@ pub trait Metric: Send + Sync {
     /// Scores one prediction. `trace` gives latency, cost and raw replies.
     fn score(&self, example: &Example, prediction: &Prediction, trace: &Trace) -> Score;
 
+    /// Scores one prediction, or says why the metric could not (a command metric whose process
+    /// died twice or answered something that is not a score). Evaluations stop on such an
+    /// error. The default never fails.
+    fn try_score(
+        &self,
+        example: &Example,
+        prediction: &Prediction,
+        trace: &Trace,
+    ) -> Result<Score, CoreError> {
+        Ok(self.score(example, prediction, trace))
+    }
+
     /// The corpus-level value over all predictions, for metrics that are not a mean of
     /// per-example scores (macro-F1, corpus BLEU). `None` means: the mean of the per-example
     /// scores.

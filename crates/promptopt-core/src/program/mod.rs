@@ -1,8 +1,10 @@
-//! Programs: a module plus its signatures, run against a state.
+//! Programs: ordered named stages, run against a state.
 //!
-//! [`Program::run`] runs a [`Module`] on one example with a [`ProgramState`] and a [`Runtime`];
-//! the module calls [`RunContext::predict`] for each stage, which renders the predictor through
-//! the run's adapter, calls the model, parses the reply and records a [`TraceStep`].
+//! A [`Program`] is an ordered list of [`Stage`]s. Fields flow by name: a stage reads the
+//! program's inputs and any earlier stage's outputs, and the program's outputs are the last
+//! values of its output keys. [`Program::run`] runs every stage in order with a
+//! [`ProgramState`] and a [`Runtime`], recording a [`TraceStep`] per model call;
+//! [`Program::render`] returns the very request a stage sends.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -45,35 +47,52 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use promptopt_lm::{ChatRequest, ChatResponse, Lm};
+use serde::{Deserialize, Serialize};
 
 use crate::adapter::{
     Adapter, AdapterKind, ChatAdapter, CompletionAdapter, JsonAdapter, Rendered, TurnsAdapter,
+    REASONING_FIELD,
 };
-use crate::module::{initial_state, Module, SinglePredictor};
 use crate::TraceStep;
-use crate::{CoreError, Example, Prediction, PredictorState, ProgramState, Signature, Trace};
+use crate::{CoreError, Example, Prediction, PredictorState, ProgramState, Signature, Strategy};
+use crate::{Field, Trace};
 
 mod runtime;
+mod stage;
 
 pub use runtime::{LmRegistry, RunSettings, Runtime};
+pub use stage::{parse_signature, Stage, StageSpec};
 
-/// A module with its predictors' signatures looked up once.
-#[derive(Clone)]
+/// A program: the fields it takes, its stages in order, and the fields it returns.
+///
+/// Build one with [`Program::single`] or [`Program::new`] (which checks that every field a
+/// stage reads is an input or an earlier stage's output); it serializes as
+/// `{input_keys, stages, output_keys}` and is checked again when deserialized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ProgramParts")]
 pub struct Program {
-    module: Arc<dyn Module>,
-    signatures: Arc<BTreeMap<String, Signature>>,
+    input_keys: Vec<String>,
+    stages: Vec<Stage>,
+    output_keys: Vec<String>,
 }
 
-impl std::fmt::Debug for Program {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Program")
-            .field("predictors", &self.signatures.keys().collect::<Vec<_>>())
-            .finish()
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgramParts {
+    input_keys: Vec<String>,
+    stages: Vec<Stage>,
+    output_keys: Vec<String>,
+}
+
+impl TryFrom<ProgramParts> for Program {
+    type Error = CoreError;
+
+    fn try_from(parts: ProgramParts) -> Result<Self, CoreError> {
+        Program::new(parts.input_keys, parts.stages, parts.output_keys)
     }
 }
 
@@ -87,49 +106,189 @@ pub struct RunOutput {
     pub trace: Trace,
 }
 
+fn invalid(stage: &str, message: impl Into<String>) -> CoreError {
+    CoreError::InvalidProgram {
+        stage: stage.to_string(),
+        message: message.into(),
+    }
+}
+
 impl Program {
-    /// A program of this module.
-    pub fn new(module: Arc<dyn Module>) -> Self {
-        let signatures = module.predictors().into_iter().collect();
+    /// The conventional name of a single-stage program's stage.
+    pub const SINGLE: &'static str = "predict";
+
+    /// A program of these stages. Errors name the stage at fault: no stages, a duplicate or
+    /// empty name, a field read that neither the inputs nor an earlier stage provide (a later
+    /// stage's output included: stages cannot form a cycle), an output key no stage writes.
+    pub fn new(
+        input_keys: Vec<String>,
+        stages: Vec<Stage>,
+        output_keys: Vec<String>,
+    ) -> Result<Self, CoreError> {
+        if stages.is_empty() {
+            return Err(invalid("", "a program needs at least one stage"));
+        }
+        let mut names = BTreeSet::new();
+        let mut available: BTreeSet<&str> = input_keys.iter().map(String::as_str).collect();
+        for (position, stage) in stages.iter().enumerate() {
+            if stage.name.trim().is_empty() {
+                return Err(invalid(
+                    &stage.name,
+                    format!("stage {} has an empty name", position + 1),
+                ));
+            }
+            if !names.insert(stage.name.as_str()) {
+                return Err(invalid(&stage.name, "two stages have this name"));
+            }
+            for field in &stage.signature.inputs {
+                if available.contains(field.name.as_str()) {
+                    continue;
+                }
+                let later = stages[position + 1..]
+                    .iter()
+                    .find(|s| s.signature.output(&field.name).is_some());
+                return Err(invalid(
+                    &stage.name,
+                    match later {
+                        Some(later) => format!(
+                            "it reads `{}`, which only the later stage `{}` writes (stages run in order, so a field cannot feed an earlier stage)",
+                            field.name, later.name
+                        ),
+                        None => format!(
+                            "it reads `{}`, which is not an input ({}) and no earlier stage writes",
+                            field.name,
+                            quoted(&input_keys)
+                        ),
+                    },
+                ));
+            }
+            for field in &stage.signature.outputs {
+                available.insert(field.name.as_str());
+            }
+            if stage.module == Strategy::ChainOfThought {
+                available.insert(REASONING_FIELD);
+            }
+        }
+        if let Some(key) = output_keys
+            .iter()
+            .find(|k| !stages.iter().any(|s| s.signature.output(k).is_some()))
+        {
+            return Err(invalid(
+                "",
+                format!("no stage writes the output key `{key}`"),
+            ));
+        }
+        Ok(Self {
+            input_keys,
+            stages,
+            output_keys,
+        })
+    }
+
+    /// A program of one `predict` stage named `predict`: its inputs and outputs are the
+    /// signature's.
+    pub fn single(signature: Signature) -> Self {
         Self {
-            module,
-            signatures: Arc::new(signatures),
+            input_keys: signature.input_names(),
+            output_keys: signature.output_names(),
+            stages: vec![Stage::new(Self::SINGLE, signature)],
         }
     }
 
-    /// A program of one predictor named `predict`.
-    pub fn single(signature: Signature) -> Self {
-        Self::new(Arc::new(SinglePredictor::new(signature)))
+    /// The fields the program takes.
+    pub fn input_keys(&self) -> &[String] {
+        &self.input_keys
     }
 
-    /// The module.
-    pub fn module(&self) -> &dyn Module {
-        self.module.as_ref()
+    /// The fields the program returns.
+    pub fn output_keys(&self) -> &[String] {
+        &self.output_keys
     }
 
-    /// The predictors' signatures, by name.
-    pub fn signatures(&self) -> &BTreeMap<String, Signature> {
-        &self.signatures
+    /// The stages, in the order they run.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
     }
 
-    /// One predictor's signature.
+    /// A stage by name.
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// One stage's signature.
     pub fn signature(&self, name: &str) -> Option<&Signature> {
-        self.signatures.get(name)
+        self.stage(name).map(|s| &s.signature)
     }
 
-    /// A fresh state: each predictor with its signature's instructions.
+    /// The program's output fields, with their types, from the stages that write them last.
+    pub fn output_fields(&self) -> Vec<Field> {
+        self.output_keys
+            .iter()
+            .filter_map(|key| {
+                self.stages
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.signature.output(key).cloned())
+            })
+            .collect()
+    }
+
+    /// A fresh state: each stage with its signature's instructions, no demos, its module.
     pub fn initial_state(&self) -> ProgramState {
-        initial_state(self.module.as_ref())
+        let mut state = ProgramState::default();
+        for stage in &self.stages {
+            let mut predictor = PredictorState::new(stage.signature.instructions.clone());
+            predictor.strategy = stage.module;
+            predictor.tools = stage.tools.clone();
+            state.predictors.insert(stage.name.clone(), predictor);
+        }
+        state
     }
 
-    /// Checks that the state has an entry for every predictor.
+    /// Checks that the state has an entry for every stage.
     pub fn check_state(&self, state: &ProgramState) -> Result<(), CoreError> {
-        for name in self.signatures.keys() {
-            if state.predictor(name).is_none() {
-                return Err(CoreError::MissingPredictorState { name: name.clone() });
+        for stage in &self.stages {
+            if state.predictor(&stage.name).is_none() {
+                return Err(CoreError::MissingPredictorState {
+                    name: stage.name.clone(),
+                });
             }
         }
         Ok(())
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        name: &str,
+        state: &'a ProgramState,
+    ) -> Result<(&'a Stage, &'a PredictorState), CoreError> {
+        let stage = self
+            .stage(name)
+            .ok_or_else(|| CoreError::UnknownPredictor {
+                name: name.to_string(),
+                known: quoted(&self.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>()),
+            })?;
+        let predictor = state
+            .predictor(name)
+            .ok_or_else(|| CoreError::MissingPredictorState {
+                name: name.to_string(),
+            })?;
+        Ok((stage, predictor))
+    }
+
+    /// The request stage `name` sends for `inputs` (the fields its signature reads; others are
+    /// ignored): exactly what [`Program::run`] sends on its first try.
+    pub fn render(
+        &self,
+        name: &str,
+        state: &ProgramState,
+        inputs: &Example,
+        runtime: &Runtime,
+    ) -> Result<ChatRequest, CoreError> {
+        let (stage, predictor) = self.lookup(name, state)?;
+        let call = StageCall::new(stage, predictor, inputs, runtime)?;
+        let adapter = call.first_adapter();
+        Ok(call.request(adapter.as_ref()))
     }
 
     /// Runs the program on one example.
@@ -152,205 +311,193 @@ impl Program {
     }
 
     /// Runs the program on one example and returns its trace whatever happened.
+    ///
+    /// Only the program's input keys are read from `inputs` (gold outputs never reach a stage);
+    /// each stage's outputs join the fields later stages read; the prediction holds the output
+    /// keys, and `reasoning` when the last stage reasoned.
     pub async fn run_traced(
         &self,
         state: &ProgramState,
         inputs: &Example,
         runtime: &Runtime,
     ) -> RunOutput {
-        let ctx = RunContext {
-            program: self,
-            state,
-            runtime,
-            trace: Mutex::new(Trace::default()),
-        };
-        let result = self.module.forward(&ctx, inputs).await;
-        RunOutput {
-            result,
-            trace: ctx.into_trace(),
+        let mut trace = Trace::default();
+        let result = self.run_stages(state, inputs, runtime, &mut trace).await;
+        RunOutput { result, trace }
+    }
+
+    async fn run_stages(
+        &self,
+        state: &ProgramState,
+        inputs: &Example,
+        runtime: &Runtime,
+        trace: &mut Trace,
+    ) -> Result<Prediction, CoreError> {
+        self.check_state(state)?;
+        let mut fields = inputs.project(&self.input_keys);
+        let mut last = Example::new();
+        for stage in &self.stages {
+            let (stage, predictor) = self.lookup(&stage.name, state)?;
+            let call = StageCall::new(stage, predictor, &fields, runtime)?;
+            last = call.run(trace).await?;
+            fields.merge(&last);
         }
+        if self.stages.len() == 1 {
+            return Ok(Prediction { outputs: last });
+        }
+        let mut outputs = Example::new();
+        if let Some(reasoning) = last.get(REASONING_FIELD) {
+            outputs.insert(REASONING_FIELD, reasoning.clone());
+        }
+        for key in &self.output_keys {
+            if let Some(value) = fields.get(key) {
+                outputs.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(Prediction { outputs })
     }
 }
 
-/// What a module sees while it runs: the state, the models and the trace so far.
-pub struct RunContext<'a> {
-    program: &'a Program,
-    state: &'a ProgramState,
+fn quoted(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One stage about to be called: its inputs projected, its model and adapter resolved.
+struct StageCall<'a> {
+    stage: &'a Stage,
+    predictor: &'a PredictorState,
+    inputs: Example,
+    model: &'a str,
+    lm: &'a dyn Lm,
     runtime: &'a Runtime,
-    trace: Mutex<Trace>,
 }
 
-impl std::fmt::Debug for RunContext<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunContext")
-            .field("program", &self.program)
-            .field("steps", &self.trace().steps.len())
-            .finish()
-    }
-}
-
-impl<'a> RunContext<'a> {
-    /// The state being run.
-    pub fn state(&self) -> &'a ProgramState {
-        self.state
-    }
-
-    /// The models and settings.
-    pub fn runtime(&self) -> &'a Runtime {
-        self.runtime
-    }
-
-    /// A copy of the trace so far.
-    pub fn trace(&self) -> Trace {
-        self.lock_trace().clone()
-    }
-
-    fn lock_trace(&self) -> std::sync::MutexGuard<'_, Trace> {
-        self.trace
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn into_trace(self) -> Trace {
-        self.trace
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Runs predictor `name` on the input fields its signature names (other fields of `inputs`
-    /// are ignored) and returns its outputs (with `reasoning` for chain of thought).
-    ///
-    /// A reply that cannot be parsed gives [`CoreError::Parse`]; with the chat adapter and
-    /// [`RunSettings::json_fallback`] the call is first repeated once through the JSON adapter.
-    pub async fn predict(&self, name: &str, inputs: &Example) -> Result<Example, CoreError> {
-        let signature =
-            self.program
-                .signature(name)
-                .ok_or_else(|| CoreError::UnknownPredictor {
-                    name: name.to_string(),
-                    known: self
-                        .program
-                        .signatures
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
-        let predictor =
-            self.state
-                .predictor(name)
-                .ok_or_else(|| CoreError::MissingPredictorState {
-                    name: name.to_string(),
-                })?;
-        let mut projected = Example::new();
-        for field in &signature.inputs {
-            match inputs.get(&field.name) {
-                Some(value) => projected.insert(field.name.clone(), value.clone()),
+impl<'a> StageCall<'a> {
+    fn new(
+        stage: &'a Stage,
+        predictor: &'a PredictorState,
+        fields: &Example,
+        runtime: &'a Runtime,
+    ) -> Result<Self, CoreError> {
+        let mut inputs = Example::new();
+        for field in &stage.signature.inputs {
+            match fields.get(&field.name) {
+                Some(value) => inputs.insert(field.name.clone(), value.clone()),
                 None => {
                     return Err(CoreError::MissingInput {
-                        predictor: name.to_string(),
+                        predictor: stage.name.clone(),
                         field: field.name.clone(),
                     })
                 }
             }
         }
-        let settings = &self.runtime.settings;
         let model = predictor
             .model
             .as_deref()
-            .unwrap_or_else(|| self.runtime.lms.default_model());
-        let lm = self.runtime.lms.resolve(model)?.as_ref();
-        let structured = lm.supports_json_schema(model);
-        let first = match settings.adapter {
-            kind @ (AdapterKind::Chat | AdapterKind::Turns) => {
-                let adapter: &dyn Adapter = if kind == AdapterKind::Turns {
-                    &TurnsAdapter
-                } else {
-                    &ChatAdapter
-                };
-                self.call(
-                    name,
-                    adapter,
-                    signature,
-                    predictor,
-                    projected.clone(),
-                    model,
-                    lm,
-                )
-                .await?
-            }
-            AdapterKind::Json => {
-                let adapter = JsonAdapter::new(structured);
-                return self
-                    .call(name, &adapter, signature, predictor, projected, model, lm)
-                    .await?;
-            }
-            AdapterKind::Completion => {
-                return self
-                    .call(
-                        name,
-                        &CompletionAdapter,
-                        signature,
-                        predictor,
-                        projected,
-                        model,
-                        lm,
-                    )
-                    .await?;
-            }
-        };
-        match first {
-            Ok(outputs) => Ok(outputs),
-            Err(error) if settings.json_fallback => {
-                drop(error);
-                let adapter = JsonAdapter::new(structured);
-                self.call(name, &adapter, signature, predictor, projected, model, lm)
-                    .await?
-            }
-            Err(error) => Err(error),
+            .or(stage.model.as_deref())
+            .unwrap_or_else(|| runtime.lms.default_model());
+        let lm = runtime.lms.resolve(model)?.as_ref();
+        Ok(Self {
+            stage,
+            predictor,
+            inputs,
+            model,
+            lm,
+            runtime,
+        })
+    }
+
+    fn kind(&self) -> AdapterKind {
+        self.stage.adapter.unwrap_or(self.runtime.settings.adapter)
+    }
+
+    fn first_adapter(&self) -> Box<dyn Adapter> {
+        match self.kind() {
+            AdapterKind::Chat => Box::new(ChatAdapter),
+            AdapterKind::Turns => Box::new(TurnsAdapter),
+            AdapterKind::Json => Box::new(JsonAdapter::new(self.lm.supports_json_schema(self.model))),
+            AdapterKind::Completion => Box::new(CompletionAdapter),
         }
     }
 
-    /// One model call: render, send, record, parse. The outer error is a model failure; the inner
-    /// one a reply that could not be parsed.
-    #[allow(clippy::too_many_arguments)]
-    async fn call(
-        &self,
-        name: &str,
-        adapter: &dyn Adapter,
-        signature: &Signature,
-        predictor: &PredictorState,
-        inputs: Example,
-        model: &str,
-        lm: &dyn Lm,
-    ) -> Result<Result<Example, CoreError>, CoreError> {
+    /// The request through `adapter`.
+    fn request(&self, adapter: &dyn Adapter) -> ChatRequest {
         let Rendered {
             messages,
             response_format,
             stop,
-        } = adapter.render(signature, predictor, &inputs);
-        let request = self.request(model, messages, response_format, stop);
+        } = adapter.render(&self.stage.signature, self.predictor, &self.inputs);
+        let settings = &self.runtime.settings;
+        let mut request = ChatRequest::new(self.model, messages);
+        request.temperature = settings.temperature;
+        request.max_tokens = settings.max_tokens;
+        request.seed = settings.seed;
+        request.response_format = response_format;
+        request.stop = stop;
+        request.use_cache = settings.use_cache;
+        request
+    }
+
+    /// Calls the model; with the chat or turns adapter and [`RunSettings::json_fallback`], a
+    /// reply that cannot be parsed is asked once more through the JSON adapter.
+    async fn run(&self, trace: &mut Trace) -> Result<Example, CoreError> {
+        let first = self.first_adapter();
+        let outcome = self.call(first.as_ref(), trace).await?;
+        match outcome {
+            Err(_) if self.runtime.settings.json_fallback
+                && matches!(self.kind(), AdapterKind::Chat | AdapterKind::Turns) =>
+            {
+                let json = JsonAdapter::new(self.lm.supports_json_schema(self.model));
+                self.call(&json, trace).await?
+            }
+            other => other,
+        }
+    }
+
+    /// One model call: render, send, record, parse. The outer error is a model failure; the
+    /// inner one a reply that could not be parsed.
+    async fn call(
+        &self,
+        adapter: &dyn Adapter,
+        trace: &mut Trace,
+    ) -> Result<Result<Example, CoreError>, CoreError> {
+        let request = self.request(adapter);
         let started = Instant::now();
-        let response = lm.chat(&request).await;
+        let response = self.lm.chat(&request).await;
         let latency = started.elapsed();
         let response: ChatResponse = match response {
             Ok(response) => response,
             Err(source) => {
                 return Err(CoreError::Lm {
-                    predictor: name.to_string(),
+                    predictor: self.stage.name.clone(),
                     source,
                 })
             }
         };
         let raw = response.text().to_string();
-        let parsed = adapter.parse(signature, predictor.strategy, &raw);
+        let parsed = adapter.parse(&self.stage.signature, self.predictor.strategy, &raw);
         let (outputs, parse_error) = match &parsed {
             Ok(outputs) => (Some(outputs.clone()), None),
             Err(failure) => (None, Some(failure.message.clone())),
         };
-        let step = TraceStep {
-            predictor: name.to_string(),
-            inputs,
+        let result = match parsed {
+            Ok(outputs) => Ok(outputs),
+            Err(failure) => Err(CoreError::Parse {
+                predictor: self.stage.name.clone(),
+                message: failure.message,
+                raw: raw.clone(),
+            }),
+        };
+        trace.steps.push(TraceStep {
+            predictor: self.stage.name.clone(),
+            inputs: self.inputs.clone(),
             request,
             raw,
             outputs,
@@ -359,35 +506,8 @@ impl<'a> RunContext<'a> {
             latency,
             cost_usd: response.cost_usd,
             cache_hit: response.cache_hit,
-        };
-        let result = match parsed {
-            Ok(outputs) => Ok(outputs),
-            Err(failure) => Err(CoreError::Parse {
-                predictor: name.to_string(),
-                message: failure.message,
-                raw: step.raw.clone(),
-            }),
-        };
-        self.lock_trace().steps.push(step);
+        });
         Ok(result)
-    }
-
-    fn request(
-        &self,
-        model: &str,
-        messages: Vec<promptopt_lm::Message>,
-        response_format: Option<promptopt_lm::ResponseFormat>,
-        stop: Vec<String>,
-    ) -> ChatRequest {
-        let settings = &self.runtime.settings;
-        let mut request = ChatRequest::new(model, messages);
-        request.temperature = settings.temperature;
-        request.max_tokens = settings.max_tokens;
-        request.seed = settings.seed;
-        request.response_format = response_format;
-        request.stop = stop;
-        request.use_cache = settings.use_cache;
-        request
     }
 }
 

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use promptopt_lm::{ChatRequest, LmError, ResponseFormat, ScriptedLm, SharedLm};
 use serde_json::json;
 
 use super::*;
+use crate::adapter::AdapterKind;
 use crate::{Field, Strategy};
 
 fn sentiment() -> Signature {
@@ -86,19 +86,17 @@ async fn chain_of_thought_returns_reasoning() {
 }
 
 /// Summarise, then classify the summary.
-struct TwoStage;
-
-#[async_trait]
-impl Module for TwoStage {
-    fn predictors(&self) -> Vec<(String, Signature)> {
+fn two_stage() -> Program {
+    Program::new(
+        vec!["text".into()],
         vec![
-            (
-                "summarize".into(),
+            Stage::new(
+                "summarize",
                 Signature::new(vec![Field::text("text")], vec![Field::text("summary")])
                     .with_instructions("Summarise the review in a few words."),
             ),
-            (
-                "classify".into(),
+            Stage::new(
+                "classify",
                 Signature::new(
                     vec![Field::text("summary")],
                     vec![Field::label(
@@ -107,22 +105,14 @@ impl Module for TwoStage {
                     )],
                 ),
             ),
-        ]
-    }
-
-    async fn forward(
-        &self,
-        ctx: &RunContext<'_>,
-        inputs: &Example,
-    ) -> Result<Prediction, CoreError> {
-        let summary = ctx.predict("summarize", inputs).await?;
-        let label = ctx.predict("classify", &summary).await?;
-        Ok(Prediction { outputs: label })
-    }
+        ],
+        vec!["label".into()],
+    )
+    .unwrap()
 }
 
 #[tokio::test]
-async fn two_stage_module_feeds_outputs_forward_with_per_predictor_models() {
+async fn two_stage_program_feeds_outputs_forward_with_per_predictor_models() {
     let task = ScriptedLm::new(|_| Ok("[[ ## summary ## ]]\nloved it".into()));
     let other = ScriptedLm::new(|r| {
         Ok(if last_user(r).contains("[[ ## summary ## ]]\nloved it") {
@@ -135,7 +125,7 @@ async fn two_stage_module_feeds_outputs_forward_with_per_predictor_models() {
         LmRegistry::new("scripted/task", Arc::new(task.clone()))
             .with_model("scripted/other", Arc::new(other.clone())),
     );
-    let program = Program::new(Arc::new(TwoStage));
+    let program = two_stage();
     let mut state = program.initial_state();
     assert_eq!(
         state.predictor("summarize").unwrap().instructions,
@@ -147,6 +137,8 @@ async fn two_stage_module_feeds_outputs_forward_with_per_predictor_models() {
         .await
         .unwrap();
     assert_eq!(prediction.text("label").as_deref(), Some("positive"));
+    // Only the output keys: the intermediate summary is not part of the prediction.
+    assert_eq!(prediction.outputs.keys().collect::<Vec<_>>(), ["label"]);
     let names: Vec<&str> = trace.steps.iter().map(|s| s.predictor.as_str()).collect();
     assert_eq!(names, ["summarize", "classify"]);
     assert_eq!(trace.steps[1].request.model, "scripted/other");
@@ -269,4 +261,84 @@ async fn model_errors_and_missing_inputs_are_errors() {
         err.to_string(),
         "Input field `text` of predictor `predict` is missing from the example"
     );
+}
+
+#[tokio::test]
+async fn render_is_the_request_that_is_sent() {
+    let lm = ScriptedLm::new(|_| Ok("[[ ## summary ## ]]\nfine".into()));
+    let program = two_stage();
+    let mut state = program.initial_state();
+    state.predictor_mut("summarize").unwrap().demos = vec![Example::new()
+        .with("text", "A long review")
+        .with("summary", "long")];
+    for adapter in AdapterKind::ALL {
+        let mut rt = runtime(lm.clone());
+        rt.settings.adapter = adapter;
+        rt.settings.json_fallback = false;
+        let input = Example::new().with("text", "Nice").with("label", "gold");
+        let output = program.run_traced(&state, &input, &rt).await;
+        let first = &output.trace.steps[0];
+        let shown = program.render("summarize", &state, &input, &rt).unwrap();
+        assert_eq!(shown, first.request, "{adapter:?}");
+        assert_eq!(
+            serde_json::to_string(&shown).unwrap(),
+            serde_json::to_string(&first.request).unwrap()
+        );
+    }
+}
+
+#[test]
+fn programs_that_do_not_fit_together_name_the_stage() {
+    let stage = |name: &str, sig: &str| {
+        StageSpec {
+            name: name.into(),
+            module: Strategy::Predict,
+            signature: sig.into(),
+            instructions: None,
+            adapter: None,
+            model: None,
+        }
+        .into_stage(&[])
+        .unwrap()
+    };
+    let inputs = vec!["question".to_string(), "context".to_string()];
+    let cases = [
+        (
+            vec![stage("a", "question -> x"), stage("b", "y -> answer")],
+            "stage `b`: it reads `y`, which is not an input (`question`, `context`) and no earlier stage writes",
+        ),
+        (
+            vec![stage("a", "question, answer -> x"), stage("b", "x -> answer")],
+            "stage `a`: it reads `answer`, which only the later stage `b` writes",
+        ),
+        (
+            vec![stage("a", "question -> x"), stage("a", "x -> answer")],
+            "stage `a`: two stages have this name",
+        ),
+        (vec![stage("a", "question -> x")], "no stage writes the output key `answer`"),
+        (vec![], "at least one stage"),
+    ];
+    for (stages, needle) in cases {
+        let err = Program::new(inputs.clone(), stages, vec!["answer".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    let ok = Program::new(
+        inputs,
+        vec![
+            stage("evidence", "question, context -> evidence"),
+            stage("answer", "question, evidence -> answer"),
+        ],
+        vec!["answer".into()],
+    )
+    .unwrap();
+    let json = serde_json::to_value(&ok).unwrap();
+    let back: Program = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, ok);
+    // Deserializing checks the program again.
+    let mut broken = json;
+    broken["output_keys"] = serde_json::json!(["nope"]);
+    let err = serde_json::from_value::<Program>(broken).unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
 }

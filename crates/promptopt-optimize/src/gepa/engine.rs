@@ -326,8 +326,8 @@ impl Engine<'_> {
             .iter()
             .map(|r| Rollout {
                 trace: &r.trace,
-                score: r.score.value,
-                feedback: r.score.feedback.as_deref(),
+                score: r.score,
+                feedback: r.feedback.as_deref(),
             })
             .collect();
         let mut child = parent_state.clone();

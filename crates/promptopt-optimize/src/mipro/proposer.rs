@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::demos::DemoSet;
 use super::diversity::too_similar;
-use crate::{OptimizeContext, OptimizeError, PredictorInfo, StopReason};
+use crate::{OptimizeContext, OptimizeError, StopReason};
+use promptopt_core::Stage;
 
 /// Most calls the dataset summary spends on batches after the first (DSPy's limit).
 const MAX_EXTRA_SUMMARY_BATCHES: usize = 9;
@@ -144,7 +145,7 @@ impl ProposerCalls {
 pub struct GroundedProposer<'a> {
     ctx: &'a OptimizeContext,
     settings: ProposerSettings,
-    predictors: Vec<PredictorInfo>,
+    predictors: Vec<Stage>,
     initial: &'a ProgramState,
     /// The dataset summary, once written.
     pub dataset_summary: Option<String>,
@@ -236,7 +237,7 @@ pub fn strip_label(reply: &str) -> String {
 }
 
 /// The program's structure as text: each predictor with its fields and current instruction.
-pub fn describe_structure(predictors: &[PredictorInfo], state: &ProgramState) -> String {
+pub fn describe_structure(predictors: &[Stage], state: &ProgramState) -> String {
     predictors
         .iter()
         .enumerate()

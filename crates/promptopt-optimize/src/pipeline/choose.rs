@@ -260,12 +260,12 @@ pub(super) fn choose(
 /// An empty candidate, for the case of nothing to choose from (every optimizer run gives at
 /// least its best state, so the pipeline never passes an empty list).
 fn unreachable_candidate(task_model: &str) -> (Candidate, PerformanceMetrics, Vec<String>) {
-    let report = EvalReport {
-        score: 0.0,
-        raw_score: 0.0,
-        results: Vec::new(),
-        wall_time: std::time::Duration::ZERO,
-    };
+    let report = EvalReport::empty(promptopt_core::MetricInfo {
+        name: String::new(),
+        higher_is_better: true,
+        min: 0.0,
+        max: 1.0,
+    });
     (
         Candidate {
             state: ProgramState::default(),
