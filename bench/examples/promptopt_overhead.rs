@@ -18,8 +18,9 @@ use clap::{Parser, ValueEnum};
 use promptopt_bench::process_usage;
 use promptopt_core::dataset::load_examples;
 use promptopt_core::metrics::by_name;
+use promptopt_core::events::NullSink;
 use promptopt_core::{
-    evaluate, EvalSettings, EventSink, Field, LmRegistry, Program, RunSettings, Runtime, Signature,
+    evaluate, EvalSettings, Field, LmRegistry, Program, RunSettings, Runtime, Signature,
 };
 use promptopt_lm::{CacheConfig, LmConfig, LmStack};
 use serde_json::json;
@@ -107,14 +108,15 @@ async fn run(args: Args) -> Result<serde_json::Value, Box<dyn std::error::Error>
         concurrency: args.concurrency,
         max_errors: None,
         keep_traces: false,
-        events: EventSink::none(),
+        events: Arc::new(NullSink),
+        memo: None,
     };
     if cached {
         evaluate(
             &program,
             &state,
             &examples,
-            metric.as_ref(),
+            &metric,
             &runtime,
             &settings,
         )
@@ -126,7 +128,7 @@ async fn run(args: Args) -> Result<serde_json::Value, Box<dyn std::error::Error>
         &program,
         &state,
         &examples,
-        metric.as_ref(),
+        &metric,
         &runtime,
         &settings,
     )

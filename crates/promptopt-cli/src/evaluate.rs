@@ -6,177 +6,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use promptopt_core::adapter::AdapterKind;
+use promptopt_core::events::{EventSink, FnSink, NullSink};
 use promptopt_core::{
-    evaluate, metrics, CoreError, Dataset, EvalReport, EvalSettings, Event, EventSink, Example,
-    LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy,
+    evaluate, metrics, CoreError, Dataset, EvalReport, EvalSettings, Event, Example, Program,
+    ProgramState,
 };
-use promptopt_lm::{LmConfig, LmStack, SharedLm};
-use serde::{Deserialize, Serialize};
+use promptopt_registry::Registry;
 use serde_json::json;
 
-/// Exit code: the run completed but failed (too many errors, bad data).
-pub(crate) const EXIT_FAILED: u8 = 1;
-/// Exit code: the command line was wrong.
-pub(crate) const EXIT_USAGE: u8 = 2;
-
-/// An error with the exit code it should end the process with.
-#[derive(Debug)]
-pub(crate) struct Exit {
-    pub(crate) code: u8,
-    pub(crate) error: anyhow::Error,
-}
-
-impl Exit {
-    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: EXIT_USAGE,
-            error: error.into(),
-        }
-    }
-
-    pub(crate) fn failed(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: EXIT_FAILED,
-            error: error.into(),
-        }
-    }
-
-    /// Prints the error and returns its exit code.
-    #[allow(clippy::print_stderr)]
-    pub(crate) fn report(self) -> ExitCode {
-        eprintln!("error: {:#}", self.error);
-        ExitCode::from(self.code)
-    }
-}
-
-/// Which adapter renders the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum AdapterArg {
-    /// Field markers, demos as chat turns.
-    Chat,
-    /// Replies as a JSON object.
-    Json,
-    /// One plain prompt for base models.
-    Completion,
-    /// Compact chat turns (`Field: value` lines, bare single values).
-    Turns,
-}
-
-impl From<AdapterArg> for AdapterKind {
-    fn from(arg: AdapterArg) -> Self {
-        match arg {
-            AdapterArg::Chat => AdapterKind::Chat,
-            AdapterArg::Json => AdapterKind::Json,
-            AdapterArg::Completion => AdapterKind::Completion,
-            AdapterArg::Turns => AdapterKind::Turns,
-        }
-    }
-}
-
-/// How the model answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum StrategyArg {
-    /// Directly.
-    Predict,
-    /// Reasoning first (chain of thought).
-    Cot,
-}
-
-impl From<StrategyArg> for Strategy {
-    fn from(arg: StrategyArg) -> Self {
-        match arg {
-            StrategyArg::Predict => Strategy::Predict,
-            StrategyArg::Cot => Strategy::ChainOfThought,
-        }
-    }
-}
-
-/// The model and how requests are sent.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct LmArgs {
-    /// The task model: `provider/model` (`openai/gpt-4o-mini`, `local/smollm2-135m`, ...).
-    #[arg(
-        long = "lm-model",
-        id = "lm_model",
-        default_value = "local/smollm2-135m"
-    )]
-    pub(crate) model: String,
-    /// Base URL of an OpenAI-compatible server for the model's provider (e.g. a `serve-lm`).
-    #[arg(long)]
-    pub(crate) base_url: Option<String>,
-    /// Which adapter renders the prompt [default: `turns` for `local/` models, else `chat`].
-    #[arg(long, value_enum)]
-    pub(crate) adapter: Option<AdapterArg>,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.0)]
-    pub(crate) temperature: f32,
-    /// Upper bound on generated tokens per call.
-    #[arg(long)]
-    pub(crate) max_tokens: Option<u32>,
-    /// Do not read or write the response cache (kept under `$PROMPTOPT_HOME/cache`).
-    #[arg(long)]
-    pub(crate) no_cache: bool,
-    /// Do not retry an unparsable chat reply through the JSON adapter.
-    #[arg(long)]
-    pub(crate) no_json_fallback: bool,
-}
-
-impl LmArgs {
-    /// The adapter named by `--adapter`, or the model's default.
-    pub(crate) fn adapter_kind(&self) -> AdapterKind {
-        self.adapter
-            .map_or_else(|| AdapterKind::default_for_model(&self.model), Into::into)
-    }
-
-    /// The runtime: the model stack and request settings. `concurrency` sizes the embedded
-    /// engine's slots for `local/` models.
-    pub(crate) async fn runtime(&self, concurrency: usize) -> Result<Runtime, Exit> {
-        let lm = self.stack(concurrency).await?;
-        Ok(
-            Runtime::new(LmRegistry::new(&self.model, Arc::clone(&lm)).with_fallback(lm))
-                .with_settings(RunSettings {
-                    adapter: self.adapter_kind(),
-                    json_fallback: !self.no_json_fallback,
-                    temperature: Some(self.temperature),
-                    max_tokens: self.max_tokens,
-                    seed: None,
-                    use_cache: !self.no_cache,
-                }),
-        )
-    }
-
-    /// `local/` models without `--base-url` run in the embedded engine; everything else goes to
-    /// its provider (at `--base-url` when given).
-    async fn stack(&self, concurrency: usize) -> Result<SharedLm, Exit> {
-        let Some((provider, _)) = self.model.split_once('/') else {
-            return Err(Exit::usage(anyhow::anyhow!(
-                "The model `{}` has no provider; write it as `provider/model`",
-                self.model
-            )));
-        };
-        if provider == "local" && self.base_url.is_none() {
-            return crate::models_cmd::build_lm(
-                std::slice::from_ref(&self.model),
-                concurrency,
-                self.no_cache,
-            )
-            .await
-            .map_err(Exit::failed);
-        }
-        let mut config = LmConfig::default();
-        if let Some(url) = &self.base_url {
-            config = config.with_base_url(provider, url.clone());
-        }
-        if self.no_cache {
-            config.cache.enabled = false;
-        } else {
-            config.cache.disk_dir =
-                Some(promptopt_optimize::registry::default_home().join("cache"));
-        }
-        LmStack::new(config).assemble().map_err(Exit::usage)
-    }
-}
+use crate::common::{models_of, print_stdout, Exit, LmArgs, ProgramFile, StrategyArg};
 
 /// Score a prompt on a dataset.
 #[derive(Debug, clap::Args)]
@@ -229,15 +67,6 @@ pub struct EvaluateArgs {
     json: bool,
 }
 
-/// A signature with its state: what `predict` needs to run a single-predictor program.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ProgramFile {
-    /// The predictor's signature.
-    pub(crate) signature: Signature,
-    /// The learned state.
-    pub(crate) state: ProgramState,
-}
-
 /// Runs `promptopt evaluate`.
 pub async fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     match evaluate_cmd(args).await {
@@ -256,21 +85,18 @@ fn data_error(error: CoreError) -> Exit {
 async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
     let saved = match args.model.clone() {
         Some(reference) => {
-            let artifact =
-                crate::models_cmd::load_saved(&reference, &mut args.lm).map_err(Exit::usage)?;
-            let signature = crate::models_cmd::saved_signature(&artifact).map_err(Exit::usage)?;
+            let artifact = Registry::from_env()
+                .load_ref(&reference)
+                .map_err(Exit::usage)?;
+            args.lm.apply_saved(&artifact);
             args.input_keys
-                .get_or_insert_with(|| signature.input_names());
+                .get_or_insert_with(|| artifact.program.input_keys().to_vec());
             args.output_keys
-                .get_or_insert_with(|| signature.output_names());
+                .get_or_insert_with(|| artifact.program.output_keys().to_vec());
             if args.metric.is_none() {
-                args.metric = artifact
-                    .metrics
-                    .get("metric")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string);
+                args.metric = artifact.metric_name().map(str::to_string);
             }
-            Some((signature, artifact.state))
+            Some(artifact)
         }
         None => None,
     };
@@ -286,28 +112,30 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
         .clone()
         .unwrap_or_else(|| "accuracy".to_string());
     let metric = metrics::by_name(&metric_name, &output_key).map_err(data_error)?;
-    let mut signature = dataset.signature();
-    if let Some(instructions) = &args.instructions {
-        signature.instructions.clone_from(instructions);
-    }
-    let demos = load_demos(&args, &dataset)?;
-    let program = Program::single(signature.clone());
-    let mut state = program.initial_state();
-    for predictor in state.predictors.values_mut() {
-        predictor.demos.clone_from(&demos);
-        predictor.strategy = args.strategy.into();
-    }
-    let (signature, state, program) = match saved {
-        Some((saved_signature, saved_state)) => {
-            let program = Program::single(saved_signature.clone());
-            (saved_signature, saved_state, program)
+    let (program, state, models) = match saved {
+        Some(artifact) => {
+            let models = models_of(&artifact);
+            (artifact.program, artifact.state, models)
         }
-        None => (signature, state, program),
+        None => {
+            let mut signature = dataset.signature();
+            if let Some(instructions) = &args.instructions {
+                signature.instructions.clone_from(instructions);
+            }
+            let demos = load_demos(&args, &dataset)?;
+            let program = Program::single(signature);
+            let mut state = program.initial_state();
+            for predictor in state.predictors.values_mut() {
+                predictor.demos.clone_from(&demos);
+                predictor.strategy = args.strategy.into();
+            }
+            (program, state, vec![args.lm.model.clone()])
+        }
     };
     if let Some(path) = &args.save_program {
-        save_program(path, &signature, &state)?;
+        save_program(path, &program, &state)?;
     }
-    let runtime = args.lm.runtime(args.concurrency).await?;
+    let runtime = args.lm.runtime(&models, args.concurrency).await?;
     let examples: &[Example] = match args.limit {
         Some(limit) => &dataset.examples[..limit.min(dataset.examples.len())],
         None => &dataset.examples,
@@ -318,16 +146,9 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
         max_errors: Some(args.max_errors),
         keep_traces: false,
         events,
+        memo: None,
     };
-    let report = evaluate(
-        &program,
-        &state,
-        examples,
-        metric.as_ref(),
-        &runtime,
-        &settings,
-    )
-    .await;
+    let report = evaluate(&program, &state, examples, &metric, &runtime, &settings).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -343,10 +164,6 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::print_stdout)]
-pub(crate) fn print_stdout(text: &str) {
-    println!("{text}");
-}
 
 fn load_demos(args: &EvaluateArgs, dataset: &Dataset) -> Result<Vec<Example>, Exit> {
     if args.demos == 0 {
@@ -378,9 +195,10 @@ fn load_demos(args: &EvaluateArgs, dataset: &Dataset) -> Result<Vec<Example>, Ex
         .collect())
 }
 
-fn save_program(path: &Path, signature: &Signature, state: &ProgramState) -> Result<(), Exit> {
+fn save_program(path: &Path, program: &Program, state: &ProgramState) -> Result<(), Exit> {
     let file = ProgramFile {
-        signature: signature.clone(),
+        program: Some(program.clone()),
+        signature: None,
         state: state.clone(),
     };
     let text = serde_json::to_string_pretty(&file)
@@ -392,9 +210,9 @@ fn save_program(path: &Path, signature: &Signature, state: &ProgramState) -> Res
 }
 
 /// A progress bar on stderr when it is a terminal; no events otherwise.
-fn progress(total: usize) -> (EventSink, Option<indicatif::ProgressBar>) {
+fn progress(total: usize) -> (Arc<dyn EventSink>, Option<indicatif::ProgressBar>) {
     if !std::io::stderr().is_terminal() {
-        return (EventSink::none(), None);
+        return (Arc::new(NullSink), None);
     }
     let bar = indicatif::ProgressBar::new(total as u64);
     let style = indicatif::ProgressStyle::with_template(
@@ -403,15 +221,13 @@ fn progress(total: usize) -> (EventSink, Option<indicatif::ProgressBar>) {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     let handle = bar.clone();
-    let sink = EventSink::from_fn(move |event| {
-        if let Event::Progress { done, score, .. } = event {
-            handle.set_position(done);
-            if let Some(score) = score {
-                handle.set_message(format!("score {score:.3}"));
-            }
+    let sink = FnSink(move |event: &Event| {
+        if let Event::EvaluationProgress { done, score, .. } = event {
+            handle.set_position(*done);
+            handle.set_message(format!("score {score:.3}"));
         }
     });
-    (sink, Some(bar))
+    (Arc::new(sink), Some(bar))
 }
 
 fn json_report(args: &EvaluateArgs, report: &EvalReport) -> serde_json::Value {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod common;
 mod evaluate;
 mod models_cmd;
 mod optimize;
@@ -27,7 +28,7 @@ struct Cli {
 enum Command {
     /// Optimize a program as a request file describes and save it in the registry.
     Optimize(optimize::OptimizeArgs),
-    /// Manage saved models (list, show, delete).
+    /// Manage saved models (list, show, delete, save, import, promote, export).
     Models(models_cmd::ModelsArgs),
     /// Score a prompt (instructions, demos, strategy) on a dataset.
     Evaluate(evaluate::EvaluateArgs),

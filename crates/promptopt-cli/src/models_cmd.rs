@@ -1,23 +1,14 @@
-//! `promptopt models list|show|delete`: the local model registry; and the model stack the
-//! commands share (the embedded engine for `local/…` models, providers for the rest).
+//! `promptopt models`: the model registry (list, show, delete, save, import, promote, export).
 
-#[cfg(feature = "engine")]
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
-#[cfg(feature = "engine")]
-use std::sync::Arc;
 
-#[cfg(feature = "engine")]
 use anyhow::Context;
-#[cfg(feature = "engine")]
-use async_trait::async_trait;
-#[cfg(feature = "engine")]
-use promptopt_engine::{Engine, EngineConfig};
-#[cfg(feature = "engine")]
-use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmError};
-use promptopt_lm::{LmConfig, LmStack, SharedLm};
-use promptopt_optimize::registry::default_home;
-use promptopt_optimize::{ModelRef, Registry};
+use promptopt_registry::export::{export, ExportFormat};
+use promptopt_registry::{ModelRef, Registry, Selector, Version};
+use serde_json::{Map, Value};
+
+use crate::common::print_stdout;
 
 /// Manage saved models.
 #[derive(Debug, clap::Args)]
@@ -28,13 +19,13 @@ pub struct ModelsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ModelsCommand {
-    /// List saved models and their versions.
+    /// List saved models with their versions and aliases.
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Show a saved model (`NAME`, `NAME@VERSION`, `NAME@latest`).
+    /// Show a saved model (`NAME`, `NAME@VERSION`, `NAME@latest`, `NAME@ALIAS`) as JSON.
     Show {
         /// The model.
         model: String,
@@ -47,6 +38,68 @@ enum ModelsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Write a self-contained copy of a saved model to a file; with `--version`, also register
+    /// the copy as that version.
+    Save {
+        /// The model (`NAME`, `NAME@VERSION`, `NAME@ALIAS`).
+        model: String,
+        /// The file to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Register the copy under this version (`MAJOR.MINOR.PATCH`).
+        #[arg(long)]
+        version: Option<String>,
+        /// Metadata to add, as `KEY=VALUE` (repeatable; a JSON value is parsed as JSON).
+        #[arg(long = "metadata", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// Bring in a model file written by `models save`, keeping its name and version.
+    Import {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Point an alias (`production`, `candidate`, ...) at a version, atomically.
+    Promote {
+        /// The model version (`NAME@VERSION`; `NAME` for the latest).
+        model: String,
+        /// The alias.
+        #[arg(long)]
+        alias: String,
+    },
+    /// Export a saved model as DSPy JSON, the exact chat messages, or Markdown.
+    Export {
+        /// The model.
+        model: String,
+        /// `dspy` (for DSPy's `Module.load`), `messages` or `markdown`.
+        #[arg(long)]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `KEY=VALUE` pairs as a JSON map (values that parse as JSON are kept as JSON).
+fn parse_metadata(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            anyhow::bail!("Metadata `{pair}` is not `KEY=VALUE`");
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            anyhow::bail!("Metadata `{pair}` has an empty key");
+        }
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        map.insert(key.to_string(), value);
+    }
+    Ok(map)
+}
+
+#[allow(clippy::print_stderr)]
+fn say(text: &str) {
+    eprintln!("{text}");
 }
 
 /// Runs `promptopt models`.
@@ -55,145 +108,129 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ModelsCommand::List { json } => {
             let models = registry.list()?;
-            #[allow(clippy::print_stdout)]
             if json {
-                println!("{}", serde_json::to_string_pretty(&models)?);
+                print_stdout(&serde_json::to_string_pretty(&models)?);
             } else if models.is_empty() {
-                println!("No saved models in `{}`", registry.home().display());
+                print_stdout(&format!(
+                    "No saved models in `{}`",
+                    registry.home().display()
+                ));
             } else {
-                println!("{:<32} {:<10} versions", "name", "latest");
+                let mut lines = vec![format!(
+                    "{:<32} {:<10} {:<28} versions",
+                    "name", "latest", "aliases"
+                )];
                 for m in models {
                     let latest = m
                         .versions
                         .last()
                         .map(ToString::to_string)
                         .unwrap_or_default();
+                    let aliases: Vec<String> =
+                        m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
                     let all: Vec<String> = m.versions.iter().map(ToString::to_string).collect();
-                    println!("{:<32} {:<10} {}", m.name, latest, all.join(", "));
+                    lines.push(format!(
+                        "{:<32} {:<10} {:<28} {}",
+                        m.name,
+                        latest,
+                        aliases.join(","),
+                        all.join(", ")
+                    ));
                 }
+                print_stdout(&lines.join("\n"));
             }
         }
         ModelsCommand::Show { model } => {
             let artifact = registry.load_ref(&model)?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", serde_json::to_string_pretty(&artifact)?);
-            }
+            print_stdout(&artifact.to_json()?);
         }
         ModelsCommand::Delete { model, all } => {
             let r: ModelRef = model.parse()?;
-            if r.version.is_none() && !all {
-                anyhow::bail!(
+            let version = match &r.selector {
+                Selector::Version(v) => Some(*v),
+                Selector::Latest if all => None,
+                Selector::Alias(_) => Some(registry.resolve(&r)?),
+                Selector::Latest => anyhow::bail!(
                     "Give a version (`{}@1.0.0`) or `--all` to delete every version",
                     r.name
-                );
-            }
-            registry.delete(&r.name, r.version)?;
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("Deleted `{r}`");
+                ),
+            };
+            registry.delete(&r.name, version)?;
+            say(&format!("Deleted `{r}`"));
+        }
+        ModelsCommand::Save {
+            model,
+            output,
+            version,
+            metadata,
+        } => {
+            let metadata = parse_metadata(&metadata)?;
+            let version: Option<Version> = version.map(|v| v.parse()).transpose()?;
+            let artifact = registry.copy(&model, version.map(Some), metadata)?;
+            Registry::write_file(&artifact, &output)?;
+            say(&format!(
+                "Wrote `{}` to `{}`{}",
+                artifact.id(),
+                output.display(),
+                if version.is_some() {
+                    " and registered it"
+                } else {
+                    ""
+                }
+            ));
+        }
+        ModelsCommand::Import { path } => {
+            let artifact = registry.import(&path)?;
+            say(&format!(
+                "Imported `{}` from `{}`",
+                artifact.id(),
+                path.display()
+            ));
+        }
+        ModelsCommand::Promote { model, alias } => {
+            let r: ModelRef = model.parse()?;
+            let version = registry.resolve(&r)?;
+            let previous = registry.set_alias(&r.name, &alias, version)?;
+            let moved = match previous {
+                Some(p) if p != version => format!(" (was {p})"),
+                _ => String::new(),
+            };
+            say(&format!("`{}@{alias}` is now {version}{moved}", r.name));
+        }
+        ModelsCommand::Export {
+            model,
+            format,
+            output,
+        } => {
+            let format: ExportFormat = format.parse()?;
+            let artifact = registry.load_ref(&model)?;
+            let text = export(&artifact, format)?;
+            match output {
+                Some(path) => {
+                    promptopt_registry::write_atomic(&path, &text)
+                        .with_context(|| format!("Could not write `{}`", path.display()))?;
+                    say(&format!("Exported `{}` to `{}`", artifact.id(), path.display()));
+                }
+                None => print_stdout(&text),
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves `local/…` models by name, each from its own engine.
-#[cfg(feature = "engine")]
-struct LocalModels {
-    engines: BTreeMap<String, Arc<Engine>>,
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
 
-#[cfg(feature = "engine")]
-#[async_trait]
-impl Lm for LocalModels {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
-        match self.engines.get(&request.model) {
-            Some(engine) => engine.chat(request).await,
-            None => Err(LmError::InvalidRequest(format!(
-                "The local model `{}` is not loaded; loaded: {}",
-                request.model,
-                self.engines.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))),
-        }
+    #[test]
+    fn metadata_pairs_parse_json_values_and_reject_bad_pairs() {
+        let map = parse_metadata(&["team=search".into(), "n=3".into(), "ok=true".into()]).unwrap();
+        assert_eq!(map["team"], Value::String("search".into()));
+        assert_eq!(map["n"], Value::from(3));
+        assert_eq!(map["ok"], Value::Bool(true));
+        let e = parse_metadata(&["novalue".into()]).unwrap_err().to_string();
+        assert_eq!(e, "Metadata `novalue` is not `KEY=VALUE`");
+        assert!(parse_metadata(&["=x".into()]).is_err());
     }
-}
-
-/// The model stack for `models`: an engine per distinct `local/…` model, providers for the
-/// others, with the response cache on disk under `PROMPTOPT_HOME/cache` unless `no_cache`.
-pub async fn build_lm(
-    models: &[String],
-    concurrency: usize,
-    no_cache: bool,
-) -> anyhow::Result<SharedLm> {
-    let local: Vec<&String> = models.iter().filter(|m| m.starts_with("local/")).collect();
-    #[cfg(not(feature = "engine"))]
-    if let Some(model) = local.first() {
-        anyhow::bail!("The local model `{model}` needs the `engine` feature of promptopt-cli");
-    }
-    #[cfg(feature = "engine")]
-    let mut engines = BTreeMap::new();
-    #[cfg(feature = "engine")]
-    for model in local {
-        if engines.contains_key(model) {
-            continue;
-        }
-        let config = EngineConfig::new(model.clone())
-            .with_slots(u32::try_from(concurrency.clamp(1, 16)).unwrap_or(4))
-            .with_ctx_per_slot(4096);
-        let engine = Engine::load_async(config).await.with_context(|| {
-            format!("Could not load the local model `{model}` (run `scripts/fetch-model.sh`)")
-        })?;
-        engines.insert(model.clone(), Arc::new(engine));
-    }
-    let mut config = LmConfig::default();
-    if no_cache {
-        config.cache.enabled = false;
-    } else {
-        config.cache.disk_dir = Some(default_home().join("cache"));
-    }
-    #[allow(unused_mut)]
-    let mut stack = LmStack::new(config);
-    #[cfg(feature = "engine")]
-    if !engines.is_empty() {
-        stack = stack.with_backend("local", Arc::new(LocalModels { engines }));
-    }
-    #[cfg(not(feature = "engine"))]
-    let _ = concurrency;
-    Ok(stack.assemble()?)
-}
-
-/// Loads a saved model (`NAME`, `NAME@VERSION`, `NAME@latest`) for `predict` and `evaluate`, and
-/// points `lm` at the model, adapter, temperature and reply bound it was optimized with.
-pub(crate) fn load_saved(
-    reference: &str,
-    lm: &mut crate::evaluate::LmArgs,
-) -> anyhow::Result<promptopt_optimize::ModelArtifact> {
-    let artifact = Registry::from_env().load_ref(reference)?;
-    lm.model.clone_from(&artifact.model.model);
-    lm.adapter = Some(match artifact.model.adapter.as_str() {
-        "json" => crate::evaluate::AdapterArg::Json,
-        "completion" => crate::evaluate::AdapterArg::Completion,
-        "turns" => crate::evaluate::AdapterArg::Turns,
-        _ => crate::evaluate::AdapterArg::Chat,
-    });
-    if let Some(t) = artifact.model.temperature {
-        lm.temperature = t;
-    }
-    if lm.max_tokens.is_none() {
-        lm.max_tokens = artifact.model.max_tokens;
-    }
-    Ok(artifact)
-}
-
-/// The signature of a saved model's (single) predictor.
-pub(crate) fn saved_signature(
-    artifact: &promptopt_optimize::ModelArtifact,
-) -> anyhow::Result<promptopt_core::Signature> {
-    artifact
-        .program
-        .predictors
-        .first()
-        .map(|p| p.signature.clone())
-        .ok_or_else(|| anyhow::anyhow!("Model `{}` has no predictor", artifact.id()))
 }

@@ -10,13 +10,13 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use promptopt_optimize::plot::trajectory_svg;
-use promptopt_optimize::registry::default_home;
 use promptopt_optimize::{
-    CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline, Registry,
+    CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline,
     TrialKind,
 };
 
-use crate::models_cmd::build_lm;
+use crate::common::build_lm;
+use promptopt_registry::{default_home, Registry};
 
 /// Optimize a program as a request file describes, then save it in the registry.
 #[derive(Debug, clap::Args)]
@@ -133,7 +133,7 @@ impl EventSink for Progress {
                     bar.finish();
                 }
             }
-            Event::Finished { .. } => {
+            Event::RunFinished { .. } => {
                 if let Some(bar) = self.bar.lock().take() {
                     bar.finish_and_clear();
                 }
@@ -185,7 +185,11 @@ impl EventSink for ProgressLines {
 }
 
 fn default_name(args: &OptimizeArgs, request: &OptimizationRequest) -> String {
-    if let Some(name) = args.name.clone().or_else(|| request.name.clone()) {
+    if let Some(name) = args
+        .name
+        .clone()
+        .or_else(|| request.model_name().map(str::to_string))
+    {
         return name;
     }
     let stem = args
@@ -319,6 +323,7 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let mut models = vec![request.task_model().to_string()];
     models.extend(request.prompt_model.clone());
     models.extend(request.candidate_models.iter().cloned());
+    models.extend(request.program.iter().filter_map(|s| s.model.clone()));
     let lm = build_lm(
         &models,
         request.concurrency.unwrap_or(args.concurrency),
@@ -378,7 +383,7 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("Cannot write `{}`", run_dir.join("result.json").display()))?;
     let title = format!(
         "{} — {} ({})",
-        request.name.as_deref().unwrap_or("model"),
+        request.model_name().unwrap_or("model"),
         result.algorithm_used,
         result.optimized_metrics.metric
     );

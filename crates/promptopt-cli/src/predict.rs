@@ -4,15 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use promptopt_core::{CoreError, Example, Program, ProgramState, Signature};
+use promptopt_core::{CoreError, Example, Prediction, Program, ProgramState, Signature, Trace};
+use promptopt_optimize::{OptimizeError, Pipeline};
+use promptopt_registry::Registry;
 use serde_json::{json, Value};
 
-use crate::evaluate::{print_stdout, Exit, LmArgs, ProgramFile};
+use crate::common::{build_lm, models_of, print_stdout, Exit, LmArgs, ProgramFile};
 
 /// Run a program on one input.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// A saved model: `NAME`, `NAME@VERSION` or `NAME@latest` (instead of `--state`).
+    /// A saved model: `NAME`, `NAME@VERSION`, `NAME@latest` or `NAME@ALIAS` (e.g.
+    /// `NAME@production`), instead of `--state`.
     #[arg(required_unless_present = "state")]
     model: Option<String>,
     /// The program: a file with `signature` and `state` (as `evaluate --save-program` writes),
@@ -49,24 +52,20 @@ fn read_json(path: &Path) -> Result<Value, Exit> {
         .map_err(Exit::usage)
 }
 
-fn load_program(args: &mut PredictArgs) -> Result<(Signature, ProgramState), Exit> {
-    if let Some(reference) = args.model.clone() {
-        let artifact =
-            crate::models_cmd::load_saved(&reference, &mut args.lm).map_err(Exit::usage)?;
-        let signature = crate::models_cmd::saved_signature(&artifact).map_err(Exit::usage)?;
-        return Ok((signature, artifact.state));
-    }
+/// The program and state of `--state` (and `--signature` for a bare state).
+fn load_file(args: &PredictArgs) -> Result<(Program, ProgramState), Exit> {
     let Some(state_path) = args.state.clone() else {
         return Err(Exit::usage(anyhow::anyhow!(
             "Give a saved model (`NAME[@VERSION]`) or `--state FILE`"
         )));
     };
     let value = read_json(&state_path)?;
-    if value.get("signature").is_some() {
+    if value.get("signature").is_some() || value.get("program").is_some() {
         let file: ProgramFile = serde_json::from_value(value)
             .with_context(|| format!("`{}` is not a program file", state_path.display()))
             .map_err(Exit::usage)?;
-        return Ok((file.signature, file.state));
+        let program = file.program().map_err(Exit::usage)?;
+        return Ok((program, file.state));
     }
     let state: ProgramState = serde_json::from_value(value)
         .with_context(|| format!("`{}` is not a program state", state_path.display()))
@@ -80,11 +79,46 @@ fn load_program(args: &mut PredictArgs) -> Result<(Signature, ProgramState), Exi
     let signature: Signature = serde_json::from_value(read_json(path)?)
         .with_context(|| format!("`{}` is not a signature", path.display()))
         .map_err(Exit::usage)?;
-    Ok((signature, state))
+    Ok((Program::single(signature), state))
+}
+
+/// Runs a saved model through the pipeline (its own model, adapter and settings).
+async fn run_saved(
+    args: &mut PredictArgs,
+    reference: &str,
+    input: &Example,
+) -> Result<(Result<Prediction, CoreError>, Trace), Exit> {
+    let registry = Registry::from_env();
+    let mut artifact = registry.load_ref(reference).map_err(Exit::usage)?;
+    if args.lm.max_tokens.is_some() {
+        artifact.model.max_tokens = args.lm.max_tokens;
+    }
+    args.lm.model.clone_from(&artifact.model.model);
+    let lm = build_lm(&models_of(&artifact), 1, args.lm.no_cache)
+        .await
+        .map_err(Exit::failed)?;
+    let pipeline = Pipeline::new(lm, registry);
+    match pipeline.predict_with(&artifact, input).await {
+        Ok((prediction, trace)) => {
+            let parse_error = trace.steps.iter().rev().find_map(|s| s.parse_error.clone());
+            match parse_error {
+                Some(message) if prediction.outputs.is_empty() => Ok((
+                    Err(CoreError::Parse {
+                        predictor: String::new(),
+                        message,
+                        raw: String::new(),
+                    }),
+                    trace,
+                )),
+                _ => Ok((Ok(prediction), trace)),
+            }
+        }
+        Err(OptimizeError::Core(error @ CoreError::MissingInput { .. })) => Err(Exit::usage(error)),
+        Err(error) => Err(Exit::failed(error)),
+    }
 }
 
 async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
-    let (signature, state) = load_program(&mut args)?;
     let input: Example = match serde_json::from_str::<Value>(&args.input) {
         Ok(Value::Object(map)) => Example::from_map(map),
         Ok(_) => {
@@ -98,12 +132,20 @@ async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
             )))
         }
     };
-    let program = Program::single(signature);
-    program.check_state(&state).map_err(Exit::usage)?;
-    let runtime = args.lm.runtime(1).await?;
-    let output = program.run_traced(&state, &input, &runtime).await;
-    let trace = output.trace;
-    let (outputs, parse_error) = match output.result {
+    let (result, trace) = match args.model.clone() {
+        Some(reference) => run_saved(&mut args, &reference, &input).await?,
+        None => {
+            let (program, state) = load_file(&args)?;
+            program.check_state(&state).map_err(Exit::usage)?;
+            let runtime = args
+                .lm
+                .runtime(std::slice::from_ref(&args.lm.model), 1)
+                .await?;
+            let output = program.run_traced(&state, &input, &runtime).await;
+            (output.result, output.trace)
+        }
+    };
+    let (outputs, parse_error) = match result {
         Ok(prediction) => (Some(prediction.outputs), None),
         Err(CoreError::Parse { message, .. }) => (None, Some(message)),
         Err(error @ CoreError::MissingInput { .. }) => return Err(Exit::usage(error)),

@@ -14,6 +14,9 @@ pub enum EngineError {
         /// The name as given.
         name: String,
     },
+    /// The model stack around the engines could not be assembled.
+    #[error("Cannot set up the models: {0}")]
+    Stack(#[source] promptopt_lm::LmError),
     /// The model file is not where the name points.
     #[error("Model file for `{name}` not found (looked in {searched}); run `scripts/fetch-model.sh` to download it")]
     ModelNotFound {

@@ -187,18 +187,18 @@ mod tests {
     #[test]
     fn found_only_for_label_outputs() {
         use promptopt_core::{Field, Signature};
-        let text = Stage {
-            name: "p".into(),
-            signature: Signature::new(vec![Field::text("q")], vec![Field::text("a")]),
-        };
+        let text = Stage::new(
+            "p",
+            Signature::new(vec![Field::text("q")], vec![Field::text("a")]),
+        );
         assert_eq!(LabelBalance::for_predictors(&[text]), None);
-        let label = Stage {
-            name: "p".into(),
-            signature: Signature::new(
+        let label = Stage::new(
+            "p",
+            Signature::new(
                 vec![Field::text("q")],
                 vec![Field::label("label", vec!["x".into(), "y".into()])],
             ),
-        };
+        );
         assert_eq!(
             LabelBalance::for_predictors(&[label]).map(|b| b.field),
             Some("label".to_string())

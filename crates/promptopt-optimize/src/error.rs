@@ -82,34 +82,9 @@ pub enum OptimizeError {
         source: std::io::Error,
     },
 
-    /// A registry model or version that does not exist.
-    #[error("No model `{name}`{} in the registry at `{home}`", version.as_ref().map(|v| format!(" version `{v}`")).unwrap_or_default())]
-    ModelNotFound {
-        /// The model name.
-        name: String,
-        /// The version, when one was asked for.
-        version: Option<String>,
-        /// The registry home.
-        home: PathBuf,
-    },
-
-    /// A registry version that already exists (versions are immutable).
-    #[error("Model `{name}` version `{version}` already exists; versions are immutable")]
-    VersionExists {
-        /// The model name.
-        name: String,
-        /// The version.
-        version: String,
-    },
-
-    /// A bad model name, version or model reference.
-    #[error("Invalid model reference `{reference}`: {message}")]
-    InvalidModelRef {
-        /// What was given.
-        reference: String,
-        /// Why it is invalid.
-        message: String,
-    },
+    /// Saving, loading or resolving a model in the registry failed.
+    #[error(transparent)]
+    Registry(#[from] promptopt_registry::RegistryError),
 
     /// JSON (de)serialization failed.
     #[error("JSON error: {0}")]

@@ -1,4 +1,4 @@
-//! Optimizers, the optimization pipeline and the local model registry of promptopt.
+//! Optimizers and the optimization pipeline of promptopt.
 //!
 //! An [`Optimizer`] searches [`promptopt_core::ProgramState`]s for a [`promptopt_core::Program`],
 //! spending from one [`Budget`] through an [`OptimizeContext`].
@@ -45,7 +45,6 @@ mod optimizer;
 mod pipeline;
 pub mod plot;
 mod random_search;
-pub mod registry;
 mod request;
 mod result;
 pub mod select;
@@ -63,9 +62,9 @@ pub use labeled::{demo_of, LabeledFewShot};
 pub use optimizer::{CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, TrialPoint};
 pub use pipeline::Pipeline;
 pub use random_search::BootstrapFewShotWithRandomSearch;
-pub use registry::{ModelArtifact, ModelRef, Registry, Version, VersionSpec};
 pub use request::{
     build_optimizer, valid_keys, Algorithm, Constraints, CustomMetricSpec, DataSource, Objective,
+    TargetSpec,
     OptimizationRequest, Target, DEFAULT_MODEL, FEW_SHOT_KEYS,
 };
 pub use result::{

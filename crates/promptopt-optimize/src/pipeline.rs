@@ -7,23 +7,22 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::metrics::{self, CommandMetric};
-use promptopt_core::{Dataset, Example, Metric, ProgramState, RunSettings, Strategy};
+use promptopt_core::{
+    Dataset, Example, Field, Metric, Program, ProgramState, RunSettings, Runtime, Strategy,
+};
 use promptopt_lm::{Role, SharedLm};
+use promptopt_registry::{ModelArtifact, ModelSettings, Provenance, Registry, VersionSpec};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::registry::{
-    now_rfc3339, ModelArtifact, ModelSettings, ProgramSpec, Provenance, Registry, VersionSpec,
-    FORMAT_VERSION,
-};
 use crate::request::build_optimizer;
 use crate::result::{
     improvement_percentage, Analytics, LoggedPrediction, StageTiming, TestMetrics,
 };
 use crate::{
-    Algorithm, Budget, BudgetLimits, CancelFlag, CoreProgram, EvalReport, Event, EventSink,
-    NullSink, OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError,
-    OptimizerOutcome, PerformanceMetrics, ProgramRunner, Target, TaskModel, TrialPoint, Version,
+    Algorithm, Budget, BudgetLimits, CancelFlag, EvalReport, Event, EventSink, NullSink,
+    OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError, OptimizerOutcome,
+    PerformanceMetrics, Target, TrialPoint,
 };
 
 mod choose;
@@ -63,7 +62,8 @@ struct Prepared {
     test: Vec<Example>,
     dataset: Dataset,
     metric: Arc<dyn Metric>,
-    program: Arc<CoreProgram>,
+    program: Program,
+    settings: RunSettings,
     initial: ProgramState,
 }
 
@@ -180,7 +180,28 @@ impl Pipeline {
             seed: None,
             ..RunSettings::default()
         };
-        let program = Arc::new(CoreProgram::single(signature).with_settings(settings));
+        let program = if request.program.is_empty() {
+            Program::single(signature)
+        } else {
+            // Fields a stage names that the dataset has keep the dataset's types (labels).
+            let known: Vec<Field> = signature
+                .inputs
+                .iter()
+                .chain(&signature.outputs)
+                .cloned()
+                .collect();
+            let stages = request
+                .program
+                .iter()
+                .cloned()
+                .map(|spec| spec.into_stage(&known))
+                .collect::<Result<Vec<_>, _>>()?;
+            Program::new(
+                dataset.input_keys.clone(),
+                stages,
+                dataset.output_keys.clone(),
+            )?
+        };
         let mut initial = program.initial_state();
         if request.include_reasoning() {
             for p in initial.predictors.values_mut() {
@@ -198,6 +219,7 @@ impl Pipeline {
             dataset,
             metric,
             program,
+            settings,
             initial,
         })
     }
@@ -260,21 +282,18 @@ impl Pipeline {
             stage: "load".into(),
             total: None,
         });
-        match request.target {
-            Target::ToolSelection => {
-                return Err(OptimizeError::Unsupported(
-                    "Target `tool_selection` (programs with tools)".into(),
-                ))
-            }
-            Target::PromptTemplate
-                if !matches!(request.algorithm, Algorithm::Miprov2 | Algorithm::Gepa) =>
-            {
-                return Err(OptimizeError::Unsupported(format!(
-                    "Target `prompt_template` with algorithm `{}` (instructions are optimized by `miprov2` and `gepa`)",
-                    request.algorithm.as_str()
-                )))
-            }
-            _ => {}
+        if request.has_target(Target::ToolSelection) {
+            return Err(OptimizeError::Unsupported(
+                "Target `tool_selection` (programs with tools)".into(),
+            ));
+        }
+        if request.has_target(Target::PromptTemplate)
+            && !matches!(request.algorithm, Algorithm::Miprov2 | Algorithm::Gepa)
+        {
+            return Err(OptimizeError::Unsupported(format!(
+                "Target `prompt_template` with algorithm `{}` (instructions are optimized by `miprov2` and `gepa`)",
+                request.algorithm.as_str()
+            )));
         }
         let config = request.effective_algorithm_config();
         let optimizer = build_optimizer(request.algorithm, &config)?;
@@ -290,6 +309,17 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| task_model.clone());
         let concurrency = request.concurrency.unwrap_or(self.concurrency);
+        self.emit(Event::RunStarted {
+            name: model_name(request),
+            algorithm: request.algorithm.as_str().to_string(),
+            model: task_model.clone(),
+            stages: prepared
+                .program
+                .stages()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+        });
         stages.push(StageTiming {
             stage: "load".into(),
             seconds: t.elapsed().as_secs_f64(),
@@ -315,7 +345,7 @@ impl Pipeline {
             prepared.metric.clone(),
         )
         .prompt_model(self.lm.clone(), prompt_model)
-        .max_tokens(constraints.max_tokens)
+        .settings(prepared.settings.clone())
         .concurrency(concurrency)
         .seed(request.seed)
         .events(self.events.clone())
@@ -407,14 +437,12 @@ impl Pipeline {
             .values()
             .find_map(|p| p.model.clone())
             .unwrap_or_else(|| task_model.clone());
-        let task = TaskModel {
-            lm: self.lm.clone(),
-            model: winner_model.clone(),
-            temperature: prepared.program.settings().temperature,
-            max_tokens: constraints.max_tokens,
-            seed: None,
-        };
-        let optimized_prompt = render_prompt(&prepared, &task, &winner);
+        let shown_runtime = Runtime::new(
+            promptopt_core::LmRegistry::new(winner_model.clone(), self.lm.clone())
+                .with_fallback(self.lm.clone()),
+        )
+        .with_settings(prepared.settings.clone());
+        let optimized_prompt = render_prompt(&prepared.program, &shown_runtime, &winner);
 
         // Test: the baseline and the winner on held-out examples.
         let test_budget = Arc::new(Budget::unlimited());
@@ -442,53 +470,53 @@ impl Pipeline {
         // Save.
         let t = Instant::now();
         let model_id = if constraint_failures.is_empty() {
-            let artifact = ModelArtifact {
-                format_version: FORMAT_VERSION,
-                name: request.name.clone().unwrap_or_else(|| "model".to_string()),
-                version: Version::new(1, 0, 0),
-                created_at: now_rfc3339(),
-                promptopt_version: env!("CARGO_PKG_VERSION").to_string(),
-                program: ProgramSpec {
-                    kind: "single_predictor".into(),
-                    predictors: prepared.program.predictors(),
-                },
-                state: winner.clone(),
-                model: ModelSettings {
+            let mut artifact = ModelArtifact::new(
+                model_name(request),
+                prepared.program.clone(),
+                winner.clone(),
+                ModelSettings {
                     model: winner_model,
-                    adapter: prepared.program.settings().adapter.name().to_string(),
-                    temperature: prepared.program.settings().temperature,
-                    max_tokens: constraints.max_tokens,
+                    adapter: prepared.settings.adapter,
+                    temperature: prepared.settings.temperature,
+                    max_tokens: prepared.settings.max_tokens,
                 },
-                metrics: json!({
-                    "metric": metric_name,
-                    "baseline_score": baseline_metrics.score,
-                    "optimized_score": optimized_metrics.score,
-                    "validation_examples": prepared.val.len(),
-                    "optimized": optimized_metrics,
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-                metadata: json!({
-                    "target": request.target.as_str(),
-                    "algorithm": request.algorithm.as_str(),
-                    "objective": request.objective,
-                    "input_keys": prepared.dataset.input_keys,
-                    "output_keys": prepared.dataset.output_keys,
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-                provenance: Provenance {
-                    optimization_id: Some(optimization_id.clone()),
-                    request_hash: Some(request.hash()),
-                    dataset_hashes: BTreeMap::from([
-                        ("train".to_string(), dataset_hash(&prepared.train)),
-                        ("validation".to_string(), dataset_hash(&prepared.val)),
-                    ]),
-                    seed: Some(request.seed),
-                    algorithm: Some(request.algorithm.as_str().to_string()),
-                },
+            );
+            artifact.metrics = json!({
+                "metric": metric_name,
+                "baseline_score": baseline_metrics.score,
+                "optimized_score": optimized_metrics.score,
+                "validation_examples": prepared.val.len(),
+                "optimized": optimized_metrics,
+                "test": test_metrics,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+            artifact.metadata = json!({
+                "targets": request.target_kinds().iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "algorithm": request.algorithm.as_str(),
+                "objective": request.objective,
+                "input_keys": prepared.dataset.input_keys,
+                "output_keys": prepared.dataset.output_keys,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+            let mut dataset_hashes = BTreeMap::from([
+                ("train".to_string(), dataset_hash(&prepared.train)),
+                ("validation".to_string(), dataset_hash(&prepared.val)),
+            ]);
+            if !prepared.test.is_empty() {
+                dataset_hashes.insert("test".to_string(), dataset_hash(&prepared.test));
+            }
+            artifact.provenance = Provenance {
+                optimization_id: Some(optimization_id.clone()),
+                request_hash: Some(request.hash()),
+                request: serde_json::to_value(request).ok(),
+                dataset_hashes,
+                seed: Some(request.seed),
+                algorithm: Some(request.algorithm.as_str().to_string()),
+                parent_version: None,
             };
             let saved = self.registry.save(artifact, VersionSpec::NextPatch)?;
             Some(saved.id())
@@ -560,9 +588,11 @@ impl Pipeline {
             model_reports,
             test_metrics,
         };
-        self.emit(Event::Finished {
-            best_score: result.optimized_metrics.score,
-            stop_reason,
+        self.emit(Event::RunFinished {
+            model_id: result.model_id.clone(),
+            score: result.optimized_metrics.score,
+            baseline: result.baseline_metrics.score,
+            seconds: result.duration_seconds,
         });
         Ok(result)
     }
@@ -611,26 +641,29 @@ impl Pipeline {
         prepared: &Prepared,
     ) -> Result<Vec<(Option<String>, OptimizerOutcome)>, OptimizeError> {
         let mut starts: Vec<(Option<String>, ProgramState)> = Vec::new();
-        match request.target {
-            Target::ReasoningStrategy => {
-                for strategy in [Strategy::Predict, Strategy::ChainOfThought] {
-                    let mut s = prepared.initial.clone();
-                    for p in s.predictors.values_mut() {
-                        p.strategy = strategy;
+        let strategies = if request.has_target(Target::ReasoningStrategy) {
+            vec![Some(Strategy::Predict), Some(Strategy::ChainOfThought)]
+        } else {
+            vec![None]
+        };
+        let models: Vec<Option<String>> = if request.has_target(Target::ModelSelection) {
+            request.candidate_models.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for model in &models {
+            for strategy in &strategies {
+                let mut s = prepared.initial.clone();
+                for p in s.predictors.values_mut() {
+                    if let Some(strategy) = strategy {
+                        p.strategy = *strategy;
                     }
-                    starts.push((None, s));
-                }
-            }
-            Target::ModelSelection => {
-                for model in &request.candidate_models {
-                    let mut s = prepared.initial.clone();
-                    for p in s.predictors.values_mut() {
+                    if let Some(model) = model {
                         p.model = Some(model.clone());
                     }
-                    starts.push((Some(model.clone()), s));
                 }
+                starts.push((model.clone(), s));
             }
-            _ => starts.push((None, prepared.initial.clone())),
         }
         let mut runs = Vec::new();
         for (model, start) in starts {
@@ -663,15 +696,25 @@ impl Pipeline {
     }
 }
 
-/// The winner's prompt for a template input (`{field}` placeholders), as text.
-fn render_prompt(prepared: &Prepared, task: &TaskModel, state: &ProgramState) -> Option<String> {
-    let mut template = Example::new();
-    for key in &prepared.dataset.input_keys {
-        template.insert(key.clone(), Value::String(format!("{{{key}}}")));
-    }
-    let requests = prepared.program.render(task, state, &template).ok()?;
+/// The saved model's name: `name`, a free-form `target`, else `model`.
+fn model_name(request: &OptimizationRequest) -> String {
+    request.model_name().unwrap_or("model").to_string()
+}
+
+/// The winner's prompts, stage by stage, with `{field}` placeholders for every input: exactly
+/// the messages each stage sends ([`Program::render`]), as text.
+fn render_prompt(program: &Program, runtime: &Runtime, state: &ProgramState) -> Option<String> {
     let mut out = String::new();
-    for request in requests {
+    let several = program.stages().len() > 1;
+    for stage in program.stages() {
+        let mut template = Example::new();
+        for field in &stage.signature.inputs {
+            template.insert(field.name.clone(), Value::String(format!("{{{}}}", field.name)));
+        }
+        let request = program.render(&stage.name, state, &template, runtime).ok()?;
+        if several {
+            out.push_str(&format!("## stage `{}`\n\n", stage.name));
+        }
         for m in &request.messages {
             let role = match m.role {
                 Role::System => "system",

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use promptopt_core::metrics::{self, METRIC_NAMES};
+use promptopt_core::program::{parse_signature, StageSpec};
 use promptopt_core::{dataset, Example};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,6 +33,29 @@ pub enum Target {
 }
 
 impl Target {
+    /// Every kind.
+    pub const ALL: [Target; 5] = [
+        Target::PromptTemplate,
+        Target::FewShotExamples,
+        Target::ReasoningStrategy,
+        Target::ToolSelection,
+        Target::ModelSelection,
+    ];
+}
+
+/// A request's `target`: one of the five kinds, or a free-form name such as
+/// `summarization_prompt` (the saved model's name unless `name` is given; what is optimized then
+/// follows the algorithm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    /// One of the kinds.
+    Kind(Target),
+    /// A name.
+    Name(String),
+}
+
+impl Target {
     /// The name request files use.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +79,8 @@ pub enum Objective {
     MinimizeCost,
     /// The lowest p95 latency among candidates that meet the constraints.
     MinimizeLatency,
+    /// The best value of the custom metric `evaluation_metric` names (its own direction).
+    Custom,
 }
 
 /// Which optimizer runs.
@@ -243,7 +269,7 @@ fn default_model() -> String {
 ///   - {text: "I loved it", label: positive}
 ///   - {text: "Dull", label: negative}
 /// "#)?;
-/// assert_eq!(request.target, Target::FewShotExamples);
+/// assert_eq!(request.target_kinds(), [Target::FewShotExamples]);
 /// assert_eq!(request.algorithm, Algorithm::Bootstrapfewshot);
 /// assert_eq!(request.model, "local/smollm2-135m");
 ///
@@ -256,8 +282,16 @@ fn default_model() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizationRequest {
-    /// What to optimize.
-    pub target: Target,
+    /// What to optimize: a target kind or a free-form name (see [`TargetSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+    /// Several target kinds at once (instead of, or besides, a named `target`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// The program's stages, in order; without it the program is one `predict` stage from the
+    /// input keys to the output keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program: Vec<StageSpec>,
     /// What to achieve.
     #[serde(default)]
     pub objective: Objective,
@@ -411,17 +445,31 @@ impl OptimizationRequest {
         if let Some(few_shot) = &self.few_shot_config {
             few_shot.check_keys("few_shot_config", self.algorithm.as_str(), FEW_SHOT_KEYS)?;
         }
+        if self.objective == Objective::Custom && !custom {
+            return Err(Self::invalid(
+                location,
+                format!(
+                    "objective `custom` needs `evaluation_metric` to name one of `custom_metrics`, and `{}` is not one of them",
+                    self.evaluation_metric
+                ),
+            ));
+        }
         if let Some(adapter) = &self.adapter {
             if promptopt_core::adapter::AdapterKind::from_name(adapter).is_none() {
                 return Err(Self::invalid(
                     location,
                     format!(
-                        "unknown adapter `{adapter}`; valid adapters: `chat`, `json`, `completion`"
+                        "unknown adapter `{adapter}`; valid adapters: `chat`, `json`, `completion`, `turns`"
                     ),
                 ));
             }
         }
-        if self.target == Target::ModelSelection && self.candidate_models.is_empty() {
+        for stage in &self.program {
+            parse_signature(&stage.signature, &[]).map_err(|message| {
+                Self::invalid(location, format!("program stage `{}`: {message}", stage.name))
+            })?;
+        }
+        if self.has_target(Target::ModelSelection) && self.candidate_models.is_empty() {
             return Err(Self::invalid(
                 location,
                 "target `model_selection` needs `candidate_models` (at least one model)",
@@ -441,10 +489,40 @@ impl OptimizationRequest {
                 ));
             }
         }
-        if let Some(name) = &self.name {
-            crate::registry::check_name(name)?;
+        if let Some(name) = self.model_name() {
+            promptopt_registry::check_name(name)?;
         }
         Ok(())
+    }
+
+    /// What the run optimizes: `targets`, else the `target` kind, else what the algorithm
+    /// searches (instructions and demos for MIPROv2, instructions for GEPA, demos otherwise).
+    pub fn target_kinds(&self) -> Vec<Target> {
+        if !self.targets.is_empty() {
+            return self.targets.clone();
+        }
+        match &self.target {
+            Some(TargetSpec::Kind(kind)) => vec![*kind],
+            _ => match self.algorithm {
+                Algorithm::Miprov2 => vec![Target::PromptTemplate, Target::FewShotExamples],
+                Algorithm::Gepa => vec![Target::PromptTemplate],
+                _ => vec![Target::FewShotExamples],
+            },
+        }
+    }
+
+    /// Whether the run optimizes this kind of target.
+    pub fn has_target(&self, kind: Target) -> bool {
+        self.target_kinds().contains(&kind)
+    }
+
+    /// The saved model's name: `name`, else a free-form `target`.
+    pub fn model_name(&self) -> Option<&str> {
+        match (&self.name, &self.target) {
+            (Some(name), _) => Some(name),
+            (None, Some(TargetSpec::Name(name))) => Some(name),
+            _ => None,
+        }
     }
 
     /// The task model: `constraints.target_model` when set, else `model`.
@@ -545,6 +623,50 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("`accuracy`"), "{e}");
+    }
+
+    #[test]
+    fn free_form_targets_name_the_model_and_custom_objectives_need_a_custom_metric() {
+        let r = OptimizationRequest::from_yaml_str(
+            "target: summarization_prompt\nevaluation_metric: rouge_l\nalgorithm: miprov2\ntraining_examples: []\n",
+        )
+        .unwrap();
+        assert_eq!(r.model_name(), Some("summarization_prompt"));
+        assert_eq!(
+            r.target_kinds(),
+            [Target::PromptTemplate, Target::FewShotExamples]
+        );
+        let r = OptimizationRequest::from_yaml_str(
+            "targets: [prompt_template, reasoning_strategy]\nevaluation_metric: accuracy\nalgorithm: gepa\ntraining_examples: []\n",
+        )
+        .unwrap();
+        assert!(r.has_target(Target::ReasoningStrategy));
+        assert_eq!(r.model_name(), None);
+        let e = OptimizationRequest::from_yaml_str(
+            "objective: custom\nevaluation_metric: accuracy\nalgorithm: gepa\ntraining_examples: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("objective `custom` needs"), "{e}");
+        let ok = OptimizationRequest::from_yaml_str(
+            "objective: custom\nevaluation_metric: brevity\ncustom_metrics: [{name: brevity, command: ./score.py}]\nalgorithm: gepa\ntraining_examples: []\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn program_stages_are_checked_with_their_position() {
+        let text = "evaluation_metric: accuracy\nalgorithm: gepa\ntraining_examples: []\nprogram:\n  - name: a\n    signature: q -> x\n  - name: b\n    signatur: x -> answer\n";
+        let e = OptimizationRequest::from_yaml_str(text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `signatur`"), "{e}");
+        assert!(e.contains("line 7"), "{e}");
+        let text = "evaluation_metric: accuracy\nalgorithm: gepa\ntraining_examples: []\nprogram:\n  - name: a\n    signature: q x\n";
+        let e = OptimizationRequest::from_yaml_str(text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("program stage `a`: The signature `q x` has no `->`"), "{e}");
     }
 
     #[test]

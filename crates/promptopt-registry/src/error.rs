@@ -61,6 +61,13 @@ pub enum RegistryError {
         name: String,
     },
 
+    /// An export format name that is not one of [`crate::export::ExportFormat`]'s.
+    #[error("Unknown export format `{name}`; expected `dspy`, `messages` or `markdown`")]
+    UnknownExportFormat {
+        /// What was given.
+        name: String,
+    },
+
     /// A program could not be rendered for export.
     #[error(transparent)]
     Core(#[from] promptopt_core::CoreError),

@@ -5,6 +5,7 @@
 //! learned state, how it is called (never a key), its scores and where it came from. The
 //! [`Registry`] keeps immutable semver versions under `PROMPTOPT_HOME`, moves aliases
 //! (`production`, `candidate`, any other) atomically, and is safe with concurrent writers.
+//! [`export`] writes a model as DSPy state JSON, as the messages it sends, or as Markdown.
 //!
 //! ```
 //! use promptopt_core::{Field, Program, Signature};
@@ -24,6 +25,7 @@
 
 mod artifact;
 mod error;
+pub mod export;
 mod store;
 mod time;
 mod version;

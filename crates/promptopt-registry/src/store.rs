@@ -376,6 +376,29 @@ impl Registry {
         std::fs::remove_dir_all(&dir).map_err(|e| RegistryError::io(&dir, e))
     }
 
+    /// A copy of a saved model with `metadata` merged in (the guide's `save_optimized_model`):
+    /// registered as a new version when `version` is given (`Some(None)`: the next patch;
+    /// its parent is the copied version), else returned as it is saved now. Write it anywhere
+    /// with [`Registry::write_file`].
+    pub fn copy(
+        &self,
+        reference: &str,
+        version: Option<Option<Version>>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ModelArtifact, RegistryError> {
+        let mut artifact = self.load_ref(reference)?;
+        artifact.metadata.extend(metadata);
+        match version {
+            None => Ok(artifact),
+            Some(version) => {
+                artifact.provenance.parent_version = Some(artifact.version);
+                artifact.created_at = crate::now_rfc3339();
+                let spec = version.map_or(VersionSpec::NextPatch, VersionSpec::Exact);
+                self.save(artifact, spec)
+            }
+        }
+    }
+
     /// Writes a self-contained copy of `artifact` to `path` (atomically).
     pub fn write_file(artifact: &ModelArtifact, path: &Path) -> Result<(), RegistryError> {
         write_atomic(path, &artifact.to_json()?)

@@ -36,12 +36,13 @@
 //!         Score::new(f64::from(u8::from(example.text("label") == prediction.text("label"))))
 //!     }
 //! }
+//! let metric: Arc<dyn Metric> = Arc::new(Accuracy);
 //! let examples = vec![
 //!     Example::new().with("text", "Lovely.").with("label", "positive"),
 //!     Example::new().with("text", "Awful.").with("label", "negative"),
 //! ];
 //! let report =
-//!     evaluate(&program, &state, &examples, &Accuracy, &runtime, &EvalSettings::default()).await?;
+//!     evaluate(&program, &state, &examples, &metric, &runtime, &EvalSettings::default()).await?;
 //! assert_eq!(report.score, 0.5);
 //! # Ok::<(), promptopt_core::CoreError>(())
 //! # }).unwrap();

@@ -32,8 +32,8 @@ pub(super) async fn validation_candidates(
     val_ctx: &OptimizeContext,
     validated_bests: &mut [Option<f64>],
 ) -> Result<Vec<Candidate>, OptimizeError> {
-    let all_full = request.objective != Objective::MaximizeAccuracy
-        || request.target == Target::ModelSelection
+    let all_full = !matches!(request.objective, Objective::MaximizeAccuracy | Objective::Custom)
+        || request.has_target(Target::ModelSelection)
         || constraints.max_latency_ms.is_some()
         || constraints.max_tokens.is_some();
     let mut candidates = Vec::new();
@@ -75,7 +75,7 @@ pub(super) async fn validation_candidates(
     }
     // The starting program competes too (last, so ties go to the optimized ones): the validated
     // result is never worse than the baseline.
-    if request.target != Target::ModelSelection && seen.insert(prepared.initial.fingerprint()) {
+    if !request.has_target(Target::ModelSelection) && seen.insert(prepared.initial.fingerprint()) {
         candidates.push(Candidate {
             state: prepared.initial.clone(),
             model: None,
@@ -167,7 +167,7 @@ pub(super) fn choose(
     let better = |a: usize, b: usize| -> bool {
         let (ma, mb) = (&scored[a].1, &scored[b].1);
         match request.objective {
-            Objective::MaximizeAccuracy => ma.score > mb.score,
+            Objective::MaximizeAccuracy | Objective::Custom => ma.score > mb.score,
             Objective::MinimizeCost => {
                 let (ca, cb) = (cost_key(ma), cost_key(mb));
                 ca < cb || (ca == cb && ma.score > mb.score)
@@ -203,7 +203,7 @@ pub(super) fn choose(
         }
     }
     let mut model_reports = Vec::new();
-    if request.target == Target::ModelSelection {
+    if request.has_target(Target::ModelSelection) {
         for model in &request.candidate_models {
             let best = (0..scored.len())
                 .filter(|&i| scored[i].0.model.as_deref() == Some(model.as_str()))

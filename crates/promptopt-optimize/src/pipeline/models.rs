@@ -3,67 +3,60 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::metrics;
-use promptopt_core::{Example, Prediction, RunSettings, SinglePredictor, Trace};
+use promptopt_core::{metrics, Example, LmRegistry, Prediction, Runtime, Trace};
+use promptopt_registry::{ModelArtifact, ModelRef, Registry, Selector, Version};
 use serde_json::Value;
 
 use super::Pipeline;
-use crate::registry::{now_rfc3339, ModelArtifact, VersionSpec};
-use crate::{
-    Budget, BudgetLimits, CoreProgram, EvalReport, OptimizeContext, OptimizeError, ProgramRunner,
-    TaskModel, Version,
-};
+use crate::{Budget, BudgetLimits, EvalReport, OptimizeContext, OptimizeError};
 
 impl Pipeline {
-    /// Loads a saved model and the program it describes.
+    /// Loads a saved model: `version` is `None` or `latest` for the highest version, a version
+    /// (`1.2.0`) or an alias (`production`).
     pub fn load_model(
         &self,
         name: &str,
         version: Option<&str>,
     ) -> Result<ModelArtifact, OptimizeError> {
-        let version = match version {
-            None | Some("latest") => None,
-            Some(v) => Some(v.parse()?),
+        let reference = match version {
+            None => name.to_string(),
+            Some(v) => format!("{name}@{v}"),
         };
-        self.registry.load(name, version)
+        Ok(self.registry.load_ref(&reference)?)
     }
 
-    /// The program of a saved model.
-    pub fn program_of(artifact: &ModelArtifact) -> Result<CoreProgram, OptimizeError> {
-        let predictor = artifact.program.predictors.first().ok_or_else(|| {
-            OptimizeError::Program(format!("Model `{}` has no predictor", artifact.id()))
-        })?;
-        let adapter = AdapterKind::from_name(&artifact.model.adapter).unwrap_or_default();
-        let settings = RunSettings {
-            adapter,
-            temperature: artifact.model.temperature,
-            max_tokens: artifact.model.max_tokens,
-            ..RunSettings::default()
-        };
-        let module = SinglePredictor {
-            name: predictor.name.clone(),
-            signature: predictor.signature.clone(),
-        };
-        Ok(CoreProgram::new(Arc::new(module)).with_settings(settings))
+    /// The runtime a saved model runs with: its settings, every model name served by this
+    /// pipeline's model.
+    pub fn runtime_of(&self, artifact: &ModelArtifact) -> Runtime {
+        Runtime::new(
+            LmRegistry::new(artifact.model.model.clone(), self.lm.clone())
+                .with_fallback(self.lm.clone()),
+        )
+        .with_settings(artifact.model.run_settings())
     }
 
-    /// Runs a saved model (`name`, `name@1.2.3`, `name@latest`) on one input.
+    /// Runs a saved model (`name`, `name@1.2.3`, `name@latest`, `name@production`) on one
+    /// input.
     pub async fn predict(
         &self,
         model_ref: &str,
         inputs: &Example,
     ) -> Result<(Prediction, Trace), OptimizeError> {
         let artifact = self.registry.load_ref(model_ref)?;
-        let program = Self::program_of(&artifact)?;
-        let task = TaskModel {
-            lm: self.lm.clone(),
-            model: artifact.model.model.clone(),
-            temperature: artifact.model.temperature,
-            max_tokens: artifact.model.max_tokens,
-            seed: None,
-        };
-        program.run(&task, &artifact.state, inputs).await
+        self.predict_with(&artifact, inputs).await
+    }
+
+    /// Runs a loaded model on one input.
+    pub async fn predict_with(
+        &self,
+        artifact: &ModelArtifact,
+        inputs: &Example,
+    ) -> Result<(Prediction, Trace), OptimizeError> {
+        let runtime = self.runtime_of(artifact);
+        Ok(artifact
+            .program
+            .run(&artifact.state, inputs, &runtime)
+            .await?)
     }
 
     /// Evaluates a saved model on examples with its own metric (or `metric`).
@@ -74,32 +67,24 @@ impl Pipeline {
         metric: Option<&str>,
     ) -> Result<(ModelArtifact, EvalReport), OptimizeError> {
         let artifact = self.registry.load_ref(model_ref)?;
-        let program = Arc::new(Self::program_of(&artifact)?);
         let output_key = artifact
             .program
-            .predictors
+            .output_keys()
             .first()
-            .and_then(|p| p.signature.outputs.first())
-            .map(|f| f.name.clone())
+            .cloned()
             .unwrap_or_default();
         let metric_name = metric
-            .map(str::to_string)
-            .or_else(|| {
-                artifact
-                    .metrics
-                    .get("metric")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "exact_match".to_string());
+            .or_else(|| artifact.metric_name())
+            .unwrap_or("exact_match")
+            .to_string();
         let metric = metrics::by_name(&metric_name, &output_key)?;
         let ctx = OptimizeContext::builder(
-            program,
+            artifact.program.clone(),
             self.lm.clone(),
             artifact.model.model.clone(),
             metric,
         )
-        .max_tokens(artifact.model.max_tokens)
+        .settings(artifact.model.run_settings())
         .concurrency(self.concurrency)
         .events(self.events.clone())
         .budget(Arc::new(Budget::with_cancel(
@@ -111,8 +96,9 @@ impl Pipeline {
         Ok((artifact, report))
     }
 
-    /// Saves a copy of a saved model: as a new registry version (`version`, else the next
-    /// patch) with `metadata` merged in, and/or as a file at `output_path`.
+    /// Saves a copy of a saved model (the guide's `save_optimized_model`): as a new registry
+    /// version (`version`, else the next patch; its parent is the copied version) with
+    /// `metadata` merged in, and/or as a self-contained file at `output_path`.
     pub async fn save_optimized_model(
         &self,
         model_id: &str,
@@ -120,21 +106,25 @@ impl Pipeline {
         version: Option<Version>,
         metadata: Option<serde_json::Map<String, Value>>,
     ) -> Result<ModelArtifact, OptimizeError> {
-        let mut artifact = self.registry.load_ref(model_id)?;
-        if let Some(extra) = metadata {
-            artifact.metadata.extend(extra);
-        }
-        if version.is_some() || output_path.is_none() {
-            artifact.created_at = now_rfc3339();
-            let spec = version.map_or(VersionSpec::NextPatch, VersionSpec::Exact);
-            artifact = self.registry.save(artifact, spec)?;
-        }
+        // Without a file, a copy is a new registry version.
+        let register = (version.is_some() || output_path.is_none()).then_some(version);
+        let artifact = self
+            .registry
+            .copy(model_id, register, metadata.unwrap_or_default())?;
         if let Some(path) = output_path {
-            let json = serde_json::to_string_pretty(&artifact)?;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, json).map_err(|e| OptimizeError::io(&tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| OptimizeError::io(path, e))?;
+            Registry::write_file(&artifact, path)?;
         }
         Ok(artifact)
+    }
+
+    /// Points `alias` of a model at a version (`name@1.2.0`, or `name` for the latest).
+    /// Returns the version it pointed at before.
+    pub fn promote(&self, model_ref: &str, alias: &str) -> Result<Option<Version>, OptimizeError> {
+        let reference: ModelRef = model_ref.parse()?;
+        let version = match &reference.selector {
+            Selector::Version(v) => *v,
+            _ => self.registry.resolve(&reference)?,
+        };
+        Ok(self.registry.set_alias(&reference.name, alias, version)?)
     }
 }
