@@ -661,7 +661,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `signatur`"), "{e}");
-        assert!(e.contains("line 7"), "{e}");
+        assert!(e.contains("program[1]") && e.contains("line 8"), "{e}");
         let text = "evaluation_metric: accuracy\nalgorithm: gepa\ntraining_examples: []\nprogram:\n  - name: a\n    signature: q x\n";
         let e = OptimizationRequest::from_yaml_str(text)
             .unwrap_err()

@@ -4,20 +4,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
+use promptopt_core::adapter::AdapterKind;
 use promptopt_core::{
-    Example, Field, Metric, MetricInfo, Prediction, PredictorState, ProgramState, Score, Signature,
-    Trace, TraceStep,
+    Example, Field, Metric, MetricInfo, Prediction, PredictorState, Program, ProgramState,
+    RunSettings, Score, Signature, Stage, Trace,
 };
-use promptopt_lm::{ChatRequest, Message, ScriptedLm, Usage};
+use promptopt_lm::{ChatRequest, ScriptedLm};
 use promptopt_optimize::gepa::{
     CandidateEntry, Gepa, GepaConfig, Origin, RunDir, RunState, STOP_FILE,
 };
 use promptopt_optimize::{
-    Budget, BudgetLimits, CancelFlag, CollectSink, Event, FieldProgram, OptimizeContext,
-    OptimizeError, Optimizer, PredictorInfo, ProgramRunner, StopReason, TaskModel,
+    Budget, BudgetLimits, CancelFlag, CollectSink, Event, OptimizeContext, OptimizeError,
+    Optimizer, StopReason,
 };
 
 const VOCAB: [(&str, &str); 6] = [
@@ -69,6 +68,16 @@ fn data() -> (Vec<Example>, Vec<Example>) {
         })
         .collect();
     (train, val)
+}
+
+/// The task model's call settings: the turns adapter (`Text: ...` as the last user turn, replies
+/// like `label: pos`), no JSON retry.
+fn turns() -> RunSettings {
+    RunSettings {
+        adapter: AdapterKind::Turns,
+        json_fallback: false,
+        ..RunSettings::default()
+    }
 }
 
 /// The task model knows a word's label only when the instructions hold a `word -> label` line.
@@ -136,7 +145,7 @@ struct Setup {
     task: ScriptedLm,
     reflect: ScriptedLm,
     events: CollectSink,
-    program: Arc<FieldProgram>,
+    program: Program,
 }
 
 fn setup(
@@ -144,11 +153,10 @@ fn setup(
     budget: Budget,
     reflection: impl Fn(&ChatRequest) -> String + Send + Sync + 'static,
 ) -> Setup {
-    let program = Arc::new(FieldProgram::new(
-        "predict",
+    let program = Program::single(
         Signature::new(vec![Field::text("text")], vec![Field::text("label")])
             .with_instructions("Classify the text."),
-    ));
+    );
     let task = ScriptedLm::new(|r| Ok(task_reply(r)));
     let reflect = ScriptedLm::new(move |r| Ok(reflection(r)));
     let events = CollectSink::new();
@@ -159,6 +167,7 @@ fn setup(
         Arc::new(Exact),
     )
     .prompt_model(Arc::new(reflect.clone()), "scripted/reflect")
+    .settings(turns())
     .seed(seed)
     .concurrency(3)
     .budget(Arc::new(budget))
@@ -372,9 +381,9 @@ async fn stop_file_and_cancel_flag_stop_gracefully() {
     let cancel = CancelFlag::new();
     let raise = cancel.clone();
     let count = Arc::new(AtomicU64::new(0));
-    let program = Arc::new(FieldProgram::new(
-        "predict",
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
+    let program = Program::single(Signature::new(
+        vec![Field::text("text")],
+        vec![Field::text("label")],
     ));
     let task = ScriptedLm::new(move |r| {
         if count.fetch_add(1, Ordering::SeqCst) + 1 >= 20 {
@@ -392,6 +401,7 @@ async fn stop_file_and_cancel_flag_stop_gracefully() {
         Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))),
         "scripted/reflect",
     )
+    .settings(turns())
     .budget(Arc::new(Budget::with_cancel(
         BudgetLimits::default(),
         cancel,
@@ -428,8 +438,30 @@ async fn cancelled_before_anything_scored_is_an_error() {
     assert!(matches!(err, OptimizeError::NoExamples { .. }));
 }
 
-/// Two predictors: `first` answers `kind: x` examples, `second` answers `kind: y` ones.
-struct TwoStep;
+/// Two stages: `first` (kind -> draft) answers `kind: x` examples, `second` (kind, draft ->
+/// label) passes the draft through for `x` and answers `kind: y` ones itself.
+fn two_step() -> Program {
+    Program::new(
+        vec!["kind".into()],
+        vec![
+            Stage::new(
+                "first",
+                Signature::new(vec![Field::text("kind")], vec![Field::text("draft")])
+                    .with_instructions("BASE"),
+            ),
+            Stage::new(
+                "second",
+                Signature::new(
+                    vec![Field::text("kind"), Field::text("draft")],
+                    vec![Field::text("label")],
+                )
+                .with_instructions("BASE"),
+            ),
+        ],
+        vec!["label".into()],
+    )
+    .unwrap()
+}
 
 fn two_step_state(first: &str, second: &str) -> ProgramState {
     let mut s = ProgramState::single("first", PredictorState::new(first));
@@ -438,79 +470,24 @@ fn two_step_state(first: &str, second: &str) -> ProgramState {
     s
 }
 
-#[async_trait]
-impl ProgramRunner for TwoStep {
-    fn predictors(&self) -> Vec<PredictorInfo> {
-        ["first", "second"]
-            .into_iter()
-            .map(|name| PredictorInfo {
-                name: name.into(),
-                signature: Signature::new(vec![Field::text("kind")], vec![Field::text("label")]),
-            })
-            .collect()
-    }
-
-    fn initial_state(&self) -> ProgramState {
-        two_step_state("BASE", "BASE")
-    }
-
-    async fn run(
-        &self,
-        task: &TaskModel,
-        state: &ProgramState,
-        example: &Example,
-    ) -> Result<(Prediction, Trace), OptimizeError> {
-        let kind = example.text("kind").unwrap_or_default();
-        let mut trace = Trace::default();
-        let mut replies = Vec::new();
-        for name in ["first", "second"] {
-            let instructions = state
-                .predictor(name)
-                .map(|p| p.instructions.clone())
-                .unwrap_or_default();
-            let request = ChatRequest::new(
-                task.model.clone(),
-                vec![
-                    Message::system(instructions),
-                    Message::user(format!("kind: {kind}")),
-                ],
-            );
-            let reply = task.lm.chat(&request).await?;
-            let text = reply.text().to_string();
-            trace.steps.push(TraceStep {
-                predictor: name.into(),
-                inputs: Example::new().with("kind", kind.clone()),
-                request,
-                raw: text.clone(),
-                outputs: Some(Example::new().with("label", text.clone())),
-                parse_error: None,
-                usage: Usage::default(),
-                latency: Duration::ZERO,
-                cost_usd: None,
-                cache_hit: false,
-            });
-            replies.push(text);
+/// The task model of [`two_step`]: `first` drafts `good` exactly when its instructions hold
+/// `FIX-X` and the kind is x; `second` (its user turn carries the draft) keeps an x example's
+/// draft and answers `good` for a y example exactly when its instructions hold `FIX-Y`.
+fn two_step_reply(request: &ChatRequest) -> String {
+    let system = &request.messages[0].content;
+    let user = &request.messages[request.messages.len() - 1].content;
+    let kind_x = user.lines().any(|l| l == "Kind: x");
+    let kind_y = user.lines().any(|l| l == "Kind: y");
+    match user.lines().find_map(|l| l.strip_prefix("Draft: ")) {
+        None => {
+            let good = system.contains("FIX-X") && kind_x;
+            format!("draft: {}", if good { "good" } else { "bad" })
         }
-        let label = if kind == "x" {
-            replies[0].clone()
-        } else {
-            replies[1].clone()
-        };
-        Ok((
-            Prediction {
-                outputs: Example::new().with("label", label),
-            },
-            trace,
-        ))
-    }
-
-    fn render(
-        &self,
-        _task: &TaskModel,
-        _state: &ProgramState,
-        _example: &Example,
-    ) -> Result<Vec<ChatRequest>, OptimizeError> {
-        Ok(Vec::new())
+        Some(draft) if kind_x => format!("label: {draft}"),
+        Some(_) => {
+            let good = system.contains("FIX-Y") && kind_y;
+            format!("label: {}", if good { "good" } else { "bad" })
+        }
     }
 }
 
@@ -521,15 +498,11 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
     // the merge takes `first` from #1 and `second` from #2; the stratified subsample of 4 holds
     // both x and both y examples; the merge scores 4 >= max(2, 2) and is accepted with no
     // further evaluation (the subsample is the whole validation set).
-    let task = ScriptedLm::new(|r: &ChatRequest| {
-        let system = &r.messages[0].content;
-        let user = &r.messages[1].content;
-        let good = (system.contains("FIX-X") && user.contains("kind: x"))
-            || (system.contains("FIX-Y") && user.contains("kind: y"));
-        Ok(if good { "good" } else { "bad" }.to_string())
-    });
+    let program = two_step();
+    assert_eq!(program.initial_state(), two_step_state("BASE", "BASE"));
+    let task = ScriptedLm::new(|r| Ok(two_step_reply(r)));
     let ctx = OptimizeContext::builder(
-        Arc::new(TwoStep),
+        program.clone(),
         Arc::new(task.clone()),
         "scripted/task",
         Arc::new(Exact),
@@ -538,6 +511,7 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
         Arc::new(ScriptedLm::constant("```\nunused\n```")),
         "scripted/reflect",
     )
+    .settings(turns())
     .seed(5)
     .build();
     let ex = |kind: &str| Example::new().with("kind", kind).with("label", "good");
@@ -581,7 +555,7 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
     let run = Gepa::new(cfg)
         .with_run_dir(dir.path())
         .resume(true)
-        .run(&ctx, &train, &val, &TwoStep.initial_state())
+        .run(&ctx, &train, &val, &program.initial_state())
         .await
         .unwrap();
     let merge = &run.state.log[0];

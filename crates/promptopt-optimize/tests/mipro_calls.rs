@@ -3,17 +3,14 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use promptopt_core::adapter::AdapterKind;
 use promptopt_core::{
-    Example, Field, Metric, MetricInfo, Prediction, PredictorState, ProgramState, Score, Signature,
-    Trace, TraceStep,
+    Example, Field, Metric, MetricInfo, Prediction, Program, ProgramState, RunSettings, Score,
+    Signature, Stage, Trace,
 };
-use promptopt_lm::{ChatRequest, Message, ScriptedLm};
+use promptopt_lm::{ChatRequest, ScriptedLm};
 use promptopt_optimize::mipro::{MiproConfig, MiproRun, MiproV2};
-use promptopt_optimize::{
-    CollectSink, Event, FieldProgram, OptimizeContext, OptimizeError, PredictorInfo, ProgramRunner,
-    TaskModel, TrialKind,
-};
+use promptopt_optimize::{CollectSink, Event, OptimizeContext, TrialKind};
 
 struct ExactLabel;
 
@@ -57,16 +54,36 @@ fn last_user(request: &ChatRequest) -> String {
         .unwrap_or_default()
 }
 
-/// Always right: bootstrapping succeeds on every example.
+/// Always right: bootstrapping succeeds on every example. A `rewrite` stage of [`two_step`]
+/// (asked for a summary) copies its text.
 fn task_lm() -> ScriptedLm {
     ScriptedLm::new(|request| {
         let text = last_user(request);
+        let system = request
+            .messages
+            .first()
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        if system.contains("Answer with the summary only.") {
+            let text = text.strip_prefix("Text: ").unwrap_or(&text);
+            return Ok(format!("summary: {text}"));
+        }
         Ok(if text.contains("good") {
             "label: positive".into()
         } else {
             "label: negative".into()
         })
     })
+}
+
+/// The task model's call settings: the turns adapter (the input as the last user turn, replies
+/// like `label: positive`), no JSON retry.
+fn turns() -> RunSettings {
+    RunSettings {
+        adapter: AdapterKind::Turns,
+        json_fallback: false,
+        ..RunSettings::default()
+    }
 }
 
 /// A distinct instruction per proposal (keyed by its rollout id), fixed text otherwise.
@@ -87,7 +104,7 @@ struct Setup {
     initial: ProgramState,
 }
 
-fn setup(program: Arc<dyn ProgramRunner>, seed: u64) -> Setup {
+fn setup(program: Program, seed: u64) -> Setup {
     let task = task_lm();
     let prompt = prompt_lm();
     let events = CollectSink::new();
@@ -99,6 +116,7 @@ fn setup(program: Arc<dyn ProgramRunner>, seed: u64) -> Setup {
         Arc::new(ExactLabel),
     )
     .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .settings(turns())
     .seed(seed)
     .events(Arc::new(events.clone()))
     .build();
@@ -111,12 +129,11 @@ fn setup(program: Arc<dyn ProgramRunner>, seed: u64) -> Setup {
     }
 }
 
-fn classifier() -> Arc<dyn ProgramRunner> {
-    Arc::new(FieldProgram::new(
-        "predict",
+fn classifier() -> Program {
+    Program::single(
         Signature::new(vec![Field::text("text")], vec![Field::text("label")])
             .with_instructions("Classify the review."),
-    ))
+    )
 }
 
 async fn optimize(config: &str, train: usize, val: usize, seed: u64) -> (Setup, MiproRun) {
@@ -348,6 +365,7 @@ async fn diversity_penalty_retries_near_duplicates() {
         Arc::new(ExactLabel),
     )
     .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .settings(turns())
     .build();
     let config = MiproConfig::from_value(&serde_json::json!({
         "auto": "light", "diversity_penalty": 0.5, "program_aware": false, "data_aware": false
@@ -364,96 +382,31 @@ async fn diversity_penalty_retries_near_duplicates() {
     assert!(run.proposals.iter().all(|p| !p.instruction.is_empty()));
 }
 
-/// Two steps: `rewrite` (text → summary), then `classify` (summary → label).
-struct TwoStep;
-
-#[async_trait]
-impl ProgramRunner for TwoStep {
-    fn predictors(&self) -> Vec<PredictorInfo> {
+/// Two steps: `rewrite` (text → summary, which [`task_lm`] makes a copy of the text), then
+/// `classify` (summary → label).
+fn two_step() -> Program {
+    Program::new(
+        vec!["text".into()],
         vec![
-            PredictorInfo {
-                name: "rewrite".into(),
-                signature: Signature::new(vec![Field::text("text")], vec![Field::text("summary")])
+            Stage::new(
+                "rewrite",
+                Signature::new(vec![Field::text("text")], vec![Field::text("summary")])
                     .with_instructions("Summarize the review."),
-            },
-            PredictorInfo {
-                name: "classify".into(),
-                signature: Signature::new(vec![Field::text("summary")], vec![Field::text("label")])
+            ),
+            Stage::new(
+                "classify",
+                Signature::new(vec![Field::text("summary")], vec![Field::text("label")])
                     .with_instructions("Classify the summary."),
-            },
-        ]
-    }
-
-    fn initial_state(&self) -> ProgramState {
-        let mut state =
-            ProgramState::single("rewrite", PredictorState::new("Summarize the review."));
-        state.predictors.insert(
-            "classify".into(),
-            PredictorState::new("Classify the summary."),
-        );
-        state
-    }
-
-    async fn run(
-        &self,
-        task: &TaskModel,
-        state: &ProgramState,
-        example: &Example,
-    ) -> Result<(Prediction, Trace), OptimizeError> {
-        let mut steps = Vec::new();
-        let mut current = example.project(&["text".to_string()]);
-        for (name, input, output) in [
-            ("rewrite", "text", "summary"),
-            ("classify", "summary", "label"),
-        ] {
-            let predictor = state
-                .predictor(name)
-                .ok_or_else(|| OptimizeError::Program(format!("No predictor `{name}`")))?;
-            let mut messages = vec![Message::system(predictor.instructions.clone())];
-            for demo in &predictor.demos {
-                messages.push(Message::user(demo.text(input).unwrap_or_default()));
-                messages.push(Message::assistant(demo.text(output).unwrap_or_default()));
-            }
-            let value = current.text(input).unwrap_or_default();
-            messages.push(Message::user(value.clone()));
-            let request = ChatRequest::new(task.model.clone(), messages);
-            let response = task.lm.chat(&request).await?;
-            let answer = if output == "label" {
-                response.text().trim_start_matches("label: ").to_string()
-            } else {
-                value.clone()
-            };
-            let outputs = Example::new().with(output, answer.clone());
-            steps.push(TraceStep {
-                predictor: name.into(),
-                inputs: Example::new().with(input, value),
-                request,
-                raw: response.text().to_string(),
-                outputs: Some(outputs),
-                parse_error: None,
-                usage: response.usage,
-                latency: response.latency,
-                cost_usd: response.cost_usd,
-                cache_hit: response.cache_hit,
-            });
-            current = Example::new().with(output, answer);
-        }
-        Ok((Prediction { outputs: current }, Trace { steps }))
-    }
-
-    fn render(
-        &self,
-        _task: &TaskModel,
-        _state: &ProgramState,
-        _example: &Example,
-    ) -> Result<Vec<ChatRequest>, OptimizeError> {
-        Ok(Vec::new())
-    }
+            ),
+        ],
+        vec!["label".into()],
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn multi_predictor_programs_are_searched_jointly() {
-    let s = setup(Arc::new(TwoStep), 11);
+    let s = setup(two_step(), 11);
     let run = MiproV2::new(MiproConfig::default())
         .optimize(&s.ctx, &dataset(30, 0), &dataset(60, 300), &s.initial)
         .await

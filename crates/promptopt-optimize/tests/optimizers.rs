@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use promptopt_core::{metrics, Example, Field, ProgramState, Signature};
+use promptopt_core::adapter::AdapterKind;
+use promptopt_core::{metrics, Example, Field, Program, ProgramState, RunSettings, Signature};
 use promptopt_lm::{ChatRequest, Role, ScriptedLm};
 use promptopt_optimize::{
-    BootstrapFewShot, BootstrapFewShotWithRandomSearch, Budget, BudgetLimits, FieldProgram,
-    LabeledFewShot, OptimizeContext, Optimizer, ProgramRunner, SelectionStrategy, StopReason,
+    BootstrapFewShot, BootstrapFewShotWithRandomSearch, Budget, BudgetLimits, LabeledFewShot,
+    OptimizeContext, Optimizer, SelectionStrategy, StopReason,
 };
 
 fn last_user(request: &ChatRequest) -> String {
@@ -61,7 +62,7 @@ fn demo_texts(state: &ProgramState) -> Vec<String> {
         .collect()
 }
 
-fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Arc<FieldProgram>, OptimizeContext) {
+fn context(lm: ScriptedLm, budget: Option<Budget>) -> (Program, OptimizeContext) {
     context_with(lm, budget, 1)
 }
 
@@ -69,14 +70,19 @@ fn context_with(
     lm: ScriptedLm,
     budget: Option<Budget>,
     concurrency: usize,
-) -> (Arc<FieldProgram>, OptimizeContext) {
-    let program = Arc::new(FieldProgram::new(
-        "predict",
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")]),
+) -> (Program, OptimizeContext) {
+    let program = Program::single(Signature::new(
+        vec![Field::text("text")],
+        vec![Field::text("label")],
     ));
     let metric = metrics::by_name("accuracy", "label").unwrap();
     let mut builder =
         OptimizeContext::builder(program.clone(), Arc::new(lm), "scripted/test", metric)
+            .settings(RunSettings {
+                adapter: AdapterKind::Turns,
+                json_fallback: false,
+                ..RunSettings::default()
+            })
             .concurrency(concurrency)
             .seed(0);
     if let Some(budget) = budget {
@@ -349,7 +355,7 @@ async fn prompts_too_long_for_the_context_score_as_failures_but_server_errors_st
     val.push(ex("a great film", "positive"));
     val.push(ex("boring", "negative"));
     let report = ctx.evaluate(&state, &val).await.unwrap();
-    assert_eq!(report.errors(), 12);
+    assert_eq!(report.errors, 12);
     assert!((report.score - 2.0 / 14.0).abs() < 1e-9, "{}", report.score);
     let failed = report.results.iter().find(|r| r.error.is_some()).unwrap();
     assert!(failed.error.as_deref().unwrap().contains("context"));

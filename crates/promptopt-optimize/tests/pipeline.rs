@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use promptopt_core::Example;
 use promptopt_lm::{ChatRequest, Role, ScriptedLm};
-use promptopt_optimize::{OptimizationRequest, OptimizeError, Pipeline, Registry, StopReason};
+use promptopt_optimize::{OptimizationRequest, OptimizeError, Pipeline, StopReason};
+use promptopt_registry::Registry;
 
 fn last_user(request: &ChatRequest) -> String {
     request
@@ -168,7 +169,9 @@ async fn a_bad_request_is_rejected_and_nothing_is_saved() {
     let err = p.optimize(&r).await.unwrap_err();
     assert!(err.to_string().contains("`nope`"), "{err}");
     let mut r = request("");
-    r.target = promptopt_optimize::Target::ToolSelection;
+    r.target = Some(promptopt_optimize::TargetSpec::Kind(
+        promptopt_optimize::Target::ToolSelection,
+    ));
     let err = p.optimize(&r).await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -235,7 +238,9 @@ async fn model_selection_reports_every_model_and_picks_by_objective() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path());
     let mut r = request("candidate_models: [scripted/test, cheap/model]\nobjective: minimize_cost");
-    r.target = promptopt_optimize::Target::ModelSelection;
+    r.target = Some(promptopt_optimize::TargetSpec::Kind(
+        promptopt_optimize::Target::ModelSelection,
+    ));
     r.algorithm = promptopt_optimize::Algorithm::Labeledfewshot;
     r.algorithm_config =
         promptopt_optimize::AlgorithmConfig::from_json(serde_json::json!({"k": 0})).unwrap();
@@ -255,7 +260,9 @@ async fn reasoning_strategy_is_chosen_on_validation() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path());
     let mut r = request("");
-    r.target = promptopt_optimize::Target::ReasoningStrategy;
+    r.target = Some(promptopt_optimize::TargetSpec::Kind(
+        promptopt_optimize::Target::ReasoningStrategy,
+    ));
     let result = p.optimize(&r).await.unwrap();
     // Two optimizer runs (Predict, ChainOfThought), each scored once.
     assert_eq!(result.trajectory.len(), 2);
