@@ -230,6 +230,9 @@ impl BootstrapFewShot {
                 if bootstrapped.len() >= target || at_quota(&label_found, label.as_deref(), quota) {
                     continue;
                 }
+                if let Some(error) = attempt.metric_error {
+                    return Err(error);
+                }
                 // A teacher prompt too long for the context fails this example only.
                 for error in attempt.errors {
                     if error.is_context_overflow() {
@@ -322,6 +325,7 @@ impl BootstrapFewShot {
         let mut attempt = Attempt {
             demos: None,
             errors: Vec::new(),
+            metric_error: None,
             stopped: None,
         };
         for round in 0..self.max_rounds {
@@ -335,7 +339,13 @@ impl BootstrapFewShot {
                     if final_parse_failure(&trace) {
                         continue;
                     }
-                    let score = ctx.score(example, &prediction, &trace);
+                    let score = match ctx.score(example, &prediction, &trace).await {
+                        Ok(score) => score,
+                        Err(error) => {
+                            attempt.metric_error = Some(error);
+                            break;
+                        }
+                    };
                     let normalized = normalize(info, score.value);
                     let success = match self.metric_threshold {
                         Some(t) => normalized >= t,
@@ -448,6 +458,8 @@ struct Attempt {
     demos: Option<BTreeMap<String, Example>>,
     /// Runs that failed with an error.
     errors: Vec<OptimizeError>,
+    /// The metric failed (a command metric that died twice): the run stops.
+    metric_error: Option<OptimizeError>,
     /// Why the runs stopped, when the budget or a cancellation stopped them.
     stopped: Option<StopReason>,
 }

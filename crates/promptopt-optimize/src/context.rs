@@ -346,9 +346,23 @@ impl OptimizeContext {
             .map_err(|e| self.stopped_or(e.into()))
     }
 
-    /// Scores a prediction with the metric.
-    pub fn score(&self, example: &Example, prediction: &Prediction, trace: &Trace) -> Score {
-        self.metric.score(example, prediction, trace)
+    /// Scores a prediction with the metric, off the runtime's workers when the metric blocks
+    /// (a command). A metric that fails is an error: the run stops with its reason.
+    pub async fn score(
+        &self,
+        example: &Example,
+        prediction: &Prediction,
+        trace: &Trace,
+    ) -> Result<Score, OptimizeError> {
+        if !self.metric.is_blocking() {
+            return Ok(self.metric.try_score(example, prediction, trace)?);
+        }
+        let metric = Arc::clone(&self.metric);
+        let (example, prediction, trace) = (example.clone(), prediction.clone(), trace.clone());
+        tokio::task::spawn_blocking(move || metric.try_score(&example, &prediction, &trace))
+            .await
+            .map_err(|e| OptimizeError::Program(format!("The metric's scoring task failed: {e}")))?
+            .map_err(OptimizeError::from)
     }
 
     /// Runs `state` on every example (`concurrency` at a time) with the one evaluator of

@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::metrics::{self, CommandMetric};
 use promptopt_core::{
-    Dataset, Example, Field, Metric, Program, ProgramState, RunSettings, Runtime, Strategy,
+    Dataset, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings, Runtime,
+    Strategy, Trace,
 };
 use promptopt_lm::{Role, SharedLm};
 use promptopt_registry::{ModelArtifact, ModelSettings, Provenance, Registry, VersionSpec};
@@ -155,12 +156,28 @@ impl Pipeline {
             .find(|m| m.name == request.evaluation_metric)
         {
             Some(spec) => {
-                let mut m = CommandMetric::shell(spec.name.clone(), &spec.command)?
+                let mut m = CommandMetric::shell_in(spec.name.clone(), &spec.command, &base)?
                     .with_higher_is_better(spec.higher_is_better)
                     .with_range(spec.min_value, spec.max_value);
                 if let Some(t) = spec.timeout_seconds {
                     m = m.with_timeout(Duration::from_secs(t));
                 }
+                // Checked before any model call: the first training example's own outputs as
+                // the prediction must get a score (a missing command, one that exits or
+                // prints something else fails here, with its reason).
+                let probe = &train[0];
+                let gold = Prediction {
+                    outputs: probe.project(&dataset.output_keys),
+                };
+                m.try_score(probe, &gold, &Trace::default()).map_err(|e| {
+                    OptimizeError::InvalidRequest {
+                        location: None,
+                        message: format!(
+                            "custom metric `{}` failed on the first training example: {e}",
+                            spec.name
+                        ),
+                    }
+                })?;
                 Arc::new(m)
             }
             None => metrics::by_name(&request.evaluation_metric, &output_key)?,

@@ -1,6 +1,7 @@
 //! User metrics: a closure ([`FnMetric`]) or an external command ([`CommandMetric`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -99,6 +100,7 @@ pub struct CommandMetric {
     info: MetricInfo,
     program: String,
     args: Vec<String>,
+    dir: Option<PathBuf>,
     display: String,
     timeout: Duration,
     process: Mutex<Option<Running>>,
@@ -142,16 +144,25 @@ impl CommandMetric {
         program: impl Into<String>,
         args: Vec<String>,
     ) -> Result<Self, CoreError> {
-        let program = program.into();
+        Self::start(name.into(), program.into(), args, None)
+    }
+
+    fn start(
+        name: String,
+        program: String,
+        args: Vec<String>,
+        dir: Option<PathBuf>,
+    ) -> Result<Self, CoreError> {
         let mut display = program.clone();
         for arg in &args {
             display.push(' ');
             display.push_str(arg);
         }
         let metric = Self {
-            info: info(&name.into(), true, 0.0, 1.0),
+            info: info(&name, true, 0.0, 1.0),
             program,
             args,
+            dir,
             display,
             timeout: DEFAULT_COMMAND_TIMEOUT,
             process: Mutex::new(None),
@@ -167,6 +178,23 @@ impl CommandMetric {
     /// Runs a command line through `sh -c`.
     pub fn shell(name: impl Into<String>, command_line: &str) -> Result<Self, CoreError> {
         let mut metric = Self::new(name, "sh", vec!["-c".to_string(), command_line.to_string()])?;
+        metric.display = command_line.to_string();
+        Ok(metric)
+    }
+
+    /// Runs a command line through `sh -c` in the folder `dir` (a request's folder, so that
+    /// `python3 metrics/score.py` is found beside the request file).
+    pub fn shell_in(
+        name: impl Into<String>,
+        command_line: &str,
+        dir: &Path,
+    ) -> Result<Self, CoreError> {
+        let mut metric = Self::start(
+            name.into(),
+            "sh".to_string(),
+            vec!["-c".to_string(), command_line.to_string()],
+            Some(dir.to_path_buf()),
+        )?;
         metric.display = command_line.to_string();
         Ok(metric)
     }
@@ -208,7 +236,11 @@ impl CommandMetric {
     }
 
     fn spawn(&self) -> Result<Running, CoreError> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
