@@ -17,8 +17,8 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use promptopt_bench::process_usage;
 use promptopt_core::dataset::load_examples;
-use promptopt_core::metrics::by_name;
 use promptopt_core::events::NullSink;
+use promptopt_core::metrics::by_name;
 use promptopt_core::{
     evaluate, EvalSettings, Field, LmRegistry, Program, RunSettings, Runtime, Signature,
 };
@@ -112,27 +112,11 @@ async fn run(args: Args) -> Result<serde_json::Value, Box<dyn std::error::Error>
         memo: None,
     };
     if cached {
-        evaluate(
-            &program,
-            &state,
-            &examples,
-            &metric,
-            &runtime,
-            &settings,
-        )
-        .await?;
+        evaluate(&program, &state, &examples, &metric, &runtime, &settings).await?;
     }
     let cpu0 = process_usage().cpu_s;
     let wall0 = Instant::now();
-    let report = evaluate(
-        &program,
-        &state,
-        &examples,
-        &metric,
-        &runtime,
-        &settings,
-    )
-    .await?;
+    let report = evaluate(&program, &state, &examples, &metric, &runtime, &settings).await?;
     let wall = wall0.elapsed().as_secs_f64();
     let usage = process_usage();
     let cpu = usage.cpu_s - cpu0;

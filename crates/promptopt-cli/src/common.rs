@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy};
+use promptopt_core::{
+    LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy,
+};
 use promptopt_lm::{LmConfig, LmStack, SharedLm};
 use promptopt_registry::{default_home, ModelArtifact};
 use serde::{Deserialize, Serialize};
@@ -214,7 +216,9 @@ pub(crate) async fn build_lm(
     {
         promptopt_engine::model_stack(models, slots, config)
             .await
-            .context("Could not set up the models (for a `local/…` model, run `scripts/fetch-model.sh`)")
+            .context(
+                "Could not set up the models (for a `local/…` model, run `scripts/fetch-model.sh`)",
+            )
     }
     #[cfg(not(feature = "engine"))]
     {
@@ -229,8 +233,16 @@ pub(crate) async fn build_lm(
 /// Every model name a saved program may call: its default model, stage models, state models.
 pub(crate) fn models_of(artifact: &ModelArtifact) -> Vec<String> {
     let mut models = vec![artifact.model.model.clone()];
-    let stages = artifact.program.stages().iter().filter_map(|s| s.model.clone());
-    let states = artifact.state.predictors.values().filter_map(|p| p.model.clone());
+    let stages = artifact
+        .program
+        .stages()
+        .iter()
+        .filter_map(|s| s.model.clone());
+    let states = artifact
+        .state
+        .predictors
+        .values()
+        .filter_map(|p| p.model.clone());
     for model in stages.chain(states) {
         if !models.contains(&model) {
             models.push(model);

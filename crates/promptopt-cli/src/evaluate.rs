@@ -164,7 +164,6 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
     Ok(ExitCode::SUCCESS)
 }
 
-
 fn load_demos(args: &EvaluateArgs, dataset: &Dataset) -> Result<Vec<Example>, Exit> {
     if args.demos == 0 {
         return Ok(Vec::new());

@@ -209,7 +209,11 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
                 Some(path) => {
                     promptopt_registry::write_atomic(&path, &text)
                         .with_context(|| format!("Could not write `{}`", path.display()))?;
-                    say(&format!("Exported `{}` to `{}`", artifact.id(), path.display()));
+                    say(&format!(
+                        "Exported `{}` to `{}`",
+                        artifact.id(),
+                        path.display()
+                    ));
                 }
                 None => print_stdout(&text),
             }

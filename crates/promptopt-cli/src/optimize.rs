@@ -11,8 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use promptopt_optimize::plot::trajectory_svg;
 use promptopt_optimize::{
-    CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline,
-    TrialKind,
+    CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline, TrialKind,
 };
 
 use crate::common::build_lm;

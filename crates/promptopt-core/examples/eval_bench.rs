@@ -106,15 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server_before = server.cpu_time().unwrap_or_default();
     let cpu_before = process_cpu_time().unwrap_or_default();
     let started = Instant::now();
-    let report = evaluate(
-        &program,
-        &state,
-        &examples,
-        &metric,
-        &runtime,
-        &settings,
-    )
-    .await?;
+    let report = evaluate(&program, &state, &examples, &metric, &runtime, &settings).await?;
     let wall = started.elapsed();
     let cpu = process_cpu_time()
         .unwrap_or_default()

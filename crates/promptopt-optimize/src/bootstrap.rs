@@ -11,11 +11,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::balance::{label_counts, LabelBalance};
 use crate::labeled::demo_of;
 use crate::select::{self, SelectionStrategy};
-use promptopt_core::Stage;
 use crate::{
     AlgorithmConfig, Event, LabeledFewShot, OptimizeContext, OptimizeError, Optimizer,
     OptimizerOutcome, OutcomeBuilder, StopReason,
 };
+use promptopt_core::Stage;
 
 /// Bootstraps demos as DSPy's `BootstrapFewShot` does, with the guide's selection strategies.
 ///

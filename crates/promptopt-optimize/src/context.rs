@@ -124,12 +124,8 @@ impl OptimizeContextBuilder {
         let (raw_prompt_lm, prompt_model) = self
             .prompt
             .unwrap_or_else(|| (self.task_lm.clone(), self.task_model.clone()));
-        let runtime = Runtime::new(budgeted_registry(
-            &self.task_model,
-            &self.task_lm,
-            &budget,
-        ))
-        .with_settings(self.settings);
+        let runtime = Runtime::new(budgeted_registry(&self.task_model, &self.task_lm, &budget))
+            .with_settings(self.settings);
         OptimizeContext {
             program: self.program,
             raw_task_lm: self.task_lm,
@@ -401,7 +397,11 @@ impl OptimizeContext {
 
     /// The evaluation of `state` on `examples` when this context already made it.
     pub fn remembered(&self, state: &ProgramState, examples: &[Example]) -> Option<EvalReport> {
-        self.memo
-            .get(&EvalMemo::key(&self.program, &self.runtime, state, examples))
+        self.memo.get(&EvalMemo::key(
+            &self.program,
+            &self.runtime,
+            state,
+            examples,
+        ))
     }
 }

@@ -5,11 +5,11 @@ use promptopt_core::{Example, ProgramState};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use promptopt_core::Stage;
 use crate::{
     AlgorithmConfig, OptimizeContext, OptimizeError, Optimizer, OptimizerOutcome, OutcomeBuilder,
     TrialKind,
 };
+use promptopt_core::Stage;
 
 /// Puts up to `k` labeled training examples into every predictor's demos.
 ///

@@ -54,18 +54,17 @@ pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};
 pub use config::AlgorithmConfig;
 pub use context::{OptimizeContext, OptimizeContextBuilder};
 pub use error::OptimizeError;
+pub use labeled::{demo_of, LabeledFewShot};
+pub use optimizer::{CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, TrialPoint};
+pub use pipeline::Pipeline;
 pub use promptopt_core::evaluate::{percentile, EvalReport, ExampleResult};
 pub use promptopt_core::events::{
     CollectSink, Event, EventSink, FanOut, FnSink, NullSink, StopReason, TrialKind,
 };
-pub use labeled::{demo_of, LabeledFewShot};
-pub use optimizer::{CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, TrialPoint};
-pub use pipeline::Pipeline;
 pub use random_search::BootstrapFewShotWithRandomSearch;
 pub use request::{
     build_optimizer, valid_keys, Algorithm, Constraints, CustomMetricSpec, DataSource, Objective,
-    TargetSpec,
-    OptimizationRequest, Target, DEFAULT_MODEL, FEW_SHOT_KEYS,
+    OptimizationRequest, Target, TargetSpec, DEFAULT_MODEL, FEW_SHOT_KEYS,
 };
 pub use result::{
     improvement_percentage, Analytics, LoggedPrediction, ModelReport, OptimizationResult,

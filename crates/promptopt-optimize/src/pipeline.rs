@@ -23,13 +23,15 @@ use crate::result::{
 use crate::{
     Algorithm, Budget, BudgetLimits, CancelFlag, EvalReport, Event, EventSink, NullSink,
     OptimizationRequest, OptimizationResult, OptimizeContext, OptimizeError, OptimizerOutcome,
-    PerformanceMetrics, Target, TrialPoint,
+    PerformanceMetrics, Target,
 };
 
 mod choose;
 mod failures;
 mod models;
 
+use crate::plot::TrajectoryRecorder;
+use crate::FanOut;
 use choose::{choose, validation_candidates, Choice};
 use failures::failed_examples_warning;
 
@@ -326,6 +328,12 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| task_model.clone());
         let concurrency = request.concurrency.unwrap_or(self.concurrency);
+        // The run's trajectory is a subscriber of its events, like the caller's sink.
+        let recorder = TrajectoryRecorder::new();
+        let events: Arc<dyn EventSink> = Arc::new(FanOut(vec![
+            self.events.clone(),
+            Arc::new(recorder.clone()),
+        ]));
         self.emit(Event::RunStarted {
             name: model_name(request),
             algorithm: request.algorithm.as_str().to_string(),
@@ -365,7 +373,7 @@ impl Pipeline {
         .settings(prepared.settings.clone())
         .concurrency(concurrency)
         .seed(request.seed)
-        .events(self.events.clone())
+        .events(events.clone())
         .budget(baseline_budget.clone())
         .build();
         let baseline = self
@@ -426,7 +434,19 @@ impl Pipeline {
             set_aside,
         } = choice;
         warnings.extend(set_aside);
-        let trajectory = merge_trajectories(&runs, &validated_bests);
+        // Runs whose optimizer scored nothing (BootstrapFewShot) are one trial: their best, as
+        // validated.
+        for ((_, outcome), validated) in runs.iter().zip(&validated_bests) {
+            if let (true, Some(score)) = (outcome.trajectory.is_empty(), validated) {
+                events.emit(&Event::TrialScored {
+                    trial: 1,
+                    score: *score,
+                    best_so_far: *score,
+                    kind: crate::TrialKind::Full,
+                });
+            }
+        }
+        let trajectory = recorder.points();
 
         let metric_name = prepared.metric.info().name;
         let baseline_metrics = PerformanceMetrics::from_report(&metric_name, &baseline);
@@ -726,9 +746,14 @@ fn render_prompt(program: &Program, runtime: &Runtime, state: &ProgramState) -> 
     for stage in program.stages() {
         let mut template = Example::new();
         for field in &stage.signature.inputs {
-            template.insert(field.name.clone(), Value::String(format!("{{{}}}", field.name)));
+            template.insert(
+                field.name.clone(),
+                Value::String(format!("{{{}}}", field.name)),
+            );
         }
-        let request = program.render(&stage.name, state, &template, runtime).ok()?;
+        let request = program
+            .render(&stage.name, state, &template, runtime)
+            .ok()?;
         if several {
             out.push_str(&format!("## stage `{}`\n\n", stage.name));
         }
@@ -758,43 +783,4 @@ fn logged_predictions(val: &[Example], report: &EvalReport) -> Vec<LoggedPredict
             score: r.normalized,
         })
         .collect()
-}
-
-/// One trajectory over several optimizer runs, trials renumbered in order. A run that scored
-/// nothing itself contributes its best's validation score (`validated[run]`) as one full trial.
-fn merge_trajectories(
-    runs: &[(Option<String>, OptimizerOutcome)],
-    validated: &[Option<f64>],
-) -> Vec<TrialPoint> {
-    let mut out = Vec::new();
-    let mut best = f64::NAN;
-    for (run, (_, outcome)) in runs.iter().enumerate() {
-        let fallback = validated
-            .get(run)
-            .copied()
-            .flatten()
-            .map(|score| TrialPoint {
-                trial: 1,
-                score,
-                best_so_far: score,
-                kind: crate::TrialKind::Full,
-            });
-        let points = if outcome.trajectory.is_empty() {
-            fallback.as_slice()
-        } else {
-            outcome.trajectory.as_slice()
-        };
-        for p in points {
-            if p.kind == crate::TrialKind::Full && (best.is_nan() || p.score > best) {
-                best = p.score;
-            }
-            out.push(TrialPoint {
-                trial: out.len() + 1,
-                score: p.score,
-                best_so_far: best,
-                kind: p.kind,
-            });
-        }
-    }
-    out
 }

@@ -1,6 +1,67 @@
-//! A plot of the score per trial, as a standalone SVG.
+//! The trajectory of a run (score per trial), recorded from its events, and its plot as a
+//! standalone SVG.
 
-use crate::{TrialKind, TrialPoint};
+use std::sync::{Arc, Mutex};
+
+use crate::{Event, EventSink, TrialKind, TrialPoint};
+
+/// An event subscriber that records every scored trial of a run, numbered across the run's
+/// optimizer runs, with the best full-evaluation score so far.
+///
+/// ```
+/// use promptopt_optimize::plot::TrajectoryRecorder;
+/// use promptopt_optimize::{Event, EventSink, TrialKind};
+///
+/// let recorder = TrajectoryRecorder::new();
+/// recorder.emit(&Event::TrialScored { trial: 1, score: 0.4, best_so_far: 0.4, kind: TrialKind::Full });
+/// recorder.emit(&Event::TrialScored { trial: 1, score: 0.9, best_so_far: 0.9, kind: TrialKind::Minibatch });
+/// recorder.emit(&Event::TrialScored { trial: 2, score: 0.6, best_so_far: 0.6, kind: TrialKind::Full });
+/// let points = recorder.points();
+/// assert_eq!(points.iter().map(|p| p.trial).collect::<Vec<_>>(), [1, 2, 3]);
+/// assert_eq!(points.iter().map(|p| p.best_so_far).collect::<Vec<_>>(), [0.4, 0.4, 0.6]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TrajectoryRecorder(Arc<Mutex<Vec<TrialPoint>>>);
+
+impl TrajectoryRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trials recorded so far.
+    pub fn points(&self) -> Vec<TrialPoint> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl EventSink for TrajectoryRecorder {
+    fn emit(&self, event: &Event) {
+        let Event::TrialScored { score, kind, .. } = event else {
+            return;
+        };
+        let mut points = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let previous = points.last().map_or(f64::NAN, |p| p.best_so_far);
+        let best_so_far = if *kind == TrialKind::Full && (previous.is_nan() || *score > previous) {
+            *score
+        } else {
+            previous
+        };
+        let trial = points.len() + 1;
+        points.push(TrialPoint {
+            trial,
+            score: *score,
+            best_so_far,
+            kind: *kind,
+        });
+    }
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")

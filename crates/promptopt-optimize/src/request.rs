@@ -466,7 +466,10 @@ impl OptimizationRequest {
         }
         for stage in &self.program {
             parse_signature(&stage.signature, &[]).map_err(|message| {
-                Self::invalid(location, format!("program stage `{}`: {message}", stage.name))
+                Self::invalid(
+                    location,
+                    format!("program stage `{}`: {message}", stage.name),
+                )
             })?;
         }
         if self.has_target(Target::ModelSelection) && self.candidate_models.is_empty() {
@@ -666,7 +669,10 @@ mod tests {
         let e = OptimizationRequest::from_yaml_str(text)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("program stage `a`: The signature `q x` has no `->`"), "{e}");
+        assert!(
+            e.contains("program stage `a`: The signature `q x` has no `->`"),
+            "{e}"
+        );
     }
 
     #[test]

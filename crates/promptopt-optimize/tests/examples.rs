@@ -92,13 +92,17 @@ async fn the_guide_summarization_request_runs_as_written() {
         OptimizationRequest::from_path(examples_dir().join("guide-summarization.yaml")).unwrap();
     // Inline `{input, expected_output}` examples: the keys are inferred.
     assert!(request.input_keys.is_none() && request.output_keys.is_none());
-    request.algorithm_config = AlgorithmConfig::from_json(serde_json::json!({"auto": "light"})).unwrap();
+    request.algorithm_config =
+        AlgorithmConfig::from_json(serde_json::json!({"auto": "light"})).unwrap();
     let result = pipeline(home.path(), &events)
         .optimize(&request)
         .await
         .unwrap();
     // The free-form target names the saved model.
-    assert_eq!(result.model_id.as_deref(), Some("summarization_prompt@1.0.0"));
+    assert_eq!(
+        result.model_id.as_deref(),
+        Some("summarization_prompt@1.0.0")
+    );
     assert!(result.baseline_metrics.score > 0.0);
     let saved = Registry::new(home.path())
         .load_ref("summarization_prompt@latest")
@@ -122,7 +126,11 @@ async fn a_custom_metric_command_is_the_objective() {
         .unwrap();
     assert_eq!(result.optimized_metrics.metric, "relevance_score");
     // The first six words of the document share some words with its headline.
-    assert!(result.baseline_metrics.score > 0.0, "{:?}", result.baseline_metrics);
+    assert!(
+        result.baseline_metrics.score > 0.0,
+        "{:?}",
+        result.baseline_metrics
+    );
     assert_eq!(result.model_id.as_deref(), Some("content_generator@1.0.0"));
 
     // A command that is missing, prints something else or dies is an error before any model
@@ -149,7 +157,10 @@ async fn a_custom_metric_command_is_the_objective() {
     }
 }
 
-async fn two_stage(algorithm: Algorithm, config: serde_json::Value) -> (tempfile::TempDir, CollectSink) {
+async fn two_stage(
+    algorithm: Algorithm,
+    config: serde_json::Value,
+) -> (tempfile::TempDir, CollectSink) {
     let home = tempfile::tempdir().unwrap();
     let events = CollectSink::new();
     let mut request =
@@ -227,9 +238,9 @@ async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
         .events()
         .into_iter()
         .filter_map(|e| match e {
-            Event::GepaIteration { kind, predictors, .. } if kind == "reflection" => {
-                Some(predictors)
-            }
+            Event::GepaIteration {
+                kind, predictors, ..
+            } if kind == "reflection" => Some(predictors),
             _ => None,
         })
         .flatten()
@@ -244,7 +255,10 @@ async fn a_stage_that_reads_a_field_nobody_writes_is_an_error_before_any_call() 
     let home = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(examples_dir().join("qa-two-stage.yaml"))
         .unwrap()
-        .replace("\"question, evidence -> answer\"", "\"question, quote -> answer\"");
+        .replace(
+            "\"question, evidence -> answer\"",
+            "\"question, quote -> answer\"",
+        );
     let mut request = OptimizationRequest::from_yaml_str(&text).unwrap();
     request.base_dir = Some(examples_dir());
     let lm = scripted();

@@ -153,11 +153,9 @@ impl ModelArtifact {
         match format {
             1 => upgrade_v1(&mut value).map_err(invalid)?,
             2 => {}
-            other => {
-                return Err(invalid(format!(
-                    "its format version {other} is newer than this promptopt reads ({FORMAT_VERSION})"
-                )))
-            }
+            other => return Err(invalid(format!(
+                "its format version {other} is newer than this promptopt reads ({FORMAT_VERSION})"
+            ))),
         }
         let artifact: ModelArtifact =
             serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
@@ -190,13 +188,21 @@ fn upgrade_v1(value: &mut Value) -> Result<(), String> {
     let Some(object) = value.as_object_mut() else {
         return Err("it is not a JSON object".into());
     };
-    let old: V1Program = serde_json::from_value(object.get("program").cloned().unwrap_or(Value::Null))
-        .map_err(|e| format!("its format 1 `program` is malformed: {e}"))?;
+    let old: V1Program =
+        serde_json::from_value(object.get("program").cloned().unwrap_or(Value::Null))
+            .map_err(|e| format!("its format 1 `program` is malformed: {e}"))?;
     if old.kind != "single_predictor" {
-        return Err(format!("its format 1 program kind `{}` is unknown", old.kind));
+        return Err(format!(
+            "its format 1 program kind `{}` is unknown",
+            old.kind
+        ));
     }
-    let [predictor] = <[V1Predictor; 1]>::try_from(old.predictors)
-        .map_err(|p| format!("a format 1 program has one predictor, this one has {}", p.len()))?;
+    let [predictor] = <[V1Predictor; 1]>::try_from(old.predictors).map_err(|p| {
+        format!(
+            "a format 1 program has one predictor, this one has {}",
+            p.len()
+        )
+    })?;
     let signature = predictor.signature;
     let program = Program::new(
         signature.input_names(),
@@ -204,7 +210,10 @@ fn upgrade_v1(value: &mut Value) -> Result<(), String> {
         signature.output_names(),
     )
     .map_err(|e| e.to_string())?;
-    object.insert("program".into(), serde_json::to_value(program).map_err(|e| e.to_string())?);
+    object.insert(
+        "program".into(),
+        serde_json::to_value(program).map_err(|e| e.to_string())?,
+    );
     object.insert("format_version".into(), Value::from(FORMAT_VERSION));
     Ok(())
 }

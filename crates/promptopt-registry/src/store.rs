@@ -324,7 +324,11 @@ impl Registry {
             reference: format!("{name}@{alias}"),
             message,
         })?;
-        if !self.version_dir(name, version).join(ARTIFACT_FILE).is_file() {
+        if !self
+            .version_dir(name, version)
+            .join(ARTIFACT_FILE)
+            .is_file()
+        {
             return Err(self.not_found(name, Some(version.to_string())));
         }
         let previous = self

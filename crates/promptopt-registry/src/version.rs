@@ -150,7 +150,9 @@ impl FromStr for ModelRef {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, selector) = match s.split_once('@') {
             None | Some((_, "latest")) => (s.split('@').next().unwrap_or(s), Selector::Latest),
-            Some((n, v)) if v.starts_with(|c: char| c.is_ascii_digit() || c == 'v') && v.contains('.') => {
+            Some((n, v))
+                if v.starts_with(|c: char| c.is_ascii_digit() || c == 'v') && v.contains('.') =>
+            {
                 (n, Selector::Version(v.parse()?))
             }
             Some((n, alias)) => {
@@ -204,7 +206,10 @@ pub fn check_name(name: &str) -> Result<(), RegistryError> {
 /// and not `latest` (which always means the highest version).
 pub fn check_alias(alias: &str) -> Result<(), String> {
     let ok = alias.len() <= 64
-        && alias.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && alias
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
         && alias
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));

@@ -52,7 +52,11 @@ impl EvalMemo {
         examples: &[Example],
     ) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(serde_json::to_string(program).unwrap_or_default().as_bytes());
+        hasher.update(
+            serde_json::to_string(program)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         hasher.update(runtime.lms.default_model().as_bytes());
         hasher.update(
             serde_json::to_string(&runtime.settings)
@@ -61,7 +65,11 @@ impl EvalMemo {
         );
         hasher.update(state.canonical_json().as_bytes());
         for example in examples {
-            hasher.update(serde_json::to_string(example).unwrap_or_default().as_bytes());
+            hasher.update(
+                serde_json::to_string(example)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             hasher.update(b"\n");
         }
         hex::encode(hasher.finalize())
@@ -258,7 +266,14 @@ pub async fn evaluate(
         .map(|index| async move {
             let example = &examples[index];
             let output = program.run_traced(state, example, runtime).await;
-            let result = score_one(info_ref, metric, index, example, output.result, output.trace);
+            let result = score_one(
+                info_ref,
+                metric,
+                index,
+                example,
+                output.result,
+                output.trace,
+            );
             (index, result.await)
         })
         .buffer_unordered(settings.concurrency.max(1));
@@ -286,7 +301,13 @@ pub async fn evaluate(
     }
     drop(runs);
     let mut results: Vec<ExampleResult> = slots.into_iter().flatten().collect();
-    let report = summary::aggregate(info, metric.as_ref(), examples, &mut results, started.elapsed());
+    let report = summary::aggregate(
+        info,
+        metric.as_ref(),
+        examples,
+        &mut results,
+        started.elapsed(),
+    );
     if !settings.keep_traces {
         for result in &mut results {
             result.trace = Trace::default();
@@ -329,9 +350,13 @@ async fn score_one(
     };
     match result {
         Ok(prediction) => {
-            let (score, prediction, trace) =
-                score_off_runtime(metric, example, prediction, std::mem::take(&mut outcome.trace))
-                    .await?;
+            let (score, prediction, trace) = score_off_runtime(
+                metric,
+                example,
+                prediction,
+                std::mem::take(&mut outcome.trace),
+            )
+            .await?;
             outcome.trace = trace;
             outcome.score = score.value;
             outcome.normalized = normalize(info, score.value);

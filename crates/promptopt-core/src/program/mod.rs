@@ -267,7 +267,13 @@ impl Program {
             .stage(name)
             .ok_or_else(|| CoreError::UnknownPredictor {
                 name: name.to_string(),
-                known: quoted(&self.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>()),
+                known: quoted(
+                    &self
+                        .stages
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect::<Vec<_>>(),
+                ),
             })?;
         let predictor = state
             .predictor(name)
@@ -423,7 +429,9 @@ impl<'a> StageCall<'a> {
         match self.kind() {
             AdapterKind::Chat => Box::new(ChatAdapter),
             AdapterKind::Turns => Box::new(TurnsAdapter),
-            AdapterKind::Json => Box::new(JsonAdapter::new(self.lm.supports_json_schema(self.model))),
+            AdapterKind::Json => {
+                Box::new(JsonAdapter::new(self.lm.supports_json_schema(self.model)))
+            }
             AdapterKind::Completion => Box::new(CompletionAdapter),
         }
     }
@@ -452,8 +460,9 @@ impl<'a> StageCall<'a> {
         let first = self.first_adapter();
         let outcome = self.call(first.as_ref(), trace).await?;
         match outcome {
-            Err(_) if self.runtime.settings.json_fallback
-                && matches!(self.kind(), AdapterKind::Chat | AdapterKind::Turns) =>
+            Err(_)
+                if self.runtime.settings.json_fallback
+                    && matches!(self.kind(), AdapterKind::Chat | AdapterKind::Turns) =>
             {
                 let json = JsonAdapter::new(self.lm.supports_json_schema(self.model));
                 self.call(&json, trace).await?

@@ -219,8 +219,9 @@ impl Gepa {
             );
         } else {
             for c in &state.candidates {
+                // A resumed run reports its restored candidates as trials again.
                 outcome.record(
-                    None,
+                    Some(ctx),
                     c.state.clone(),
                     c.average(),
                     TrialKind::Full,

@@ -32,8 +32,10 @@ pub(super) async fn validation_candidates(
     val_ctx: &OptimizeContext,
     validated_bests: &mut [Option<f64>],
 ) -> Result<Vec<Candidate>, OptimizeError> {
-    let all_full = !matches!(request.objective, Objective::MaximizeAccuracy | Objective::Custom)
-        || request.has_target(Target::ModelSelection)
+    let all_full = !matches!(
+        request.objective,
+        Objective::MaximizeAccuracy | Objective::Custom
+    ) || request.has_target(Target::ModelSelection)
         || constraints.max_latency_ms.is_some()
         || constraints.max_tokens.is_some();
     let mut candidates = Vec::new();
