@@ -153,9 +153,11 @@ impl ModelArtifact {
         match format {
             1 => upgrade_v1(&mut value).map_err(invalid)?,
             2 => {}
-            other => return Err(invalid(format!(
+            other => {
+                return Err(invalid(format!(
                 "its format version {other} is newer than this promptopt reads ({FORMAT_VERSION})"
-            ))),
+            )))
+            }
         }
         let artifact: ModelArtifact =
             serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
