@@ -107,6 +107,7 @@ impl Optimizer for LabeledFewShot {
         if let Err(e) = ctx.next_iteration() {
             return Ok(outcome.finish(e.stop_reason()));
         }
+        outcome.trial_started(ctx, TrialKind::Full);
         match ctx.evaluate(&state, valset).await {
             Ok(report) => {
                 outcome.record(

@@ -126,6 +126,15 @@ impl OutcomeBuilder {
         }
     }
 
+    /// Says that the next trial's evaluation starts (a `TrialStarted` event with the number
+    /// [`OutcomeBuilder::record`] will give it).
+    pub fn trial_started(&self, ctx: &OptimizeContext, kind: TrialKind) {
+        ctx.emit(Event::TrialStarted {
+            trial: self.trajectory.len() + 1,
+            kind,
+        });
+    }
+
     /// Records a scored candidate; a full evaluation strictly better than the best so far (or
     /// the first one) becomes the best. Emits events when `ctx` is given. Returns whether it
     /// became the best.

@@ -161,6 +161,7 @@ impl Optimizer for BootstrapFewShotWithRandomSearch {
                 candidate: outcome.candidates().len(),
                 description: description.clone(),
             });
+            outcome.trial_started(ctx, TrialKind::Full);
             match ctx.evaluate(&state, valset).await {
                 Ok(report) => {
                     outcome.record(

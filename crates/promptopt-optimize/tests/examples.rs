@@ -225,6 +225,21 @@ async fn a_two_stage_program_optimizes_with_mipro_over_both_stages() {
         })
         .collect();
     assert!(!proposed.is_empty());
+    // Every scored trial was announced first, with the same number.
+    let mut started = Vec::new();
+    let mut scored = 0;
+    for event in events.events() {
+        match event {
+            Event::TrialStarted { trial, .. } => started.push(trial),
+            Event::TrialScored { trial, .. } => {
+                assert_eq!(started.last(), Some(&trial));
+                scored += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(scored > 1);
+    assert_eq!(started.len(), scored);
 }
 
 #[tokio::test]
@@ -248,6 +263,27 @@ async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
     reflected.sort();
     reflected.dedup();
     assert_eq!(reflected, ["answer", "evidence"]);
+
+    // With `module_selector: blame` the stage is read from the traces: the scripted evidence
+    // (the context's first sentence) mostly loses the answer, so that stage is rewritten.
+    let (_home, events) = two_stage(
+        Algorithm::Gepa,
+        serde_json::json!({"max_metric_calls": 120, "reflection_minibatch_size": 3, "module_selector": "blame"}),
+    )
+    .await;
+    let blamed: Vec<Vec<String>> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::GepaIteration {
+                kind, predictors, ..
+            } if kind == "reflection" => Some(predictors),
+            _ => None,
+        })
+        .collect();
+    assert!(!blamed.is_empty());
+    assert!(blamed.iter().all(|p| p.len() == 1));
+    assert!(blamed.iter().any(|p| p[0] == "evidence"), "{blamed:?}");
 }
 
 #[tokio::test]

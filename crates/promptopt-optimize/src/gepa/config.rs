@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `population_size` | cap on the candidate pool; when a new candidate would exceed it, candidates are retired: first those on no per-example front, then those dominated, then the lowest average score (never one of the `elite_size` best) |
 //! | `num_generations` | maximum number of iterations (each iteration is one reflective mutation or one merge attempt) |
-//! | `mutation_rate` | with `module_selector: all`, the probability that each predictor is rewritten in a reflective mutation (at least one always is); with `round_robin` exactly one predictor is rewritten and the rate is not used |
+//! | `mutation_rate` | with `module_selector: all`, the probability that each predictor is rewritten in a reflective mutation (at least one always is); with `round_robin` (each stage in turn) or `blame` (the stage the parent's traces blame for its misses) exactly one predictor is rewritten and the rate is not used |
 //! | `crossover_rate` | the probability that an iteration in which a merge is due tries the merge instead of a reflective mutation (GEPA always does: 1.0) |
 //! | `elite_size` | the best candidates (by average validation score) that pruning never retires |
 //! | `tournament_size` | parent selection by tournament: that many frontier candidates drawn uniformly, the best average wins; unset: frequency-weighted draw over the frontier as GEPA does |
@@ -121,6 +121,9 @@ pub enum ModuleSelector {
     RoundRobin,
     /// Every predictor (each with probability `mutation_rate`, at least one).
     All,
+    /// The stage the parent's minibatch traces blame (where the expected answer was lost, or
+    /// whose reply did not parse); round robin when nothing is to blame.
+    Blame,
 }
 
 /// GEPA's settings, as `algorithm_config` spells them.

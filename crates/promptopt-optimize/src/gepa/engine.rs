@@ -6,6 +6,7 @@ use promptopt_lm::{ChatRequest, LmError};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::blame::blamed_stage;
 use super::config::{GepaConfig, ModuleSelector};
 use super::frontier::retire_for_cap;
 use super::merge::{accept_merge, merge_subsample, plan_merge, Lineage};
@@ -251,6 +252,7 @@ impl Engine<'_> {
         &self,
         state: &mut RunState,
         parent: usize,
+        blamed: Option<String>,
         rng: &mut ChaCha8Rng,
     ) -> Vec<String> {
         let n = self.predictors.len();
@@ -264,6 +266,7 @@ impl Engine<'_> {
         entry.next_predictor = (turn + 1) % n;
         match self.config.module_selector {
             ModuleSelector::RoundRobin => vec![self.predictors[turn].clone()],
+            ModuleSelector::Blame => vec![blamed.unwrap_or_else(|| self.predictors[turn].clone())],
             ModuleSelector::All => {
                 let chosen: Vec<String> = self
                     .predictors
@@ -320,7 +323,17 @@ impl Engine<'_> {
             record.note = "parent is perfect on the minibatch".to_string();
             return Ok(self.finish(state, record));
         }
-        let chosen = self.choose_predictors(state, parent, rng);
+        let blamed = (self.config.module_selector == ModuleSelector::Blame)
+            .then(|| {
+                blamed_stage(
+                    &parent_report,
+                    &batch,
+                    self.ctx.program().output_keys(),
+                    &self.predictors,
+                )
+            })
+            .flatten();
+        let chosen = self.choose_predictors(state, parent, blamed, rng);
         let rollouts: Vec<Rollout<'_>> = parent_report
             .results
             .iter()

@@ -28,6 +28,7 @@
 //! # Ok::<(), promptopt_optimize::OptimizeError>(())
 //! ```
 
+mod blame;
 mod budget;
 mod config;
 mod engine;

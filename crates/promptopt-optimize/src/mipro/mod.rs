@@ -172,6 +172,7 @@ impl MiproV2 {
 
         // The default program, scored in full.
         let mut outcome = OutcomeBuilder::new(initial.clone());
+        outcome.trial_started(ctx, TrialKind::Full);
         let report = ctx.evaluate(initial, &valset).await?;
         let default_score = report.score;
         outcome.record(

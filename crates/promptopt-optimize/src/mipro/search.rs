@@ -271,6 +271,7 @@ pub async fn run_search(
         } else {
             (TrialKind::Full, valset.to_vec())
         };
+        outcome.trial_started(ctx, kind);
         let (value, subscores) = match score(ctx, &state, &examples).await {
             Ok(scored) => scored,
             Err(error) => {
@@ -299,6 +300,7 @@ pub async fn run_search(
         if minibatch && (trial_num % (steps + 1) == 0 || trial_num + 1 == adjusted) {
             if let Some((params, mean)) = mb_scores.best_unevaluated(&fully_evaluated) {
                 let state = space.state(base, &params);
+                outcome.trial_started(ctx, TrialKind::Full);
                 match score(ctx, &state, valset).await {
                     Ok((full, subscores)) => {
                         eval_runs += valset.len();
