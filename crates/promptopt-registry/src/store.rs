@@ -269,6 +269,13 @@ impl Registry {
             let version = self.next_version(&artifact.name, spec)?;
             artifact.version = version;
             let target = model_dir.join(version.to_string());
+            if target.exists() && !target.join(ARTIFACT_FILE).is_file() {
+                return Err(RegistryError::InvalidArtifact {
+                    path: target,
+                    message: "a folder of that version exists without a model artifact; remove it"
+                        .into(),
+                });
+            }
             if target.exists() {
                 if matches!(spec, VersionSpec::Exact(_)) {
                     return Err(RegistryError::VersionExists {
