@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::{
     LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy,
@@ -214,6 +213,7 @@ pub(crate) async fn build_lm(
     let slots = u32::try_from(concurrency.clamp(1, 16)).unwrap_or(4);
     #[cfg(feature = "engine")]
     {
+        use anyhow::Context;
         promptopt_engine::model_stack(models, slots, config)
             .await
             .context(
