@@ -341,13 +341,28 @@ impl Program {
         trace: &mut Trace,
     ) -> Result<Prediction, CoreError> {
         self.check_state(state)?;
-        let mut fields = inputs.project(&self.input_keys);
+        // The first stage reads the example itself (its fields are all input keys); the fields
+        // later stages read are built only when there are later stages.
+        let mut fields: Option<Example> = None;
         let mut last = Example::new();
-        for stage in &self.stages {
-            let (stage, predictor) = self.lookup(&stage.name, state)?;
-            let call = StageCall::new(stage, predictor, &fields, runtime)?;
-            last = call.run(trace).await?;
-            fields.merge(&last);
+        let count = self.stages.len();
+        for (position, stage) in self.stages.iter().enumerate() {
+            let predictor =
+                state
+                    .predictor(&stage.name)
+                    .ok_or_else(|| CoreError::MissingPredictorState {
+                        name: stage.name.clone(),
+                    })?;
+            last = {
+                let source = fields.as_ref().unwrap_or(inputs);
+                let call = StageCall::new(stage, predictor, source, runtime)?;
+                call.run(trace).await?
+            };
+            if position + 1 < count {
+                fields
+                    .get_or_insert_with(|| inputs.project(&self.input_keys))
+                    .merge(&last);
+            }
         }
         if self.stages.len() == 1 {
             return Ok(Prediction { outputs: last });
@@ -357,7 +372,10 @@ impl Program {
             outputs.insert(REASONING_FIELD, reasoning.clone());
         }
         for key in &self.output_keys {
-            if let Some(value) = fields.get(key) {
+            let value = last
+                .get(key)
+                .or_else(|| fields.as_ref().and_then(|f| f.get(key)));
+            if let Some(value) = value {
                 outputs.insert(key.clone(), value.clone());
             }
         }
