@@ -8,7 +8,8 @@ use std::sync::Arc;
 use promptopt_core::Example;
 use promptopt_lm::{ChatRequest, Role, ScriptedLm};
 use promptopt_optimize::{
-    Algorithm, AlgorithmConfig, CollectSink, Event, OptimizationRequest, OptimizeError, Pipeline,
+    build_optimizer, Algorithm, AlgorithmConfig, CollectSink, Event, OptimizationRequest,
+    OptimizeError, Pipeline,
 };
 use promptopt_registry::export::{export, ExportFormat};
 use promptopt_registry::Registry;
@@ -81,6 +82,15 @@ fn every_shipped_request_parses() {
     for path in files {
         let request = OptimizationRequest::from_path(&path);
         assert!(request.is_ok(), "{}: {request:?}", path.display());
+        // Its algorithm settings make an optimizer.
+        let request = request.unwrap();
+        let optimizer = build_optimizer(request.algorithm, &request.effective_algorithm_config());
+        assert!(
+            optimizer.is_ok(),
+            "{}: {:?}",
+            path.display(),
+            optimizer.err()
+        );
     }
 }
 
