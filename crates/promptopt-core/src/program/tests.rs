@@ -342,3 +342,28 @@ fn programs_that_do_not_fit_together_name_the_stage() {
     let err = serde_json::from_value::<Program>(broken).unwrap_err();
     assert!(err.to_string().contains("`nope`"), "{err}");
 }
+
+#[test]
+fn a_two_stage_prompt_renders_with_placeholders() {
+    let program = two_stage();
+    let mut state = program.initial_state();
+    state.predictor_mut("summarize").unwrap().strategy = Strategy::ChainOfThought;
+    state.predictor_mut("classify").unwrap().demos = vec![Example::new()
+        .with("summary", "loved it")
+        .with("label", "positive")];
+    let mut rt = runtime(ScriptedLm::constant("unused"));
+    rt.settings.adapter = AdapterKind::Turns;
+    let mut shown = String::new();
+    for stage in program.stages() {
+        let mut inputs = Example::new();
+        for field in &stage.signature.inputs {
+            inputs.insert(field.name.clone(), format!("{{{}}}", field.name));
+        }
+        let request = program.render(&stage.name, &state, &inputs, &rt).unwrap();
+        shown.push_str(&format!("## {}\n", stage.name));
+        for m in &request.messages {
+            shown.push_str(&format!("[{:?}]\n{}\n", m.role, m.content));
+        }
+    }
+    insta::assert_snapshot!(shown);
+}
