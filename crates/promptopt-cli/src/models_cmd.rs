@@ -52,6 +52,9 @@ enum ModelsCommand {
         /// Metadata to add, as `KEY=VALUE` (repeatable; a JSON value is parsed as JSON).
         #[arg(long = "metadata", value_name = "KEY=VALUE")]
         metadata: Vec<String>,
+        /// Tags to add, as `KEY=VALUE` (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
     },
     /// Bring in a model file written by `models save`, keeping its name and version.
     Import {
@@ -163,10 +166,15 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             output,
             version,
             metadata,
+            tags,
         } => {
             let metadata = parse_metadata(&metadata)?;
+            let tags = parse_metadata(&tags)?
+                .into_iter()
+                .map(|(k, v)| (k, promptopt_core::value_to_text(&v)))
+                .collect();
             let version: Option<Version> = version.map(|v| v.parse()).transpose()?;
-            let artifact = registry.copy(&model, version.map(Some), metadata)?;
+            let artifact = registry.copy(&model, version.map(Some), metadata, tags)?;
             Registry::write_file(&artifact, &output)?;
             say(&format!(
                 "Wrote `{}` to `{}`{}",

@@ -138,11 +138,14 @@ fn a_two_stage_program_is_optimized_promoted_predicted_saved_imported_and_export
             "2.0.0",
             "--metadata",
             "team=search",
+            "--tag",
+            "stage=two",
         ],
     ));
     let (out, _) = ok(&promptopt(h, &url, &["models", "show", "qa@2.0.0"]));
     let saved: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(saved["metadata"]["team"], "search");
+    assert_eq!(saved["tags"]["stage"], "two");
     assert_eq!(saved["provenance"]["parent_version"], "1.0.0");
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
     assert_eq!(file, saved);

@@ -13,6 +13,7 @@
 //! version exactly one wins (the other takes the next one, or fails for an exact version). An
 //! alias file is replaced by a rename, so it always names a whole version.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -387,7 +388,7 @@ impl Registry {
         std::fs::remove_dir_all(&dir).map_err(|e| RegistryError::io(&dir, e))
     }
 
-    /// A copy of a saved model with `metadata` merged in (the guide's `save_optimized_model`):
+    /// A copy of a saved model with `metadata` and `tags` merged in (the guide's `save_optimized_model`):
     /// registered as a new version when `version` is given (`Some(None)`: the next patch;
     /// its parent is the copied version), else returned as it is saved now. Write it anywhere
     /// with [`Registry::write_file`].
@@ -396,9 +397,11 @@ impl Registry {
         reference: &str,
         version: Option<Option<Version>>,
         metadata: serde_json::Map<String, serde_json::Value>,
+        tags: BTreeMap<String, String>,
     ) -> Result<ModelArtifact, RegistryError> {
         let mut artifact = self.load_ref(reference)?;
         artifact.metadata.extend(metadata);
+        artifact.tags.extend(tags);
         match version {
             None => Ok(artifact),
             Some(version) => {

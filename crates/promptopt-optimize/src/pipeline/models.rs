@@ -108,9 +108,12 @@ impl Pipeline {
     ) -> Result<ModelArtifact, OptimizeError> {
         // Without a file, a copy is a new registry version.
         let register = (version.is_some() || output_path.is_none()).then_some(version);
-        let artifact = self
-            .registry
-            .copy(model_id, register, metadata.unwrap_or_default())?;
+        let artifact = self.registry.copy(
+            model_id,
+            register,
+            metadata.unwrap_or_default(),
+            Default::default(),
+        )?;
         if let Some(path) = output_path {
             Registry::write_file(&artifact, path)?;
         }
