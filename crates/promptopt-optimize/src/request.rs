@@ -464,6 +464,12 @@ impl OptimizationRequest {
                 ));
             }
         }
+        if !self.program.is_empty() && self.instructions.is_some() {
+            return Err(Self::invalid(
+                location,
+                "`instructions` is for the single-stage program; with `program`, give each stage its own `instructions`",
+            ));
+        }
         for stage in &self.program {
             parse_signature(&stage.signature, &[]).map_err(|message| {
                 Self::invalid(
