@@ -9,7 +9,7 @@ use anyhow::Context;
 use promptopt_core::events::{EventSink, FnSink, NullSink};
 use promptopt_core::{
     evaluate, metrics, CoreError, Dataset, EvalReport, EvalSettings, Event, Example, Program,
-    ProgramState,
+    ProgramState, Strategy,
 };
 use promptopt_registry::Registry;
 use serde_json::json;
@@ -154,11 +154,11 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
     }
     let report = report.map_err(Exit::failed)?;
     let output = if args.json {
-        serde_json::to_string_pretty(&json_report(&args, &report))
+        serde_json::to_string_pretty(&json_report(&args, &program, &state, &report))
             .context("Could not write the JSON report")
             .map_err(Exit::failed)?
     } else {
-        table(&args, &report)
+        table(&args, &program, &state, &report)
     };
     print_stdout(&output);
     Ok(ExitCode::SUCCESS)
@@ -229,7 +229,36 @@ fn progress(total: usize) -> (Arc<dyn EventSink>, Option<indicatif::ProgressBar>
     (Arc::new(sink), Some(bar))
 }
 
-fn json_report(args: &EvaluateArgs, report: &EvalReport) -> serde_json::Value {
+/// Each stage as evaluated: its name, module and number of demos.
+fn stages(program: &Program, state: &ProgramState) -> Vec<(String, &'static str, usize)> {
+    program
+        .stages()
+        .iter()
+        .map(|stage| {
+            let predictor = state.predictor(&stage.name);
+            let module = match predictor.map(|p| p.strategy) {
+                Some(Strategy::ChainOfThought) => "chain_of_thought",
+                _ => "predict",
+            };
+            (
+                stage.name.clone(),
+                module,
+                predictor.map_or(0, |p| p.demos.len()),
+            )
+        })
+        .collect()
+}
+
+fn json_report(
+    args: &EvaluateArgs,
+    program: &Program,
+    state: &ProgramState,
+    report: &EvalReport,
+) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = stages(program, state)
+        .into_iter()
+        .map(|(name, module, demos)| json!({"name": name, "module": module, "demos": demos}))
+        .collect();
     let results: Vec<serde_json::Value> = report
         .results
         .iter()
@@ -253,7 +282,7 @@ fn json_report(args: &EvaluateArgs, report: &EvalReport) -> serde_json::Value {
         "normalized": report.normalized,
         "model": args.lm.model,
         "adapter": args.lm.adapter_kind().name(),
-        "strategy": match args.strategy { StrategyArg::Predict => "predict", StrategyArg::Cot => "cot" },
+        "stages": stages,
         "examples": report.examples,
         "errors": report.errors,
         "parse_failures": report.parse_failures,
@@ -275,20 +304,32 @@ fn finite(value: f64) -> Option<f64> {
     value.is_finite().then_some(value)
 }
 
-fn table(args: &EvaluateArgs, report: &EvalReport) -> String {
+fn table(
+    args: &EvaluateArgs,
+    program: &Program,
+    state: &ProgramState,
+    report: &EvalReport,
+) -> String {
+    let described: Vec<String> = stages(program, state)
+        .into_iter()
+        .map(|(name, module, demos)| {
+            let module = module.replace('_', " ");
+            if program.stages().len() == 1 {
+                format!("{module}, {demos} demos")
+            } else {
+                format!("{name} ({module}, {demos} demos)")
+            }
+        })
+        .collect();
     let mut rows: Vec<(&str, String)> = vec![
         ("data", args.data.display().to_string()),
         ("model", args.lm.model.clone()),
         (
             "prompt",
             format!(
-                "{} adapter, {}, {} demos",
+                "{} adapter, {}",
                 args.lm.adapter_kind().name(),
-                match args.strategy {
-                    StrategyArg::Predict => "predict",
-                    StrategyArg::Cot => "chain of thought",
-                },
-                args.demos
+                described.join("; ")
             ),
         ),
         ("examples", report.examples.to_string()),
