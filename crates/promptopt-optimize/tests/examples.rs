@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use promptopt_core::Example;
-use promptopt_lm::{ChatRequest, Role, ScriptedLm};
+use promptopt_lm::ScriptedLm;
 use promptopt_optimize::{
     build_optimizer, Algorithm, AlgorithmConfig, CollectSink, Event, OptimizationRequest,
     OptimizeError, Pipeline,
@@ -16,16 +16,6 @@ use promptopt_registry::Registry;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn last_user(request: &ChatRequest) -> String {
-    request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)
-        .map(|m| m.content.clone())
-        .unwrap_or_default()
 }
 
 fn line_after(text: &str, prefix: &str) -> Option<String> {
@@ -41,7 +31,12 @@ fn line_after(text: &str, prefix: &str) -> Option<String> {
 /// - anything else (instruction proposals, reflections): a fenced instruction.
 fn scripted() -> ScriptedLm {
     ScriptedLm::new(|request| {
-        let user = last_user(request);
+        // The turns adapter ends every request with the user turn of the current inputs.
+        let user = request
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
         if let Some(context) = line_after(&user, "Context: ") {
             let sentence = context.split(". ").next().unwrap_or_default().to_string();
             return Ok(format!(
@@ -252,14 +247,9 @@ async fn a_two_stage_program_optimizes_with_mipro_over_both_stages() {
     assert_eq!(started.len(), scored);
 }
 
-#[tokio::test]
-async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
-    let (_home, events) = two_stage(
-        Algorithm::Gepa,
-        serde_json::json!({"max_metric_calls": 200, "reflection_minibatch_size": 2}),
-    )
-    .await;
-    let mut reflected: Vec<String> = events
+/// The stages each GEPA reflection rewrote, in order.
+fn reflections(events: &CollectSink) -> Vec<Vec<String>> {
+    events
         .events()
         .into_iter()
         .filter_map(|e| match e {
@@ -268,8 +258,17 @@ async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
             } if kind == "reflection" => Some(predictors),
             _ => None,
         })
-        .flatten()
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
+    let (_home, events) = two_stage(
+        Algorithm::Gepa,
+        serde_json::json!({"max_metric_calls": 200, "reflection_minibatch_size": 2}),
+    )
+    .await;
+    let mut reflected: Vec<String> = reflections(&events).into_iter().flatten().collect();
     reflected.sort();
     reflected.dedup();
     assert_eq!(reflected, ["answer", "evidence"]);
@@ -281,16 +280,7 @@ async fn a_two_stage_program_optimizes_with_gepa_reflecting_on_each_stage() {
         serde_json::json!({"max_metric_calls": 120, "reflection_minibatch_size": 3, "module_selector": "blame"}),
     )
     .await;
-    let blamed: Vec<Vec<String>> = events
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::GepaIteration {
-                kind, predictors, ..
-            } if kind == "reflection" => Some(predictors),
-            _ => None,
-        })
-        .collect();
+    let blamed = reflections(&events);
     assert!(!blamed.is_empty());
     assert!(blamed.iter().all(|p| p.len() == 1));
     assert!(blamed.iter().any(|p| p[0] == "evidence"), "{blamed:?}");
