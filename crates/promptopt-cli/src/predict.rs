@@ -100,13 +100,14 @@ async fn run_saved(
     let pipeline = Pipeline::new(lm, registry);
     match pipeline.predict_with(&artifact, input).await {
         Ok((prediction, trace)) => {
-            let parse_error = trace.steps.iter().rev().find_map(|s| s.parse_error.clone());
-            match parse_error {
-                Some(message) if prediction.outputs.is_empty() => Ok((
+            // An unparsable reply leaves an empty prediction; its step says why.
+            let failed = trace.steps.iter().rev().find(|s| s.parse_error.is_some());
+            match failed {
+                Some(step) if prediction.outputs.is_empty() => Ok((
                     Err(CoreError::Parse {
-                        predictor: String::new(),
-                        message,
-                        raw: String::new(),
+                        predictor: step.predictor.clone(),
+                        message: step.parse_error.clone().unwrap_or_default(),
+                        raw: step.raw.clone(),
                     }),
                     trace,
                 )),

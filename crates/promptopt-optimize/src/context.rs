@@ -350,15 +350,14 @@ impl OptimizeContext {
         prediction: &Prediction,
         trace: &Trace,
     ) -> Result<Score, OptimizeError> {
-        if !self.metric.is_blocking() {
-            return Ok(self.metric.try_score(example, prediction, trace)?);
-        }
-        let metric = Arc::clone(&self.metric);
-        let (example, prediction, trace) = (example.clone(), prediction.clone(), trace.clone());
-        tokio::task::spawn_blocking(move || metric.try_score(&example, &prediction, &trace))
-            .await
-            .map_err(|e| OptimizeError::Program(format!("The metric's scoring task failed: {e}")))?
-            .map_err(OptimizeError::from)
+        let (score, _, _) = promptopt_core::evaluate::score_off_runtime(
+            &self.metric,
+            example,
+            prediction.clone(),
+            trace.clone(),
+        )
+        .await?;
+        Ok(score)
     }
 
     /// Runs `state` on every example (`concurrency` at a time) with the one evaluator of

@@ -385,8 +385,9 @@ async fn score_one(
 }
 
 /// Scores with the metric: inline when it is quick, on the blocking pool when it blocks (an
-/// external command), so the runtime's workers keep running other examples.
-async fn score_off_runtime(
+/// external command), so the runtime's workers keep running other examples. Returns the
+/// prediction and trace it was given back with the score; a failing metric is an error.
+pub async fn score_off_runtime(
     metric: &Arc<dyn Metric>,
     example: &Example,
     prediction: Prediction,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use promptopt_core::{metrics, Example, LmRegistry, Prediction, Runtime, Trace};
-use promptopt_registry::{ModelArtifact, ModelRef, Registry, Selector, Version};
+use promptopt_registry::{ModelArtifact, ModelRef, Registry, Version};
 use serde_json::Value;
 
 use super::Pipeline;
@@ -124,10 +124,7 @@ impl Pipeline {
     /// Returns the version it pointed at before.
     pub fn promote(&self, model_ref: &str, alias: &str) -> Result<Option<Version>, OptimizeError> {
         let reference: ModelRef = model_ref.parse()?;
-        let version = match &reference.selector {
-            Selector::Version(v) => *v,
-            _ => self.registry.resolve(&reference)?,
-        };
+        let version = self.registry.resolve(&reference)?;
         Ok(self.registry.set_alias(&reference.name, alias, version)?)
     }
 }
