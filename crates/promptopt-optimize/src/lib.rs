@@ -67,7 +67,7 @@ pub use request::{
     OptimizationRequest, Target, TargetSpec, DEFAULT_MODEL, FEW_SHOT_KEYS,
 };
 pub use result::{
-    improvement_percentage, Analytics, LoggedPrediction, ModelReport, OptimizationResult,
-    PerformanceMetrics, StageTiming, TestMetrics,
+    improvement_percentage, Analytics, DatasetSummary, LoggedPrediction, ModelReport,
+    OptimizationResult, PerformanceMetrics, StageTiming, TestMetrics,
 };
 pub use select::SelectionStrategy;

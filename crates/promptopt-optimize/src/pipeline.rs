@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::request::build_optimizer;
 use crate::result::{
-    improvement_percentage, Analytics, LoggedPrediction, StageTiming, TestMetrics,
+    improvement_percentage, Analytics, DatasetSummary, LoggedPrediction, StageTiming, TestMetrics,
 };
 use crate::{
     Algorithm, Budget, BudgetLimits, CancelFlag, EvalReport, Event, EventSink, NullSink,
@@ -70,13 +70,18 @@ struct Prepared {
     initial: ProgramState,
 }
 
-fn dataset_hash(examples: &[Example]) -> String {
-    let mut hasher = Sha256::new();
-    for e in examples {
-        hasher.update(serde_json::to_string(e).unwrap_or_default().as_bytes());
-        hasher.update(b"\n");
+impl DatasetSummary {
+    fn of(examples: &[Example]) -> Self {
+        let mut hasher = Sha256::new();
+        for e in examples {
+            hasher.update(serde_json::to_string(e).unwrap_or_default().as_bytes());
+            hasher.update(b"\n");
+        }
+        Self {
+            examples: examples.len(),
+            sha256: hex::encode(hasher.finalize()),
+        }
     }
-    hex::encode(hasher.finalize())
 }
 
 impl Pipeline {
@@ -504,6 +509,14 @@ impl Pipeline {
             })
         };
 
+        let mut datasets = BTreeMap::from([
+            ("train".to_string(), DatasetSummary::of(&prepared.train)),
+            ("validation".to_string(), DatasetSummary::of(&prepared.val)),
+        ]);
+        if !prepared.test.is_empty() {
+            datasets.insert("test".to_string(), DatasetSummary::of(&prepared.test));
+        }
+
         // Save.
         let t = Instant::now();
         let model_id = if constraint_failures.is_empty() {
@@ -539,13 +552,10 @@ impl Pipeline {
             .as_object()
             .cloned()
             .unwrap_or_default();
-            let mut dataset_hashes = BTreeMap::from([
-                ("train".to_string(), dataset_hash(&prepared.train)),
-                ("validation".to_string(), dataset_hash(&prepared.val)),
-            ]);
-            if !prepared.test.is_empty() {
-                dataset_hashes.insert("test".to_string(), dataset_hash(&prepared.test));
-            }
+            let dataset_hashes = datasets
+                .iter()
+                .map(|(split, d)| (split.clone(), d.sha256.clone()))
+                .collect();
             artifact.provenance = Provenance {
                 optimization_id: Some(optimization_id.clone()),
                 request_hash: Some(request.hash()),
@@ -581,6 +591,7 @@ impl Pipeline {
         let cost: f64 = budgets.iter().map(|b| b.cost_usd()).sum();
         let cost_known = baseline.cost_usd.is_some() && winner_report.cost_usd.is_some();
         let total_cost_usd = (request.track_costs && cost_known).then_some(cost);
+        let validation_results = logged_predictions(&prepared.val, &winner_report);
         let analytics = request.enable_analytics.then(|| Analytics {
             total_cost_usd,
             cost_per_sample: optimized_metrics.cost_per_sample,
@@ -591,7 +602,7 @@ impl Pipeline {
             cache_hits: budgets.iter().map(|b| b.cache_hits()).sum(),
             stages: stages.clone(),
             predictions: if request.log_predictions {
-                logged_predictions(&prepared.val, &winner_report)
+                validation_results.clone()
             } else {
                 Vec::new()
             },
@@ -624,6 +635,8 @@ impl Pipeline {
             trajectory,
             model_reports,
             test_metrics,
+            datasets,
+            validation_results,
         };
         self.emit(Event::RunFinished {
             model_id: result.model_id.clone(),

@@ -366,6 +366,16 @@ pub struct OptimizationRequest {
     /// Examples evaluated at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// The MLflow experiment the run is recorded in (default: the model's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// `false` turns experiment tracking off for this run (as `DISABLE_MLFLOW=1` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<bool>,
+    /// Where the run is tracked: an MLflow server URL (`MLFLOW_TRACKING_URI` wins when set);
+    /// without one, the embedded store under `PROMPTOPT_HOME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_uri: Option<String>,
     /// Where relative data paths are resolved (the request file's folder).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,

@@ -151,7 +151,7 @@ pub struct OptimizationResult {
     pub duration_seconds: f64,
     /// Known cost of the whole run, USD (`None` when unknown or not tracked).
     pub total_cost_usd: Option<f64>,
-    /// MLflow run (not tracked yet: always `None`).
+    /// The MLflow run that recorded this optimization (`None` when tracking is off).
     pub mlflow_run_id: Option<String>,
     /// Why the optimizer stopped early, if it did.
     pub stop_reason: Option<StopReason>,
@@ -169,6 +169,23 @@ pub struct OptimizationResult {
     /// The baseline and the optimized program on the request's `test_examples`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_metrics: Option<TestMetrics>,
+    /// Size and content hash of each split the run used (`train`, `validation`, `test`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub datasets: std::collections::BTreeMap<String, DatasetSummary>,
+    /// Per validation example of the optimized program: the example, its prediction, its score.
+    /// Kept in memory for subscribers such as tracking, never serialized (`log_predictions`
+    /// puts the same rows in `analytics.predictions`).
+    #[serde(skip)]
+    pub validation_results: Vec<LoggedPrediction>,
+}
+
+/// Size and content hash of one split of a run's examples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    /// Examples in the split.
+    pub examples: usize,
+    /// sha256 of the examples' canonical JSON lines.
+    pub sha256: String,
 }
 
 /// Scores on held-out test examples, measured once after the winner was chosen.
