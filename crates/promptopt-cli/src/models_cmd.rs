@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use promptopt_registry::export::{export, ExportFormat};
-use promptopt_registry::{ModelRef, Registry, Selector, Version};
+use promptopt_registry::{default_home, ModelRef, Registry, Selector, Version};
 use serde_json::{Map, Value};
 
 use crate::common::print_stdout;
@@ -103,6 +103,27 @@ fn parse_metadata(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
 #[allow(clippy::print_stderr)]
 fn say(text: &str) {
     eprintln!("{text}");
+}
+
+/// Points the same alias at the same version in the tracking store (MLflow's registry), unless
+/// tracking is off; a store that cannot be reached is a warning, not a failure.
+async fn mirror_alias(name: &str, alias: &str, version: &str) {
+    if promptopt_tracking::disabled_by_env() {
+        return;
+    }
+    let uri = std::env::var("MLFLOW_TRACKING_URI").ok();
+    let store = match promptopt_tracking::open_store(uri.as_deref(), &default_home()) {
+        Ok(s) => s,
+        Err(e) => return say(&format!("warning: MLflow alias not set: {e}")),
+    };
+    match promptopt_tracking::mirror_alias(store.as_ref(), name, alias, version).await {
+        Ok(true) => say(&format!(
+            "MLflow `{name}@{alias}` now points at the version registered for {version} in `{}`",
+            store.location()
+        )),
+        Ok(false) => {}
+        Err(e) => say(&format!("warning: MLflow alias not set: {e}")),
+    }
 }
 
 /// Runs `promptopt models`.
@@ -204,6 +225,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
                 _ => String::new(),
             };
             say(&format!("`{}@{alias}` is now {version}{moved}", r.name));
+            mirror_alias(&r.name, &alias, &version.to_string()).await;
         }
         ModelsCommand::Export {
             model,

@@ -15,7 +15,9 @@ use promptopt_optimize::{
 };
 
 use crate::common::build_lm;
+use promptopt_core::events::FanOut;
 use promptopt_registry::{default_home, Registry};
+use promptopt_tracking::{Tracker, TrackingConfig};
 
 /// Optimize a program as a request file describes, then save it in the registry.
 #[derive(Debug, clap::Args)]
@@ -40,6 +42,10 @@ pub struct OptimizeArgs {
     /// Stop cleanly (keeping the best so far) when this file appears.
     #[arg(long)]
     pub stop_file: Option<PathBuf>,
+    /// Where the run is tracked: an MLflow server URL or `file:PATH` (default:
+    /// `MLFLOW_TRACKING_URI`, else the request's `tracking_uri`, else `PROMPTOPT_HOME/mlruns`).
+    #[arg(long)]
+    pub tracking_uri: Option<String>,
 }
 
 /// Progress bars on stderr, one per stage.
@@ -305,6 +311,9 @@ pub fn render_summary(result: &OptimizationResult, run_dir: &std::path::Path) ->
         None => out.push_str("\nNo model saved\n"),
     }
     out.push_str(&format!("Run folder: {}\n", run_dir.display()));
+    if let Some(id) = &result.mlflow_run_id {
+        out.push_str(&format!("MLflow run: {id}\n"));
+    }
     for w in &result.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
@@ -358,18 +367,32 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let events: Arc<dyn EventSink> = if std::io::stderr().is_terminal() {
+    let progress: Arc<dyn EventSink> = if std::io::stderr().is_terminal() {
         Arc::new(Progress::new())
     } else {
         Arc::new(ProgressLines {
             started: std::time::Instant::now(),
         })
     };
-    let pipeline = Pipeline::new(lm, Registry::from_env())
+    let tracker =
+        match TrackingConfig::for_request(&request, &default_home(), args.tracking_uri.as_deref())?
+        {
+            Some(config) => Some(Tracker::start(config, &request).await?),
+            None => None,
+        };
+    let events: Arc<dyn EventSink> = match &tracker {
+        Some(t) => Arc::new(FanOut(vec![progress, t.sink()])),
+        None => progress,
+    };
+    let registry = Registry::from_env();
+    let pipeline = Pipeline::new(lm, registry.clone())
         .with_events(events)
         .with_cancel(cancel)
         .with_concurrency(args.concurrency);
-    let result = pipeline.optimize(&request).await?;
+    let mut result = pipeline.optimize(&request).await?;
+    if let Some(tracker) = tracker {
+        tracker.finish(&request, &mut result, &registry).await;
+    }
 
     let run_dir = args
         .output

@@ -133,7 +133,8 @@ pub async fn sync_run(
             .collect()
     };
     for entry in local.list_artifacts(local_run_id).await? {
-        if present.get(&entry.path) == Some(&entry.file_size) {
+        let size = |s: Option<u64>| s.unwrap_or(0);
+        if present.get(&entry.path).map(|s| size(*s)) == Some(size(entry.file_size)) {
             continue;
         }
         let bytes = local.download_artifact(local_run_id, &entry.path).await?;

@@ -541,6 +541,11 @@ impl Tracker {
                         run_id = Some(report.remote_run_id);
                     }
                     Err(e) => {
+                        let what = if e.is_unreachable() {
+                            "is unreachable"
+                        } else {
+                            "refused the run"
+                        };
                         let _ = writer
                             .local
                             .log_batch(
@@ -552,7 +557,7 @@ impl Tracker {
                             .await;
                         writer.warnings.retain(|w| !w.contains(&location));
                         writer.warnings.push(format!(
-                            "MLflow at `{location}` is unreachable ({e}); the run is kept in the local store `{}`: send it with `promptopt runs sync --to {location}`",
+                            "MLflow at `{location}` {what} ({e}); the run is kept in the local store `{}`: send it with `promptopt runs sync --to {location}`",
                             writer.local.root().display()
                         ));
                     }
