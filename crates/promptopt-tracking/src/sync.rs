@@ -98,7 +98,8 @@ pub async fn sync_run(
         .collect();
     let mut metrics: Vec<MetricPoint> = Vec::new();
     for key in run.metrics.keys() {
-        let have: HashSet<(i64, i64, u64)> = if target.metrics.contains_key(key) {
+        // MLflow keeps one copy of identical values, so identical local values count once.
+        let mut have: HashSet<(i64, i64, u64)> = if target.metrics.contains_key(key) {
             remote
                 .metric_history(&target.info.run_id, key)
                 .await?
@@ -113,7 +114,7 @@ pub async fn sync_run(
                 .metric_history(local_run_id, key)
                 .await?
                 .into_iter()
-                .filter(|p| !have.contains(&(p.step, p.timestamp, p.value.to_bits()))),
+                .filter(|p| have.insert((p.step, p.timestamp, p.value.to_bits()))),
         );
     }
     report.params = params.len();
