@@ -105,24 +105,36 @@ fn say(text: &str) {
     eprintln!("{text}");
 }
 
-/// Points the same alias at the same version in the tracking store (MLflow's registry), unless
-/// tracking is off; a store that cannot be reached is a warning, not a failure.
+/// Points the same alias at the same version in MLflow's registry: in the embedded store (which
+/// records every run) and on the tracking server when one is configured, unless tracking is off.
+/// A store that cannot be reached is a warning, not a failure.
 async fn mirror_alias(name: &str, alias: &str, version: &str) {
     if promptopt_tracking::disabled_by_env() {
         return;
     }
-    let uri = std::env::var("MLFLOW_TRACKING_URI").ok();
-    let store = match promptopt_tracking::open_store(uri.as_deref(), &default_home()) {
-        Ok(s) => s,
-        Err(e) => return say(&format!("warning: MLflow alias not set: {e}")),
-    };
-    match promptopt_tracking::mirror_alias(store.as_ref(), name, alias, version).await {
-        Ok(true) => say(&format!(
-            "MLflow `{name}@{alias}` now points at the version registered for {version} in `{}`",
-            store.location()
-        )),
-        Ok(false) => {}
-        Err(e) => say(&format!("warning: MLflow alias not set: {e}")),
+    let mut uris: Vec<Option<String>> = vec![None];
+    if let Some(server) = std::env::var("MLFLOW_TRACKING_URI")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        uris.push(Some(server));
+    }
+    for uri in uris {
+        let store = match promptopt_tracking::open_store(uri.as_deref(), &default_home()) {
+            Ok(s) => s,
+            Err(e) => {
+                say(&format!("warning: MLflow alias not set: {e}"));
+                continue;
+            }
+        };
+        match promptopt_tracking::mirror_alias(store.as_ref(), name, alias, version).await {
+            Ok(true) => say(&format!(
+                "MLflow `{name}@{alias}` now points at the version registered for {version} in `{}`",
+                store.location()
+            )),
+            Ok(false) => {}
+            Err(e) => say(&format!("warning: MLflow alias not set: {e}")),
+        }
     }
 }
 

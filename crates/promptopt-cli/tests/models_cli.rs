@@ -113,7 +113,9 @@ fn a_two_stage_program_is_optimized_promoted_predicted_saved_imported_and_export
     );
     // The alias is mirrored in the tracking store's model registry (here the embedded one).
     assert!(
-        lines.next().is_some_and(|l| l.starts_with("MLflow `qa@production` now points at")),
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("MLflow `qa@production` now points at")),
         "{err}"
     );
     let (out, _) = ok(&promptopt(h, &url, &["models", "list"]));

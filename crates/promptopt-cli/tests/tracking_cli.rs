@@ -120,19 +120,21 @@ fn runs_are_recorded_in_the_embedded_store_and_searched() {
         h,
         &url,
         None,
-        &[
-            "runs",
-            "list",
-            "--filter",
-            "params.algorithm = 'miprov2'",
-        ],
+        &["runs", "list", "--filter", "params.algorithm = 'miprov2'"],
     ));
     assert_eq!(out.trim(), "No runs");
     let (out, _) = ok(&promptopt(
         h,
         &url,
         None,
-        &["runs", "best", "--experiment", "sentiment", "--metric", "val_score"],
+        &[
+            "runs",
+            "best",
+            "--experiment",
+            "sentiment",
+            "--metric",
+            "val_score",
+        ],
     ));
     assert!(out.contains(&run_id), "{out}");
     assert!(out.contains("bootstrapfewshot"), "{out}");
@@ -148,7 +150,10 @@ fn runs_are_recorded_in_the_embedded_store_and_searched() {
         None,
         &["runs", "artifact", &run_id, "optimized_prompt.txt"],
     ));
-    assert_eq!(out.trim(), result["optimized_prompt"].as_str().unwrap().trim());
+    assert_eq!(
+        out.trim(),
+        result["optimized_prompt"].as_str().unwrap().trim()
+    );
 
     // Bad input: a clear error and a non-zero exit.
     let bad = promptopt(
@@ -166,7 +171,10 @@ fn runs_are_recorded_in_the_embedded_store_and_searched() {
     let bad_uri = promptopt(h, &url, Some("ftp://user:pw@host"), &["runs", "list"]);
     assert!(!bad_uri.status.success());
     let err = String::from_utf8_lossy(&bad_uri.stderr);
-    assert!(err.contains("Invalid tracking URI `ftp://host`") && !err.contains("pw"), "{err}");
+    assert!(
+        err.contains("Invalid tracking URI `ftp://host`") && !err.contains("pw"),
+        "{err}"
+    );
 
     // `tracking: false` and `DISABLE_MLFLOW=1` record nothing.
     let off = tempfile::tempdir().unwrap();
@@ -248,7 +256,13 @@ fn runs_are_recorded_on_the_server_with_their_model_version_and_aliases() {
         h,
         &url,
         Some(&server_url),
-        &["models", "promote", &format!("{name}@1.0.0"), "--alias", "production"],
+        &[
+            "models",
+            "promote",
+            &format!("{name}@1.0.0"),
+            "--alias",
+            "production",
+        ],
     ));
     rt.block_on(async {
         let versions = client.model_versions(&name).await.unwrap();
