@@ -1,7 +1,7 @@
 # Benchmarks against DSPy (see docs/benchmarks.md). The tests and CI entry point is `.ci/run`.
 BENCH_PY := bench/.venv/bin/python
 
-.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test
+.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking
 
 bench-venv:
 	bench/setup-venv.sh
@@ -16,6 +16,14 @@ bench-overhead: bench-venv
 bench-optimizers: bench-venv
 	scripts/fetch-model.sh
 	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness optimizers
+
+# MLflow tracking overhead of one optimization against the instant server, promptopt (off, embedded
+# store, real server) and DSPy (with and without mlflow.dspy.autolog). Needs .venv-ci for the MLflow
+# server and bench/.venv-tracking (DSPy + the MLflow client); not part of `bench` or CI.
+bench-tracking: bench-venv
+	scripts/python-venv.sh
+	bench/setup-tracking-venv.sh
+	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness tracking
 
 bench-report: bench-venv
 	cd bench && .venv/bin/python -m harness report

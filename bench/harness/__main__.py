@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop a framework's run still going after SECONDS and record it as stopped: its wall time "
                         "is then at least SECONDS, a lower bound the report uses")
 
+    p = sub.add_parser("tracking", help="MLflow tracking overhead of an optimization, promptopt and DSPy")
+    p.add_argument("--repeats", type=int, default=20, help="runs per promptopt setting")
+    p.add_argument("--dspy-repeats", type=int, default=5, help="runs per DSPy setting (0 skips DSPy)")
+    p.add_argument("--dspy-modes", default="off,autolog,autolog-full,autolog-traces")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+
     sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
 
     args = parser.parse_args(argv)
@@ -76,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
 
         results = optimizers.run(args)
         docs.save(docs.OPTIMIZERS_JSON, results)
+        print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
+        return 0
+    if args.command == "tracking":
+        from . import tracking
+
+        results = tracking.run(args.repeats, args.dspy_repeats, dspy_modes=args.dspy_modes.split(","),
+                               build_first=not args.no_build)
+        problems = tracking.check(results["runs"])
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(tracking.tables(results))
+        if problems:
+            return 1
+        tracking.save(results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
         return 0
     print(f"wrote {', '.join(docs.write_doc()) or 'nothing'} into {paths.DOC}")

@@ -11,6 +11,7 @@ from .report import splice
 
 OVERHEAD_JSON = paths.RESULTS / "overhead.json"
 OPTIMIZERS_JSON = paths.RESULTS / "optimizers.json"
+TRACKING_JSON = paths.RESULTS / "tracking.json"
 CHART_DIR = paths.DOC.parent / "benchmarks"
 
 
@@ -44,6 +45,12 @@ def write_doc(doc: Path = paths.DOC) -> list[str]:
         body = optimizer_tables(optimizers) + "\n\n![Optimizer wall time](benchmarks/optimizers.svg)"
         text = splice(text, "optimizers", body)
         written.append("optimizers")
+    tracking_results = load(TRACKING_JSON)
+    if tracking_results and tracking_results.get("runs"):
+        from .tracking import tables as tracking_tables
+
+        text = splice(text, "tracking", tracking_tables(tracking_results))
+        written.append("tracking")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
     return written
