@@ -1,7 +1,7 @@
 # Benchmarks against DSPy (see docs/benchmarks.md). The tests and CI entry point is `.ci/run`.
 BENCH_PY := bench/.venv/bin/python
 
-.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking
+.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking bench-jobs
 
 bench-venv:
 	bench/setup-venv.sh
@@ -24,6 +24,11 @@ bench-tracking: bench-venv
 	scripts/python-venv.sh
 	bench/setup-tracking-venv.sh
 	cd bench && LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m harness tracking
+
+# The job queue: 10,000 empty jobs through the embedded queue and Redis, 1/2/4 worker processes on
+# LM-bound jobs, calls repeated after `kill -9` of a worker. Standard library only; Redis when installed.
+bench-jobs:
+	cd bench && python3 -m harness jobs
 
 bench-report: bench-venv
 	cd bench && .venv/bin/python -m harness report

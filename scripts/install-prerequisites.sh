@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages promptopt's build needs when they are missing: cmake, clang and
 # libclang-dev (llama.cpp is compiled by the `llama-cpp-sys-2` crate), and python3-venv for the
-# test tools. Uses sudo when not run as root.
+# test tools, redis-server and redis-tools for the job queue's tests. Uses sudo when not run as root.
 set -euo pipefail
 
 missing=()
@@ -9,6 +9,8 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v clang >/dev/null || missing+=(clang)
 ldconfig -p | grep -q 'libclang[-.0-9]*\.so' || missing+=(libclang-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""

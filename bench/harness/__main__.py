@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dspy-modes", default="off,autolog,autolog-full,autolog-traces")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
 
+    p = sub.add_parser("jobs", help="job queue: overhead of empty jobs, worker scale-out, calls repeated after a kill")
+    p.add_argument("--jobs", type=int, default=10_000, help="empty jobs through each queue")
+    p.add_argument("--claimers", type=int, default=4)
+    p.add_argument("--workers", default="1,2,4", help="worker process counts of the scale-out")
+    p.add_argument("--scale-jobs", type=int, default=12, help="LM-bound jobs per scale-out run")
+    p.add_argument("--delay-ms", type=int, default=50, help="the fake model's delay per call")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+
     sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
 
     args = parser.parse_args(argv)
@@ -97,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         tracking.save(results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
+        return 0
+    if args.command == "jobs":
+        from . import jobs
+
+        results = jobs.run(jobs=args.jobs, claimers=args.claimers,
+                           workers=tuple(int(w) for w in args.workers.split(",")), scale_jobs=args.scale_jobs,
+                           delay_ms=args.delay_ms, build_first=not args.no_build)
+        print(jobs.tables(results))
+        print(f"wrote {jobs.RESULTS}")
         return 0
     print(f"wrote {', '.join(docs.write_doc()) or 'nothing'} into {paths.DOC}")
     return 0

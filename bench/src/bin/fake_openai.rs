@@ -1,5 +1,5 @@
 //! `fake-openai`: an OpenAI-compatible chat completions server on loopback that answers every
-//! `POST` at once with the same reply.
+//! `POST` with the same reply, at once or after `--delay-ms`.
 //!
 //! It prints `listening http://HOST:PORT` on stdout once bound (use `--port 0` for any free
 //! port). `GET /stats` returns how many completions it has served. Replies are written in one
@@ -35,6 +35,10 @@ struct Args {
     /// Runtime worker threads (1 runs everything on one thread).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Wait this many milliseconds before each completion (a model that takes time; other
+    /// connections are served meanwhile).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 /// Responses built once at start-up.
@@ -43,6 +47,7 @@ struct Shared {
     close: Vec<u8>,
     completions: AtomicU64,
     connections: AtomicU64,
+    delay: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ async fn serve(args: Args) -> Result<(), String> {
         close: template.http_response(true),
         completions: AtomicU64::new(0),
         connections: AtomicU64::new(0),
+        delay: std::time::Duration::from_millis(args.delay_ms),
     });
     {
         let mut stdout = std::io::stdout().lock();
@@ -138,6 +144,9 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         .write_all(&json_response(200, "OK", body, !keep_alive))
                         .await?;
                 } else {
+                    if !shared.delay.is_zero() {
+                        tokio::time::sleep(shared.delay).await;
+                    }
                     shared.completions.fetch_add(1, Ordering::Relaxed);
                     let reply = if keep_alive {
                         &shared.keep_alive

@@ -205,6 +205,12 @@ pub(crate) async fn build_lm(
     no_cache: bool,
 ) -> anyhow::Result<SharedLm> {
     let mut config = LmConfig::default();
+    if let Some(retries) = std::env::var("PROMPTOPT_LM_MAX_RETRIES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        config.retry.max_retries = retries;
+    }
     if no_cache {
         config.cache.enabled = false;
     } else {

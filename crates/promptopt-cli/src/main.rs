@@ -6,12 +6,14 @@ use clap::{Parser, Subcommand};
 
 mod common;
 mod evaluate;
+mod jobs_cmd;
 mod models_cmd;
 mod optimize;
 mod predict;
 mod runs_cmd;
 #[cfg(feature = "engine")]
 mod serve_lm;
+mod worker_cmd;
 
 /// Automatic prompt optimization.
 #[derive(Debug, Parser)]
@@ -37,6 +39,10 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Search, read and sync tracked runs (MLflow server or the embedded store).
     Runs(runs_cmd::RunsArgs),
+    /// Queue optimizations for workers (submit, status, watch, result, cancel, list, retry).
+    Jobs(jobs_cmd::JobsArgs),
+    /// Run queued optimizations (Redis or the embedded queue) until stopped.
+    Worker(worker_cmd::WorkerArgs),
     /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "engine")]
     ServeLm(serve_lm::ServeLmArgs),
@@ -59,7 +65,13 @@ fn init_tracing(verbose: u8) {
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // A worker's log is its output: info by default.
+    let verbose = if matches!(cli.command, Command::Worker(_)) {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    };
+    init_tracing(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +89,8 @@ fn main() -> ExitCode {
             Command::Evaluate(args) => evaluate::run(args).await,
             Command::Predict(args) => predict::run(args).await,
             Command::Runs(args) => runs_cmd::run(args).await,
+            Command::Jobs(args) => jobs_cmd::run(args).await,
+            Command::Worker(args) => worker_cmd::run(args).await,
             #[cfg(feature = "engine")]
             Command::ServeLm(args) => serve_lm::run(args).await,
         }

@@ -46,6 +46,10 @@ pub struct OptimizeArgs {
     /// `MLFLOW_TRACKING_URI`, else the request's `tracking_uri`, else `PROMPTOPT_HOME/mlruns`).
     #[arg(long)]
     pub tracking_uri: Option<String>,
+    /// Run it as a job on this queue (`redis://...` or `sqlite:PATH`) and wait for a worker to
+    /// finish it, printing the same summary.
+    #[arg(long)]
+    pub queue: Option<String>,
 }
 
 /// Progress bars on stderr, one per stage.
@@ -189,19 +193,20 @@ impl EventSink for ProgressLines {
     }
 }
 
-fn default_name(args: &OptimizeArgs, request: &OptimizationRequest) -> String {
-    if let Some(name) = args
-        .name
-        .clone()
+/// The saved model's name: `name` when given, else the request's `name`, else the request
+/// file's stem made safe.
+pub(crate) fn default_name(
+    name: Option<&str>,
+    path: &std::path::Path,
+    request: &OptimizationRequest,
+) -> String {
+    if let Some(name) = name
+        .map(str::to_string)
         .or_else(|| request.model_name().map(str::to_string))
     {
         return name;
     }
-    let stem = args
-        .request
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model");
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let clean: String = stem
         .chars()
         .map(|c| {
@@ -221,6 +226,15 @@ fn default_name(args: &OptimizeArgs, request: &OptimizationRequest) -> String {
     } else {
         format!("m{clean}")
     }
+}
+
+/// Every model a request calls: task, prompt, candidates, stage models.
+pub(crate) fn request_models(request: &OptimizationRequest) -> Vec<String> {
+    let mut models = vec![request.task_model().to_string()];
+    models.extend(request.prompt_model.clone());
+    models.extend(request.candidate_models.iter().cloned());
+    models.extend(request.program.iter().filter_map(|s| s.model.clone()));
+    models
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -326,12 +340,12 @@ pub fn render_summary(result: &OptimizationResult, run_dir: &std::path::Path) ->
 /// Runs `promptopt optimize`.
 pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let mut request = OptimizationRequest::from_path(&args.request)?;
-    request.name = Some(default_name(&args, &request));
+    request.name = Some(default_name(args.name.as_deref(), &args.request, &request));
     request.validate(Some(&args.request))?;
-    let mut models = vec![request.task_model().to_string()];
-    models.extend(request.prompt_model.clone());
-    models.extend(request.candidate_models.iter().cloned());
-    models.extend(request.program.iter().filter_map(|s| s.model.clone()));
+    if let Some(queue) = &args.queue {
+        return crate::jobs_cmd::optimize_on_queue(&args, request, queue).await;
+    }
+    let models = request_models(&request);
     let lm = build_lm(
         &models,
         request.concurrency.unwrap_or(args.concurrency),
@@ -394,18 +408,33 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         tracker.finish(&request, &mut result, &registry).await;
     }
 
-    let run_dir = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_home().join("runs").join(&result.optimization_id));
+    report(
+        &result,
+        request.model_name(),
+        args.output.clone(),
+        args.json,
+    )
+}
+
+/// Writes `result.json` and `trajectory.svg` into the run folder (`output`, else
+/// `PROMPTOPT_HOME/runs/<id>`), prints the summary (or the JSON) and returns the exit code: 1
+/// when the result fails its constraints.
+pub(crate) fn report(
+    result: &OptimizationResult,
+    name: Option<&str>,
+    output: Option<PathBuf>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let run_dir =
+        output.unwrap_or_else(|| default_home().join("runs").join(&result.optimization_id));
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("Cannot create `{}`", run_dir.display()))?;
-    let json = serde_json::to_string_pretty(&result)?;
+    let json = serde_json::to_string_pretty(result)?;
     std::fs::write(run_dir.join("result.json"), &json)
         .with_context(|| format!("Cannot write `{}`", run_dir.join("result.json").display()))?;
     let title = format!(
         "{} — {} ({})",
-        request.model_name().unwrap_or("model"),
+        name.unwrap_or("model"),
         result.algorithm_used,
         result.optimized_metrics.metric
     );
@@ -421,10 +450,10 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     })?;
 
     #[allow(clippy::print_stdout)]
-    if args.json {
+    if json_out {
         println!("{json}");
     } else {
-        print!("{}", render_summary(&result, &run_dir));
+        print!("{}", render_summary(result, &run_dir));
     }
     if result.passed() {
         Ok(ExitCode::SUCCESS)

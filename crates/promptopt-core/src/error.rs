@@ -178,6 +178,8 @@ pub enum CoreError {
         index: usize,
         /// Its error.
         last: String,
+        /// Whether that error may go away if tried again later (server unreachable, 5xx).
+        retryable: bool,
     },
 }
 
@@ -192,6 +194,16 @@ impl CoreError {
                 ..
             }
         )
+    }
+
+    /// Whether the failure may go away if the same work is tried again later: a model server
+    /// that was unreachable, answered 5xx or timed out.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CoreError::Lm { source, .. } => source.is_retryable(),
+            CoreError::TooManyErrors { retryable, .. } => *retryable,
+            _ => false,
+        }
     }
 
     /// Whether a prompt did not fit the model's context (it fails the same way whenever it is

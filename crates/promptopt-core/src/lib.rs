@@ -14,7 +14,7 @@ mod trace;
 
 pub use dataset::Dataset;
 pub use error::CoreError;
-pub use evaluate::{evaluate, EvalMemo, EvalReport, EvalSettings, ExampleResult};
+pub use evaluate::{evaluate, EvalMemo, EvalReport, EvalSettings, ExampleResult, MemoJournal};
 pub use events::{Event, EventSink, StopReason, TrialKind};
 pub use example::{value_to_text, Example};
 pub use metrics::{Metric, MetricInfo, Score};

@@ -60,9 +60,17 @@ pub struct OptimizeContextBuilder {
     max_errors: usize,
     budget: Option<Arc<Budget>>,
     events: Arc<dyn EventSink>,
+    memo: Option<EvalMemo>,
 }
 
 impl OptimizeContextBuilder {
+    /// The memo of evaluations (default: a fresh one): pass one preloaded from a checkpoint to
+    /// skip the evaluations an interrupted run completed.
+    pub fn memo(mut self, memo: EvalMemo) -> Self {
+        self.memo = Some(memo);
+        self
+    }
+
     /// The model that proposes instructions and reflects (default: the task model).
     pub fn prompt_model(mut self, lm: SharedLm, model: impl Into<String>) -> Self {
         self.prompt = Some((lm, model.into()));
@@ -139,7 +147,7 @@ impl OptimizeContextBuilder {
             max_errors: self.max_errors,
             budget,
             events: self.events,
-            memo: EvalMemo::new(),
+            memo: self.memo.unwrap_or_default(),
         }
     }
 }
@@ -172,6 +180,7 @@ impl OptimizeContext {
             max_errors: 10,
             budget: None,
             events: Arc::new(NullSink),
+            memo: None,
         }
     }
 

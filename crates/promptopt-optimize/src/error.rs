@@ -24,6 +24,18 @@ pub enum OptimizeError {
     #[error(transparent)]
     Core(#[from] CoreError),
 
+    /// Every example of the baseline failed with an error: the model is not answering (a server
+    /// down, a wrong key), so there is nothing to optimize against.
+    #[error("The model failed on all {examples} examples of the baseline; last error: {last}")]
+    BaselineFailed {
+        /// Examples evaluated.
+        examples: usize,
+        /// The last example's error.
+        last: String,
+        /// Whether every error may go away if tried again later (unreachable, 5xx, timeouts).
+        retryable: bool,
+    },
+
     /// A program run failed for a reason other than its model call.
     #[error("Program run failed: {0}")]
     Program(String),
@@ -107,6 +119,17 @@ impl OptimizeError {
         match self {
             OptimizeError::Lm(error) => error.is_context_overflow(),
             OptimizeError::Core(CoreError::Lm { source, .. }) => source.is_context_overflow(),
+            _ => false,
+        }
+    }
+
+    /// Whether the same run may succeed if tried again later: a model server that was
+    /// unreachable, answered 5xx or timed out (job queues retry these with backoff).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OptimizeError::Lm(error) => error.is_retryable(),
+            OptimizeError::Core(error) => error.is_retryable(),
+            OptimizeError::BaselineFailed { retryable, .. } => *retryable,
             _ => false,
         }
     }

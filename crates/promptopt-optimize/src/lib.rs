@@ -56,8 +56,8 @@ pub use context::{OptimizeContext, OptimizeContextBuilder};
 pub use error::OptimizeError;
 pub use labeled::{demo_of, LabeledFewShot};
 pub use optimizer::{CandidateRecord, Optimizer, OptimizerOutcome, OutcomeBuilder, TrialPoint};
-pub use pipeline::Pipeline;
-pub use promptopt_core::evaluate::{percentile, EvalReport, ExampleResult};
+pub use pipeline::{Pipeline, SaveGate};
+pub use promptopt_core::evaluate::{percentile, EvalMemo, EvalReport, ExampleResult, MemoJournal};
 pub use promptopt_core::events::{
     CollectSink, Event, EventSink, FanOut, FnSink, NullSink, StopReason, TrialKind,
 };

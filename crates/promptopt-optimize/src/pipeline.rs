@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::metrics::{self, CommandMetric};
 use promptopt_core::{
-    Dataset, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings, Runtime,
+    Dataset, EvalMemo, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings, Runtime,
     Strategy, Trace,
 };
 use promptopt_lm::{Role, SharedLm};
@@ -47,6 +47,17 @@ pub struct Pipeline {
     cancel: CancelFlag,
     concurrency: usize,
     analytics: Arc<Mutex<HashMap<String, Analytics>>>,
+    memo: Option<EvalMemo>,
+    save_gate: Option<Arc<dyn SaveGate>>,
+}
+
+/// Asked just before a run saves its model: `false` skips the save (with a warning). A job
+/// worker uses it so that, of two workers finishing the same job, only the one still holding
+/// the job saves a model version.
+#[async_trait::async_trait]
+pub trait SaveGate: Send + Sync {
+    /// Whether the model may be saved now.
+    async fn allow(&self) -> bool;
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -94,7 +105,23 @@ impl Pipeline {
             cancel: CancelFlag::new(),
             concurrency: 4,
             analytics: Arc::new(Mutex::new(HashMap::new())),
+            memo: None,
+            save_gate: None,
         }
+    }
+
+    /// Builder: the memo of evaluations the run starts from (preloaded from a checkpoint, or
+    /// with a journal that writes one), so an interrupted run repeats none of its completed
+    /// evaluations. Use a fresh memo per run.
+    pub fn with_memo(mut self, memo: EvalMemo) -> Self {
+        self.memo = Some(memo);
+        self
+    }
+
+    /// Builder: asked before the model is saved (see [`SaveGate`]).
+    pub fn with_save_gate(mut self, gate: Arc<dyn SaveGate>) -> Self {
+        self.save_gate = Some(gate);
+        self
     }
 
     /// Builder: where events go.
@@ -380,12 +407,30 @@ impl Pipeline {
         .seed(request.seed)
         .events(events.clone())
         .budget(baseline_budget.clone())
+        .memo(self.memo.clone().unwrap_or_default())
         .build();
         let baseline = self
             .stage(&mut stages, "baseline", &baseline_budget, async {
                 base_ctx.evaluate(&prepared.initial, &prepared.val).await
             })
             .await?;
+        if !baseline.results.is_empty()
+            && baseline
+                .results
+                .iter()
+                .all(|r| r.error.is_some() && !r.context_overflow)
+        {
+            return Err(OptimizeError::BaselineFailed {
+                examples: baseline.results.len(),
+                last: baseline
+                    .results
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.error.clone())
+                    .unwrap_or_default(),
+                retryable: baseline.results.iter().all(|r| r.retryable_error),
+            });
+        }
 
         // Optimization.
         let remaining_cost = constraints
@@ -565,8 +610,17 @@ impl Pipeline {
                 algorithm: Some(request.algorithm.as_str().to_string()),
                 parent_version: None,
             };
-            let saved = self.registry.save(artifact, VersionSpec::NextPatch)?;
-            Some(saved.id())
+            let allowed = match &self.save_gate {
+                Some(gate) => gate.allow().await,
+                None => true,
+            };
+            if allowed {
+                let saved = self.registry.save(artifact, VersionSpec::NextPatch)?;
+                Some(saved.id())
+            } else {
+                warnings.push("The model was not saved: another attempt of this job finished it".into());
+                None
+            }
         } else {
             warnings.push("The model was not saved because it fails its constraints".into());
             None

@@ -423,6 +423,23 @@ impl OptimizationRequest {
         Ok(request)
     }
 
+    /// Reads every dataset file the request names into the request itself, so that it runs the
+    /// same on any machine (a queued job). A file that does not load is an error naming it.
+    pub fn inline_data(&mut self) -> Result<(), OptimizeError> {
+        let base = self.base_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let inline = |source: &DataSource| -> Result<DataSource, OptimizeError> {
+            Ok(DataSource::Inline(source.load(&base)?))
+        };
+        self.training_examples = inline(&self.training_examples)?;
+        if let Some(v) = &self.validation_examples {
+            self.validation_examples = Some(inline(v)?);
+        }
+        if let Some(t) = &self.test_examples {
+            self.test_examples = Some(inline(t)?);
+        }
+        Ok(())
+    }
+
     fn parse(text: &str, location: Option<&Path>) -> Result<Self, OptimizeError> {
         let request: Self =
             serde_yaml::from_str(text).map_err(|e| Self::invalid(location, e.to_string()))?;

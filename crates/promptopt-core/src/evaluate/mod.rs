@@ -29,8 +29,31 @@ pub use summary::{normalize, percentile, LatencySummary};
 
 /// Evaluations remembered by `(program, runtime settings, state, examples)`: a deterministic
 /// model would answer the same again, so optimizers never pay twice for one candidate.
-#[derive(Debug, Clone, Default)]
-pub struct EvalMemo(Arc<Mutex<HashMap<String, EvalReport>>>);
+///
+/// With a [`MemoJournal`], every new evaluation is also handed to the journal, and a memo
+/// [`preload`](EvalMemo::preload)ed from a journal lets a run that was cut off (a worker that
+/// died) skip the evaluations it had completed: a checkpoint of completed trials.
+#[derive(Clone, Default)]
+pub struct EvalMemo {
+    entries: Arc<Mutex<HashMap<String, EvalReport>>>,
+    journal: Option<Arc<dyn MemoJournal>>,
+}
+
+impl std::fmt::Debug for EvalMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalMemo")
+            .field("entries", &self.lock().len())
+            .field("journal", &self.journal.is_some())
+            .finish()
+    }
+}
+
+/// Where an [`EvalMemo`] writes each new evaluation (a job's checkpoint). `record` is called on
+/// the evaluating task and must not block: hand the entry to a queue.
+pub trait MemoJournal: Send + Sync {
+    /// Records the evaluation stored under `key`.
+    fn record(&self, key: &str, report: &EvalReport);
+}
 
 impl EvalMemo {
     /// An empty memo.
@@ -38,8 +61,31 @@ impl EvalMemo {
         Self::default()
     }
 
+    /// An empty memo that hands every new evaluation to `journal`.
+    pub fn with_journal(journal: Arc<dyn MemoJournal>) -> Self {
+        Self {
+            entries: Arc::default(),
+            journal: Some(journal),
+        }
+    }
+
+    /// Adds evaluations recorded earlier (by a journal), without recording them again.
+    pub fn preload(&self, entries: impl IntoIterator<Item = (String, EvalReport)>) {
+        self.lock().extend(entries);
+    }
+
+    /// Evaluations remembered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EvalReport>> {
-        self.0
+        self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -81,6 +127,9 @@ impl EvalMemo {
     }
 
     fn insert(&self, key: String, report: EvalReport) {
+        if let Some(journal) = &self.journal {
+            journal.record(&key, &report);
+        }
         self.lock().insert(key, report);
     }
 }
@@ -149,6 +198,10 @@ pub struct ExampleResult {
     /// Whether the run failed because its prompt did not fit the model's context.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub context_overflow: bool,
+    /// Whether `error` may go away if the call is sent again later (the model server was
+    /// unreachable, answered 5xx or timed out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retryable_error: bool,
     /// The run's trace (empty when traces are not kept).
     pub trace: Trace,
 }
@@ -287,6 +340,7 @@ pub async fn evaluate(
                     max: settings.max_errors.unwrap_or_default(),
                     index,
                     last: result.error.unwrap_or_default(),
+                    retryable: result.retryable_error,
                 });
             }
         }
@@ -314,8 +368,11 @@ pub async fn evaluate(
         }
     }
     let report = EvalReport { results, ..report };
+    // An evaluation with calls that may succeed later (server down, 5xx) is not one to reuse.
     if let (Some(memo), Some(key)) = (&settings.memo, key) {
-        memo.insert(key, report.clone());
+        if report.results.iter().all(|r| !r.retryable_error) {
+            memo.insert(key, report.clone());
+        }
     }
     Ok(report)
 }
@@ -346,6 +403,7 @@ async fn score_one(
         parse_error: None,
         error: None,
         context_overflow: false,
+        retryable_error: false,
         trace,
     };
     match result {
@@ -377,6 +435,7 @@ async fn score_one(
         Err(error) if error.is_budget_exhausted() => return Err(error),
         Err(error) => {
             outcome.context_overflow = error.is_context_overflow();
+            outcome.retryable_error = error.is_retryable();
             outcome.feedback = Some(error.to_string());
             outcome.error = Some(error.to_string());
         }

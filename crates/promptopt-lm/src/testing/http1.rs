@@ -146,6 +146,27 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
                     };
                     &out
                 }
+                Answer::Handled(handler) => {
+                    out.clear();
+                    match parse_request(body) {
+                        Ok((request, prompt_tokens)) => {
+                            let reply = handler(&request);
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            state.served.fetch_add(1, Ordering::Relaxed);
+                            if reply.status == 200 {
+                                let json =
+                                    completion_json(&request.model, &reply.text, prompt_tokens);
+                                render(200, "OK", &json, &mut out);
+                            } else {
+                                out = error(reply.status, &reply.text);
+                            }
+                        }
+                        Err(message) => out = error(400, &message),
+                    }
+                    &out
+                }
             }
         };
         if stream.write_all(response).await.is_err() {
@@ -159,6 +180,15 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
 }
 
 fn computed(body: &[u8], responder: &super::Responder, out: &mut Vec<u8>) -> Result<(), String> {
+    let (request, prompt_tokens) = parse_request(body)?;
+    let reply = responder(&request);
+    let json = completion_json(&request.model, &reply, prompt_tokens);
+    render(200, "OK", &json, out);
+    Ok(())
+}
+
+/// The request as responders see it, and its prompt's word count (the usage's prompt tokens).
+fn parse_request(body: &[u8]) -> Result<(ServedRequest, usize), String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
     let model = value
@@ -194,10 +224,7 @@ fn computed(body: &[u8], responder: &super::Responder, out: &mut Vec<u8>) -> Res
         messages,
         body: value,
     };
-    let reply = responder(&request);
-    let json = completion_json(&request.model, &reply, prompt_tokens);
-    render(200, "OK", &json, out);
-    Ok(())
+    Ok((request, prompt_tokens))
 }
 
 fn completion_json(model: &str, reply: &str, prompt_tokens: usize) -> Vec<u8> {
@@ -251,7 +278,12 @@ fn error(status: u16, message: &str) -> Vec<u8> {
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Payload Too Large",
-        _ => "Request Header Fields Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
     };
     let mut out = Vec::with_capacity(body.len() + 128);
     render(status, reason, &body, &mut out);

@@ -45,6 +45,7 @@ pub struct ServedRequest {
 }
 
 type Responder = dyn Fn(&ServedRequest) -> String + Send + Sync;
+type Handler = dyn Fn(&ServedRequest) -> Reply + Send + Sync;
 
 /// What the server answers with.
 pub(crate) enum Answer {
@@ -52,6 +53,47 @@ pub(crate) enum Answer {
     Fixed(Vec<u8>),
     /// A function of the request.
     Computed(Box<Responder>),
+    /// A function of the request that may delay or fail.
+    Handled(Box<Handler>),
+}
+
+/// A reply of [`FixedReplyServer::with_handler`]: a completion, or an error status, after an
+/// optional delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `200` for a completion whose text is `text`; any other status is an error response
+    /// whose message is `text`.
+    pub status: u16,
+    /// The completion's text, or the error's message.
+    pub text: String,
+    /// How long the server waits before answering (other connections are served meanwhile).
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// A completion with this text, at once.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            status: 200,
+            text: text.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// An error response with this status (`500`, `503`, `429`, ...).
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            text: message.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The same reply after `delay`.
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
 }
 
 /// An OpenAI-compatible chat completions server on `127.0.0.1`, running on its own thread.
@@ -90,6 +132,14 @@ impl FixedReplyServer {
         Self::spawn(Answer::Computed(Box::new(responder)))
     }
 
+    /// A server that answers each request with `handler(request)`: a completion, an error
+    /// status, either after a delay (requests on other connections are served meanwhile).
+    pub fn with_handler(
+        handler: impl Fn(&ServedRequest) -> Reply + Send + Sync + 'static,
+    ) -> Result<Self, LmError> {
+        Self::spawn(Answer::Handled(Box::new(handler)))
+    }
+
     fn spawn(answer: Answer) -> Result<Self, LmError> {
         let fail = |message: String| LmError::Connect {
             provider: "fixed-reply server".into(),
@@ -106,6 +156,7 @@ impl FixedReplyServer {
             .map_err(|e| fail(format!("Could not read the bound address: {e}")))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()
             .map_err(|e| fail(format!("Could not start the server runtime: {e}")))?;
         let served = Arc::new(AtomicU64::new(0));

@@ -105,6 +105,7 @@ mod tests {
             parse_error: None,
             error: None,
             context_overflow: false,
+            retryable_error: false,
             trace: Trace { steps },
         }
     }

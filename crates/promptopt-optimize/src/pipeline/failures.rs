@@ -35,6 +35,7 @@ mod tests {
             parse_error: None,
             error: error.map(str::to_string),
             context_overflow: false,
+            retryable_error: false,
             trace: Trace::default(),
         }
     }

@@ -1,0 +1,149 @@
+//! `promptopt worker`: claims queued optimizations and runs them.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use promptopt_jobs::{open_queue, parse_duration, LmFactory, Priority, Worker, WorkerConfig};
+use promptopt_lm::SharedLm;
+use promptopt_optimize::OptimizationRequest;
+use promptopt_registry::{default_home, Registry};
+use tokio::sync::watch;
+
+use crate::common::build_lm;
+use crate::optimize::request_models;
+
+/// Run queued optimizations.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The queue: `redis://...`, `rediss://...` or `sqlite:PATH` (default: `PROMPTOPT_QUEUE`,
+    /// else the embedded queue `PROMPTOPT_HOME/queue.sqlite`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// The worker's name in job records and logs (default: host name and process id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The priorities it takes, comma-separated.
+    #[arg(long, default_value = "high,normal,low")]
+    pub queues: String,
+    /// How long a job stays claimed without a heartbeat; after it, another worker takes the job
+    /// over (heartbeats come every third of it).
+    #[arg(long, default_value = "30s")]
+    pub lease: String,
+    /// On SIGTERM or Ctrl-C, how long running jobs may go on before they are handed back.
+    #[arg(long, default_value = "10s")]
+    pub grace: String,
+    /// Examples evaluated at once inside a job (unless its request says otherwise).
+    #[arg(long, default_value_t = 4)]
+    pub eval_concurrency: usize,
+    /// Exit once nothing is ready to run.
+    #[arg(long)]
+    pub exit_when_empty: bool,
+    /// Do not use the response cache (a resumed job then repeats the calls its checkpoint lacks).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// Builds each job's models with the same stack as `promptopt optimize`.
+struct CliModels {
+    no_cache: bool,
+}
+
+#[async_trait]
+impl LmFactory for CliModels {
+    async fn lm_for(
+        &self,
+        request: &OptimizationRequest,
+        concurrency: usize,
+    ) -> Result<SharedLm, String> {
+        build_lm(&request_models(request), concurrency, self.no_cache)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Turns SIGTERM and Ctrl-C into a shutdown; a second one exits at once.
+fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            wait_for_signal().await;
+            seen += 1;
+            if seen > 1 {
+                std::process::exit(130);
+            }
+            tracing::info!("shutting down: no new jobs; running ones finish or are handed back");
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs `promptopt worker`.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let home = default_home();
+    let queue = open_queue(args.queue.as_deref(), &home).await?;
+    let mut config = WorkerConfig::new(args.name.unwrap_or_else(default_worker_name), &home);
+    config.concurrency = args.concurrency.max(1);
+    config.priorities = Priority::parse_list(&args.queues)?;
+    config.lease = parse_duration(&args.lease)?;
+    config.grace = parse_duration(&args.grace)?;
+    config.eval_concurrency = args.eval_concurrency.max(1);
+    config.exit_when_empty = args.exit_when_empty;
+    tracing::info!(
+        worker = %config.name, queue = %queue.url(), concurrency = config.concurrency,
+        priorities = %args.queues, lease_s = config.lease.as_secs_f64(), "worker started"
+    );
+    let worker = Arc::new(Worker::new(
+        queue,
+        Arc::new(CliModels {
+            no_cache: args.no_cache,
+        }),
+        Registry::from_env(),
+        config,
+    ));
+    let stats = worker.run(shutdown_on_signals()).await?;
+    tracing::info!(
+        claimed = stats.claimed,
+        finished = stats.finished,
+        lost = stats.lost,
+        handed_back = stats.released,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
