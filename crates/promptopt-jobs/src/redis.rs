@@ -3,9 +3,11 @@
 //! Keys (prefix `promptopt`):
 //! - `promptopt:stream:high|normal|low`: one stream per priority; an entry carries a `job_id`. The
 //!   consumer group `workers` delivers each entry to one worker (`XREADGROUP`); the entry stays in
-//!   the group's pending list until the job ends (`XACK`). Heartbeats re-claim it
-//!   (`XCLAIM ... JUSTID`), which resets its idle time; an entry idle longer than a lease belongs to
-//!   a worker that stopped, and `XAUTOCLAIM` hands it to another.
+//!   the group's pending list until the job ends (`XACK`). Heartbeats renew the job's
+//!   `lease_until` and re-claim the entry (`XCLAIM ... JUSTID`, which resets its idle time); a
+//!   pending entry whose job's lease has passed belongs to a worker that stopped, and the next
+//!   claim moves it to its own worker (`XPENDING`, then `XCLAIM`). The lease is the job's, not the
+//!   claimer's, so workers with different `--lease` settings share a queue safely.
 //! - `promptopt:job:ID`: a hash with the record (`record`, JSON), the request (`spec`), the result,
 //!   and beside them the fields the atomic updates compare: `state`, `token` (the current lease),
 //!   `lease_until`, `finishing`, `cancel`, `priority` and `delivery` (stream and entry id).
@@ -117,7 +119,7 @@ fn array(value: &Value) -> &[Value] {
 }
 
 /// Stream entries `(entry id, job id)` of an `XREADGROUP` reply's first stream or of an
-/// `XAUTOCLAIM` reply's entry list.
+/// `XCLAIM` or `XRANGE` reply.
 fn entries(list: &Value) -> Vec<(String, Option<String>)> {
     array(list)
         .iter()
@@ -426,6 +428,68 @@ impl RedisQueue {
         }))
     }
 
+    /// Takes over a pending entry of `stream` whose job's lease has passed (its worker stopped
+    /// heartbeating): found with `XPENDING` (entries idle at least 100 ms; heartbeats reset the
+    /// idle time), checked against the job's `lease_until`, then moved to `worker` with `XCLAIM`.
+    async fn reclaim_expired(
+        &self,
+        stream: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, JobError> {
+        let pending = self
+            .stream_query(
+                redis::cmd("XPENDING")
+                    .arg(stream)
+                    .arg(GROUP)
+                    .arg("IDLE")
+                    .arg(100)
+                    .arg("-")
+                    .arg("+")
+                    .arg(32),
+            )
+            .await?;
+        let t = now();
+        for item in array(&pending) {
+            let Some(entry) = array(item).first().and_then(bulk) else {
+                continue;
+            };
+            let range = self
+                .query::<Value>(redis::cmd("XRANGE").arg(stream).arg(&entry).arg(&entry))
+                .await?;
+            let job = entries(&range).into_iter().next().and_then(|(_, job)| job);
+            let expired = match &job {
+                Some(id) => self
+                    .fields(id)
+                    .await?
+                    .is_none_or(|f| f.state != "running" || f.lease_until < t),
+                None => true,
+            };
+            if !expired {
+                continue;
+            }
+            let moved = self
+                .stream_query(
+                    redis::cmd("XCLAIM")
+                        .arg(stream)
+                        .arg(GROUP)
+                        .arg(worker)
+                        .arg(0)
+                        .arg(&entry),
+                )
+                .await?;
+            let Some((entry, job)) = entries(&moved).into_iter().next() else {
+                // The entry itself was trimmed or deleted: nothing to run.
+                self.ack(&format!("{stream}|{entry}")).await?;
+                continue;
+            };
+            if let Some(claim) = self.take(stream, &entry, job, worker, lease, true).await? {
+                return Ok(Some(claim));
+            }
+        }
+        Ok(None)
+    }
+
     fn read_record(&self, id: &str, fields: &Fields) -> Result<JobRecord, JobError> {
         let text = fields.record.as_deref().ok_or_else(|| JobError::Corrupt {
             job_id: id.to_string(),
@@ -529,30 +593,11 @@ impl JobQueue for RedisQueue {
             .invoke_async(&mut con)
             .await
             .map_err(|e| JobError::redis(&self.url, e))?;
-        let lease_ms = lease.as_millis().max(1) as u64;
         for &p in priorities {
             let stream = self.stream(p);
             // Entries whose worker stopped heartbeating come first: they are older.
-            for _ in 0..16 {
-                let reply = self
-                    .stream_query(
-                        redis::cmd("XAUTOCLAIM")
-                            .arg(&stream)
-                            .arg(GROUP)
-                            .arg(worker)
-                            .arg(lease_ms)
-                            .arg("0-0")
-                            .arg("COUNT")
-                            .arg(1),
-                    )
-                    .await?;
-                let found = array(&reply).get(1).map(entries).unwrap_or_default();
-                let Some((entry, job)) = found.into_iter().next() else {
-                    break;
-                };
-                if let Some(claim) = self.take(&stream, &entry, job, worker, lease, true).await? {
-                    return Ok(Some(claim));
-                }
+            if let Some(claim) = self.reclaim_expired(&stream, worker, lease).await? {
+                return Ok(Some(claim));
             }
             for _ in 0..64 {
                 let reply = self
