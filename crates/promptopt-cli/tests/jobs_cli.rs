@@ -333,6 +333,8 @@ fn a_transient_failure_is_retried_then_succeeds() {
             state(s) == "succeeded"
         });
         stop(worker);
+        let watched = w.ok(&["jobs", "watch", &id]);
+        assert!(watched.contains("succeeded"), "{watched}");
         let attempts = done["attempts"].as_u64().unwrap();
         assert!((2..=5).contains(&attempts), "{done:#}");
         assert_eq!(done["error"], Value::Null, "{done:#}");
@@ -398,6 +400,30 @@ fn a_killed_worker_job_is_finished_by_another_once() {
             after_kill < served_at_kill,
             "{after_kill} calls after the kill, {served_at_kill} before"
         );
+    });
+}
+
+#[test]
+fn sigterm_hands_a_running_job_back_to_the_queue() {
+    on_both(7, |w| {
+        w.lm.delay_ms.store(150, Ordering::SeqCst);
+        let id = w.submit("handed-back", 40, &[]);
+        let worker = w.worker("leaving", &[]);
+        w.wait_for(&id, "running", Duration::from_secs(30), |s| {
+            s["progress"]["trial"].as_u64().unwrap_or(0) >= 1
+        });
+        stop(worker);
+        let back = w.status(&id);
+        assert_eq!(state(&back), "queued", "{back:#}");
+        assert_eq!(back["attempts"], 0, "the attempt is not counted: {back:#}");
+        assert!(w.log("leaving").contains("handing the job back"));
+        w.lm.delay_ms.store(0, Ordering::SeqCst);
+        let next = w.worker("next", &[]);
+        let done = w.wait_for(&id, "success", Duration::from_secs(60), |s| {
+            state(s) == "succeeded"
+        });
+        stop(next);
+        assert_eq!(done["attempts"], 1);
     });
 }
 

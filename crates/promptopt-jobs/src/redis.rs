@@ -3,30 +3,36 @@
 //! Keys (prefix `promptopt`):
 //! - `promptopt:stream:high|normal|low`: one stream per priority; an entry carries a `job_id`. The
 //!   consumer group `workers` delivers each entry to one worker (`XREADGROUP`); the entry stays in
-//!   the group's pending list until the job ends (`XACK`). Heartbeats renew the job's
+//!   the group's pending list until the job ends (`XACK`, then `XDEL`). Heartbeats renew the job's
 //!   `lease_until` and re-claim the entry (`XCLAIM ... JUSTID`, which resets its idle time); a
 //!   pending entry whose job's lease has passed belongs to a worker that stopped, and the next
 //!   claim moves it to its own worker (`XPENDING`, then `XCLAIM`). The lease is the job's, not the
 //!   claimer's, so workers with different `--lease` settings share a queue safely.
 //! - `promptopt:job:ID`: a hash with the record (`record`, JSON), the request (`spec`), the result,
 //!   and beside them the fields the atomic updates compare: `state`, `token` (the current lease),
-//!   `lease_until`, `finishing`, `cancel`, `priority` and `delivery` (stream and entry id).
+//!   `rev` (counts the updates), `lease_until`, `finishing`, `cancel`, `priority` and `delivery`
+//!   (stream and entry id).
 //! - `promptopt:jobs` (a sorted set by creation time, for listing), `promptopt:delayed` (retries
 //!   waiting out their backoff, by due time), `promptopt:job:ID:ckpt` (checkpoint entries),
 //!   `promptopt:job:ID:events` and `:evn` (the event log and its counter).
 //!
-//! Every change of a job's state is a compare-and-set Lua script on its hash (the expected lease
-//! token and state), so two workers can never both claim or both finish a job. Side effects that
-//! follow a change (`XACK`, re-adding to a stream) are idempotent: an entry whose job is no longer
-//! waiting is acknowledged and skipped when it is delivered again.
+//! Every change of a job is a compare-and-set Lua script on its hash (the lease token, state and
+//! revision as last read), which in the same step acknowledges the job's stream entry or queues it
+//! again, so two workers can never both claim or both finish a job, and a worker that stops midway
+//! loses no job. An entry whose job is no longer waiting is acknowledged and skipped when it is
+//! delivered.
+
+mod claim;
+mod scripts;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use self::scripts::redact_message;
 use crate::{
     new_job_id, now, redact_url, Claim, Heartbeat, JobError, JobQueue, JobRecord, JobSpec,
     JobState, Outcome, Priority, Progress,
@@ -34,40 +40,11 @@ use crate::{
 
 const GROUP: &str = "workers";
 /// Events kept per job.
-const MAX_EVENTS: i64 = 10_000;
-
-/// Sets fields of a job hash if its lease token and state are as expected (`*`: any).
-const CAS: &str = r"
-local tok = redis.call('HGET', KEYS[1], 'token')
-if not tok then tok = '' end
-if ARGV[1] ~= '*' and tok ~= ARGV[1] then return 0 end
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 0 end
-if ARGV[2] ~= '*' and st ~= ARGV[2] then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-";
-
-/// Marks a running job as being finished by the holder of the token, once.
-const BEGIN_FINISH: &str = r"
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'finishing') == '1' then return 0 end
-redis.call('HSET', KEYS[1], 'finishing', '1')
-return 1
-";
-
-/// Moves retries whose backoff has passed back onto their priority's stream.
-const REQUEUE_DUE: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local p = redis.call('HGET', ARGV[2] .. ':job:' .. id, 'priority') or 'normal'
-    redis.call('XADD', ARGV[2] .. ':stream:' .. p, '*', 'job_id', id)
-  end
-end
-return #due
-";
+const MAX_EVENTS: usize = 10_000;
+/// Reads and writes again when a concurrent update changed a job in between, at most this often.
+const RACE_RETRIES: u32 = 24;
+/// Stale pending entries looked at per priority and claim.
+const STALE_BATCH: usize = 16;
 
 /// The Redis job queue (see the module documentation).
 #[derive(Clone)]
@@ -75,9 +52,12 @@ pub struct RedisQueue {
     url: String,
     prefix: String,
     con: ConnectionManager,
-    cas: Script,
+    update: Script,
     begin_finish: Script,
     requeue: Script,
+    find_stale: Script,
+    push_event: Script,
+    read_events: Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -89,86 +69,97 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-/// A job hash's fields.
+/// A job hash's fields, as last read.
 #[derive(Debug, Default)]
 struct Fields {
     record: Option<String>,
     spec: Option<String>,
     state: String,
     token: String,
+    rev: String,
     lease_until: f64,
     delivery: String,
-    cancel: bool,
+    priority: Option<String>,
 }
 
-fn bulk(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Okay => Some("OK".into()),
-        _ => None,
-    }
+/// What happens to a job in the retry set.
+#[derive(Debug, Default)]
+enum RetrySet {
+    #[default]
+    Keep,
+    Add(f64),
+    Remove,
 }
 
-fn array(value: &Value) -> &[Value] {
-    match value {
-        Value::Array(items) => items,
-        _ => &[],
-    }
+/// One atomic update of a job: fields to set, and what goes with them.
+#[derive(Debug, Default)]
+struct Change {
+    set: Vec<(&'static str, String)>,
+    /// A delivery (`stream|entry`) to acknowledge.
+    ack: Option<String>,
+    /// The stream to queue the job on again.
+    enqueue: Option<Priority>,
+    retry_set: RetrySet,
 }
 
-/// Stream entries `(entry id, job id)` of an `XREADGROUP` reply's first stream or of an
-/// `XCLAIM` or `XRANGE` reply.
-fn entries(list: &Value) -> Vec<(String, Option<String>)> {
-    array(list)
-        .iter()
-        .filter_map(|entry| {
-            let parts = array(entry);
-            let id = bulk(parts.first()?)?;
-            let fields = parts.get(1).map(array).unwrap_or(&[]);
-            let job = fields
-                .chunks(2)
-                .find(|kv| kv.first().and_then(bulk).as_deref() == Some("job_id"))
-                .and_then(|kv| kv.get(1).and_then(bulk));
-            Some((id, job))
-        })
-        .collect()
+/// How a compare-and-set ended.
+enum Cas {
+    Done {
+        cancel: bool,
+    },
+    /// The job changed hands or state: nothing was written.
+    Lost,
+    /// Another update came in between: nothing was written; read again.
+    Raced,
 }
 
 impl RedisQueue {
     /// Connects to `redis://[USER][:PASSWORD@]HOST[:PORT][/DB]` (`rediss://` for TLS), checks the
-    /// server with `PING` and creates the consumer groups. Errors never show the password.
+    /// server with `PING` and creates the consumer groups. Errors never show the password. The
+    /// connection is re-established by itself when the server restarts.
     pub async fn connect(url: &str) -> Result<Self, JobError> {
         let shown = redact_url(url);
         let client = redis::Client::open(url).map_err(|e| JobError::InvalidUrl {
             url: shown.clone(),
             message: redact_message(&e.to_string(), url),
         })?;
-        let con = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
-            .await
-            .map_err(|_| JobError::Redis {
-                url: shown.clone(),
-                message: "Cannot connect: no answer within 10 s".into(),
-            })?
-            .map_err(|e| JobError::Redis {
-                url: shown.clone(),
-                message: format!("Cannot connect: {}", redact_message(&e.to_string(), url)),
-            })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(30))
+            .set_factor(2)
+            .set_max_delay(1000)
+            .set_number_of_retries(3);
+        let cannot = |message: String| JobError::Redis {
+            url: shown.clone(),
+            message: format!("Cannot connect: {message}"),
+        };
+        let con = tokio::time::timeout(
+            Duration::from_secs(15),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| cannot("no answer within 15 s".into()))?
+        .map_err(|e| cannot(redact_message(&e.to_string(), url)))?;
         let queue = Self {
-            url: shown,
+            url: shown.clone(),
             prefix: "promptopt".into(),
             con,
-            cas: Script::new(CAS),
-            begin_finish: Script::new(BEGIN_FINISH),
-            requeue: Script::new(REQUEUE_DUE),
+            update: Script::new(scripts::UPDATE),
+            begin_finish: Script::new(scripts::BEGIN_FINISH),
+            requeue: Script::new(scripts::REQUEUE_DUE),
+            find_stale: Script::new(scripts::FIND_STALE),
+            push_event: Script::new(scripts::PUSH_EVENT),
+            read_events: Script::new(scripts::READ_EVENTS),
         };
-        let pong: String = queue.query(&redis::cmd("PING")).await?;
+        let pong: String = queue
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(|e| match e {
+                JobError::Redis { message, .. } => cannot(redact_message(&message, url)),
+                other => other,
+            })?;
         if pong != "PONG" {
-            return Err(JobError::redis(
-                &queue.url,
-                format!("`PING` answered `{pong}`"),
-            ));
+            return Err(cannot(format!("`PING` answered `{pong}`")));
         }
         queue.create_groups().await?;
         Ok(queue)
@@ -182,98 +173,133 @@ impl RedisQueue {
         format!("{}:job:{id}", self.prefix)
     }
 
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> JobError {
+        JobError::redis(&self.url, e.to_string().replace('\n', " "))
+    }
+
+    fn busy(&self, id: &str) -> JobError {
+        JobError::redis(
+            &self.url,
+            format!("Job `{id}` kept changing under concurrent updates; try again"),
+        )
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, JobError> {
         let mut con = self.con.clone();
-        cmd.query_async(&mut con)
+        cmd.query_async(&mut con).await.map_err(|e| self.error(e))
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, JobError> {
+        let mut con = self.con.clone();
+        invocation
+            .invoke_async(&mut con)
             .await
-            .map_err(|e| JobError::redis(&self.url, e))
+            .map_err(|e| self.error(e))
     }
 
     async fn create_groups(&self) -> Result<(), JobError> {
         for p in Priority::ALL {
-            let mut con = self.con.clone();
-            let made: Result<Value, _> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(self.stream(p))
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut con)
+            let made = self
+                .query::<Value>(
+                    redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(self.stream(p))
+                        .arg(GROUP)
+                        .arg("0")
+                        .arg("MKSTREAM"),
+                )
                 .await;
-            if let Err(e) = made {
-                if !e.to_string().contains("BUSYGROUP") {
-                    return Err(JobError::redis(&self.url, e));
+            match made {
+                Err(JobError::Redis { message, .. }) if message.contains("BUSYGROUP") => {}
+                other => {
+                    other?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Runs a stream command, creating the groups once if they are gone (a flushed database).
-    async fn stream_query(&self, cmd: &redis::Cmd) -> Result<Value, JobError> {
-        match self.query::<Value>(cmd).await {
-            Err(JobError::Redis { message, .. }) if message.contains("NOGROUP") => {
-                self.create_groups().await?;
-                self.query(cmd).await
-            }
-            other => other,
-        }
-    }
-
     async fn fields(&self, id: &str) -> Result<Option<Fields>, JobError> {
+        let names = [
+            "record",
+            "spec",
+            "state",
+            "token",
+            "rev",
+            "lease_until",
+            "delivery",
+            "priority",
+        ];
         let values: Vec<Option<String>> = self
-            .query(
-                redis::cmd("HMGET")
-                    .arg(self.job_key(id))
-                    .arg("record")
-                    .arg("spec")
-                    .arg("state")
-                    .arg("token")
-                    .arg("lease_until")
-                    .arg("delivery")
-                    .arg("cancel"),
-            )
+            .query(redis::cmd("HMGET").arg(self.job_key(id)).arg(&names[..]))
             .await?;
         let mut it = values.into_iter();
-        let record = it.next().flatten();
-        let spec = it.next().flatten();
-        let Some(state) = it.next().flatten() else {
+        let mut next = || it.next().flatten();
+        let (record, spec) = (next(), next());
+        let Some(state) = next() else {
             return Ok(None);
         };
         Ok(Some(Fields {
             record,
             spec,
             state,
-            token: it.next().flatten().unwrap_or_default(),
-            lease_until: it
-                .next()
-                .flatten()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0.0),
-            delivery: it.next().flatten().unwrap_or_default(),
-            cancel: it.next().flatten().as_deref() == Some("1"),
+            token: next().unwrap_or_default(),
+            rev: next().unwrap_or_else(|| "0".into()),
+            lease_until: next().and_then(|s| s.parse().ok()).unwrap_or(0.0),
+            delivery: next().unwrap_or_default(),
+            priority: next(),
         }))
     }
 
-    /// Compare-and-set on a job hash: `token` and `state` as expected (`*`: any).
-    async fn cas(
+    /// Applies `change` to the job if its token and state are still those of `seen` (and its
+    /// revision too, with `check_rev`: for changes computed from the record as read).
+    async fn update(
         &self,
         id: &str,
-        token: &str,
-        state: &str,
-        set: &[(&str, String)],
-    ) -> Result<bool, JobError> {
-        let mut invocation = self.cas.key(self.job_key(id));
-        invocation.arg(token).arg(state);
-        for (field, value) in set {
+        seen: &Fields,
+        check_rev: bool,
+        change: Change,
+    ) -> Result<Cas, JobError> {
+        let hash = self.job_key(id);
+        let (ack_stream, ack_entry) = match change.ack.as_deref().and_then(|d| d.split_once('|')) {
+            Some((stream, entry)) => (stream.to_string(), entry.to_string()),
+            None => (hash.clone(), String::new()),
+        };
+        let enqueue = change.enqueue.map(|p| self.stream(p));
+        let retry_set = match change.retry_set {
+            RetrySet::Keep => String::new(),
+            RetrySet::Add(due) => due.to_string(),
+            RetrySet::Remove => "-".into(),
+        };
+        let mut invocation = self.update.key(&hash);
+        invocation
+            .key(ack_stream)
+            .key(enqueue.clone().unwrap_or_else(|| hash.clone()))
+            .key(self.key("delayed"))
+            .arg(&seen.token)
+            .arg(&seen.state)
+            .arg(if check_rev { seen.rev.as_str() } else { "*" })
+            .arg(ack_entry)
+            .arg(if enqueue.is_some() { "1" } else { "" })
+            .arg(retry_set)
+            .arg(id)
+            .arg(GROUP);
+        for (field, value) in &change.set {
             invocation.arg(*field).arg(value);
         }
-        let mut con = self.con.clone();
-        let changed: i64 = invocation
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| JobError::redis(&self.url, e))?;
-        Ok(changed == 1)
+        Ok(match self.invoke::<i64>(&invocation).await? {
+            1 => Cas::Done { cancel: false },
+            2 => Cas::Done { cancel: true },
+            -1 => Cas::Raced,
+            _ => Cas::Lost,
+        })
     }
 
     fn record_fields(record: &JobRecord) -> Result<Vec<(&'static str, String)>, JobError> {
@@ -291,203 +317,19 @@ impl RedisQueue {
         ])
     }
 
+    /// Acknowledges a delivery (`stream|entry`) and drops the entry.
     async fn ack(&self, delivery: &str) -> Result<(), JobError> {
-        if let Some((stream, entry)) = delivery.split_once('|') {
-            self.query::<Value>(redis::cmd("XACK").arg(stream).arg(GROUP).arg(entry))
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn enqueue(&self, id: &str, priority: Priority) -> Result<(), JobError> {
-        self.query::<Value>(
-            redis::cmd("XADD")
-                .arg(self.stream(priority))
-                .arg("*")
-                .arg("job_id")
-                .arg(id),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// A job whose record does not parse: `dead`, with the reason.
-    async fn bury(&self, id: &str, fields: &Fields, reason: &str) -> Result<(), JobError> {
-        let spec = JobSpec::new(serde_json::json!({}));
-        let mut record = JobRecord::new(id.to_string(), &spec, now());
-        record.state = JobState::Dead;
-        record.finished_at = Some(now());
-        record.error = Some(format!("The job's record does not parse: {reason}"));
-        let mut set = Self::record_fields(&record)?;
-        set.push(("token", String::new()));
-        self.cas(id, &fields.token, &fields.state, &set).await?;
-        Ok(())
-    }
-
-    /// Tries to take the job of one delivered entry; `None` when it is not ours to run.
-    async fn take(
-        &self,
-        stream: &str,
-        entry: &str,
-        job_id: Option<String>,
-        worker: &str,
-        lease: Duration,
-        reclaimed: bool,
-    ) -> Result<Option<Claim>, JobError> {
-        let delivery = format!("{stream}|{entry}");
-        let Some(id) = job_id else {
-            self.ack(&delivery).await?;
-            return Ok(None);
+        let Some((stream, entry)) = delivery.split_once('|') else {
+            return Ok(());
         };
-        let Some(fields) = self.fields(&id).await? else {
-            self.ack(&delivery).await?;
-            return Ok(None);
-        };
-        let t = now();
-        match (fields.state.as_str(), reclaimed) {
-            ("queued", _) => {}
-            ("running", true) if fields.lease_until < t && fields.delivery == delivery => {}
-            // Still held under a longer lease: its worker's next heartbeat takes the entry back.
-            ("running", true) if fields.delivery == delivery => return Ok(None),
-            _ => {
-                self.ack(&delivery).await?;
-                return Ok(None);
-            }
-        }
-        let parsed = fields
-            .record
-            .as_deref()
-            .ok_or_else(|| "the record is missing".to_string())
-            .and_then(|r| serde_json::from_str::<JobRecord>(r).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                fields
-                    .spec
-                    .as_deref()
-                    .ok_or_else(|| "the request is missing".to_string())
-                    .and_then(|s| {
-                        serde_json::from_str::<JobSpec>(s)
-                            .map_err(|e| format!("its request does not parse: {e}"))
-                    })
-                    .map(|s| (r, s))
-            });
-        let (mut record, spec) = match parsed {
-            Ok(pair) => pair,
-            Err(reason) => {
-                self.bury(&id, &fields, &reason).await?;
-                self.ack(&delivery).await?;
-                return Ok(None);
-            }
-        };
-        let reclaim = fields.state == "running";
-        if reclaim && record.attempts >= record.max_attempts {
-            record.state = JobState::Dead;
-            record.finished_at = Some(t);
-            record.error = Some(format!(
-                "The worker running it (`{}`) stopped responding, on attempt {} of {}",
-                record.worker.as_deref().unwrap_or("?"),
-                record.attempts,
-                record.max_attempts
-            ));
-            let mut set = Self::record_fields(&record)?;
-            set.push(("token", String::new()));
-            if self.cas(&id, &fields.token, "running", &set).await? {
-                self.ack(&delivery).await?;
-            }
-            return Ok(None);
-        }
-        if reclaim {
-            record.error = Some(format!(
-                "The worker `{}` stopped responding; attempt {} takes over",
-                record.worker.as_deref().unwrap_or("?"),
-                record.attempts + 1
-            ));
-        }
-        record.state = JobState::Running;
-        record.attempts += 1;
-        record.worker = Some(worker.to_string());
-        record.started_at = Some(t);
-        record.not_before = None;
-        let token = new_job_id().replacen("job-", "lease-", 1);
-        let mut set = Self::record_fields(&record)?;
-        set.extend([
-            ("token", token.clone()),
-            ("lease_until", (t + lease.as_secs_f64()).to_string()),
-            ("finishing", "0".to_string()),
-            ("delivery", delivery.clone()),
-        ]);
-        if !self.cas(&id, &fields.token, &fields.state, &set).await? {
-            return Ok(None);
-        }
-        Ok(Some(Claim {
-            job_id: id,
-            token,
-            resumed: reclaim || record.attempts > 1,
-            record,
-            spec,
-            delivery,
-        }))
-    }
-
-    /// Takes over a pending entry of `stream` whose job's lease has passed (its worker stopped
-    /// heartbeating): found with `XPENDING` (entries idle at least 100 ms; heartbeats reset the
-    /// idle time), checked against the job's `lease_until`, then moved to `worker` with `XCLAIM`.
-    async fn reclaim_expired(
-        &self,
-        stream: &str,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Option<Claim>, JobError> {
-        let pending = self
-            .stream_query(
-                redis::cmd("XPENDING")
-                    .arg(stream)
-                    .arg(GROUP)
-                    .arg("IDLE")
-                    .arg(100)
-                    .arg("-")
-                    .arg("+")
-                    .arg(32),
-            )
-            .await?;
-        let t = now();
-        for item in array(&pending) {
-            let Some(entry) = array(item).first().and_then(bulk) else {
-                continue;
-            };
-            let range = self
-                .query::<Value>(redis::cmd("XRANGE").arg(stream).arg(&entry).arg(&entry))
-                .await?;
-            let job = entries(&range).into_iter().next().and_then(|(_, job)| job);
-            let expired = match &job {
-                Some(id) => self
-                    .fields(id)
-                    .await?
-                    .is_none_or(|f| f.state != "running" || f.lease_until < t),
-                None => true,
-            };
-            if !expired {
-                continue;
-            }
-            let moved = self
-                .stream_query(
-                    redis::cmd("XCLAIM")
-                        .arg(stream)
-                        .arg(GROUP)
-                        .arg(worker)
-                        .arg(0)
-                        .arg(&entry),
-                )
-                .await?;
-            let Some((entry, job)) = entries(&moved).into_iter().next() else {
-                // The entry itself was trimmed or deleted: nothing to run.
-                self.ack(&format!("{stream}|{entry}")).await?;
-                continue;
-            };
-            if let Some(claim) = self.take(stream, &entry, job, worker, lease, true).await? {
-                return Ok(Some(claim));
-            }
-        }
-        Ok(None)
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entry).ignore();
+        pipe.cmd("XDEL").arg(stream).arg(entry).ignore();
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     fn read_record(&self, id: &str, fields: &Fields) -> Result<JobRecord, JobError> {
@@ -507,28 +349,43 @@ impl RedisQueue {
             .ok_or_else(|| JobError::NotFound(id.to_string()))
     }
 
-    async fn all_ids(&self) -> Result<Vec<String>, JobError> {
+    /// The ids of the jobs, newest first, at most `limit`.
+    async fn ids(&self, limit: Option<usize>) -> Result<Vec<String>, JobError> {
+        let stop = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX) - 1);
         self.query(
             redis::cmd("ZREVRANGE")
-                .arg(format!("{}:jobs", self.prefix))
+                .arg(self.key("jobs"))
                 .arg(0)
-                .arg(-1),
+                .arg(stop),
         )
         .await
     }
+
+    /// One field of each job, in the order of `ids`.
+    async fn field_of(&self, ids: &[String], field: &str) -> Result<Vec<Option<String>>, JobError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGET").arg(self.job_key(id)).arg(field);
+            }
+            let mut con = self.con.clone();
+            let values: Vec<Option<String>> = pipe
+                .query_async(&mut con)
+                .await
+                .map_err(|e| self.error(e))?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
 }
 
-/// `text` without the password of `url` (Redis errors may quote the URL).
-fn redact_message(text: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':').map(|(_, p)| p))
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(p) => text.replace(p, "***"),
-        None => text.to_string(),
+/// Before trying an update again after a concurrent one: a few random milliseconds, more each
+/// time, so that contending writers spread out.
+async fn pause(attempt: u32) {
+    if attempt > 0 {
+        let ms = rand::random::<u64>() % (1u64 << attempt.min(6));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 
@@ -550,6 +407,7 @@ impl JobQueue for RedisQueue {
             ("spec", spec_json),
             ("priority", record.priority.as_str().to_string()),
             ("token", String::new()),
+            ("rev", "0".to_string()),
             ("finishing", "0".to_string()),
         ]);
         let mut pipe = redis::pipe();
@@ -561,7 +419,7 @@ impl JobQueue for RedisQueue {
         }
         pipe.add_command(hset).ignore();
         pipe.cmd("ZADD")
-            .arg(format!("{}:jobs", self.prefix))
+            .arg(self.key("jobs"))
             .arg(record.created_at)
             .arg(&record.job_id)
             .ignore();
@@ -574,7 +432,7 @@ impl JobQueue for RedisQueue {
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con)
             .await
-            .map_err(|e| JobError::redis(&self.url, e))?;
+            .map_err(|e| self.error(e))?;
         Ok(record)
     }
 
@@ -584,52 +442,14 @@ impl JobQueue for RedisQueue {
         priorities: &[Priority],
         lease: Duration,
     ) -> Result<Option<Claim>, JobError> {
-        let mut con = self.con.clone();
-        let _: i64 = self
-            .requeue
-            .key(format!("{}:delayed", self.prefix))
-            .arg(now())
-            .arg(&self.prefix)
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| JobError::redis(&self.url, e))?;
-        for &p in priorities {
-            let stream = self.stream(p);
-            // Entries whose worker stopped heartbeating come first: they are older.
-            if let Some(claim) = self.reclaim_expired(&stream, worker, lease).await? {
-                return Ok(Some(claim));
+        match self.claim_once(worker, priorities, lease).await {
+            // The streams are gone (a flushed database): make them again.
+            Err(JobError::Redis { message, .. }) if message.contains("NOGROUP") => {
+                self.create_groups().await?;
+                self.claim_once(worker, priorities, lease).await
             }
-            for _ in 0..64 {
-                let reply = self
-                    .stream_query(
-                        redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg(GROUP)
-                            .arg(worker)
-                            .arg("COUNT")
-                            .arg(1)
-                            .arg("STREAMS")
-                            .arg(&stream)
-                            .arg(">"),
-                    )
-                    .await?;
-                let found = array(&reply)
-                    .first()
-                    .and_then(|s| array(s).get(1))
-                    .map(entries)
-                    .unwrap_or_default();
-                let Some((entry, job)) = found.into_iter().next() else {
-                    break;
-                };
-                if let Some(claim) = self
-                    .take(&stream, &entry, job, worker, lease, false)
-                    .await?
-                {
-                    return Ok(Some(claim));
-                }
-            }
+            other => other,
         }
-        Ok(None)
     }
 
     async fn heartbeat(
@@ -638,122 +458,133 @@ impl JobQueue for RedisQueue {
         lease: Duration,
         progress: Option<&Progress>,
     ) -> Result<Heartbeat, JobError> {
-        let Some(fields) = self.fields(&claim.job_id).await? else {
-            return Ok(Heartbeat {
-                lost: true,
-                cancel_requested: false,
-            });
+        let lost = Heartbeat {
+            lost: true,
+            cancel_requested: false,
         };
-        if fields.token != claim.token || fields.state != "running" {
+        for attempt in 0..RACE_RETRIES {
+            pause(attempt).await;
+            let Some(fields) = self.fields(&claim.job_id).await? else {
+                return Ok(lost);
+            };
+            if fields.token != claim.token || fields.state != "running" {
+                return Ok(lost);
+            }
+            let mut set = vec![("lease_until", (now() + lease.as_secs_f64()).to_string())];
+            if let Some(progress) = progress {
+                let mut record = self.read_record(&claim.job_id, &fields)?;
+                record.progress = Some(progress.clone());
+                set.extend(Self::record_fields(&record)?);
+            }
+            let change = Change {
+                set,
+                ..Change::default()
+            };
+            let cancel = match self
+                .update(&claim.job_id, &fields, progress.is_some(), change)
+                .await?
+            {
+                Cas::Done { cancel } => cancel,
+                Cas::Lost => return Ok(lost),
+                Cas::Raced => continue,
+            };
+            if let Some((stream, entry)) = claim.delivery.split_once('|') {
+                let worker = claim.record.worker.as_deref().unwrap_or("worker");
+                self.query::<Value>(
+                    redis::cmd("XCLAIM")
+                        .arg(stream)
+                        .arg(GROUP)
+                        .arg(worker)
+                        .arg(0)
+                        .arg(entry)
+                        .arg("JUSTID"),
+                )
+                .await?;
+            }
             return Ok(Heartbeat {
-                lost: true,
-                cancel_requested: false,
+                lost: false,
+                cancel_requested: cancel,
             });
         }
-        let mut set = vec![("lease_until", (now() + lease.as_secs_f64()).to_string())];
-        if let Some(progress) = progress {
-            let mut record = self.read_record(&claim.job_id, &fields)?;
-            record.progress = Some(progress.clone());
-            set.extend(Self::record_fields(&record)?);
-        }
-        if !self
-            .cas(&claim.job_id, &claim.token, "running", &set)
-            .await?
-        {
-            return Ok(Heartbeat {
-                lost: true,
-                cancel_requested: false,
-            });
-        }
-        if let Some((stream, entry)) = claim.delivery.split_once('|') {
-            let worker = claim.record.worker.as_deref().unwrap_or("worker");
-            self.stream_query(
-                redis::cmd("XCLAIM")
-                    .arg(stream)
-                    .arg(GROUP)
-                    .arg(worker)
-                    .arg(0)
-                    .arg(entry)
-                    .arg("JUSTID"),
-            )
-            .await?;
-        }
-        Ok(Heartbeat {
-            lost: false,
-            cancel_requested: fields.cancel,
-        })
+        Err(self.busy(&claim.job_id))
     }
 
     async fn begin_finish(&self, claim: &Claim) -> Result<bool, JobError> {
-        let mut con = self.con.clone();
-        let won: i64 = self
-            .begin_finish
-            .key(self.job_key(&claim.job_id))
-            .arg(&claim.token)
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| JobError::redis(&self.url, e))?;
-        Ok(won == 1)
+        let mut invocation = self.begin_finish.key(self.job_key(&claim.job_id));
+        invocation.arg(&claim.token);
+        Ok(self.invoke::<i64>(&invocation).await? == 1)
     }
 
     async fn finish(&self, claim: &Claim, outcome: Outcome) -> Result<Option<JobRecord>, JobError> {
-        let Some(fields) = self.fields(&claim.job_id).await? else {
-            return Ok(None);
-        };
-        if fields.token != claim.token || fields.state != "running" {
-            return Ok(None);
+        for attempt in 0..RACE_RETRIES {
+            pause(attempt).await;
+            let Some(fields) = self.fields(&claim.job_id).await? else {
+                return Ok(None);
+            };
+            if fields.token != claim.token || fields.state != "running" {
+                return Ok(None);
+            }
+            let mut record = self.read_record(&claim.job_id, &fields)?;
+            let result = crate::sqlite::apply_outcome(&mut record, &outcome, now());
+            let mut set = Self::record_fields(&record)?;
+            set.extend([
+                ("token", String::new()),
+                ("lease_until", String::new()),
+                ("finishing", "0".to_string()),
+            ]);
+            if let Some(result) = result {
+                set.push(("result", result));
+            }
+            let retry_set = match record.state {
+                JobState::Queued => RetrySet::Add(record.not_before.unwrap_or_else(now)),
+                _ => RetrySet::Keep,
+            };
+            let change = Change {
+                set,
+                ack: Some(claim.delivery.clone()),
+                retry_set,
+                ..Change::default()
+            };
+            match self.update(&claim.job_id, &fields, true, change).await? {
+                Cas::Done { .. } => return Ok(Some(record)),
+                Cas::Lost => return Ok(None),
+                Cas::Raced => continue,
+            }
         }
-        let mut record = self.read_record(&claim.job_id, &fields)?;
-        let result = crate::sqlite::apply_outcome(&mut record, &outcome, now());
-        let mut set = Self::record_fields(&record)?;
-        set.extend([
-            ("token", String::new()),
-            ("lease_until", String::new()),
-            ("finishing", "0".to_string()),
-        ]);
-        if let Some(result) = result {
-            set.push(("result", result));
-        }
-        if !self
-            .cas(&claim.job_id, &claim.token, "running", &set)
-            .await?
-        {
-            return Ok(None);
-        }
-        self.ack(&claim.delivery).await?;
-        if record.state == JobState::Queued {
-            self.query::<Value>(
-                redis::cmd("ZADD")
-                    .arg(format!("{}:delayed", self.prefix))
-                    .arg(record.not_before.unwrap_or_else(now))
-                    .arg(&claim.job_id),
-            )
-            .await?;
-        }
-        Ok(Some(record))
+        Err(self.busy(&claim.job_id))
     }
 
     async fn release(&self, claim: &Claim) -> Result<(), JobError> {
-        let Some(fields) = self.fields(&claim.job_id).await? else {
-            return Ok(());
-        };
-        if fields.token != claim.token || fields.state != "running" {
-            return Ok(());
+        for attempt in 0..RACE_RETRIES {
+            pause(attempt).await;
+            let Some(fields) = self.fields(&claim.job_id).await? else {
+                return Ok(());
+            };
+            if fields.token != claim.token || fields.state != "running" {
+                return Ok(());
+            }
+            let mut record = self.read_record(&claim.job_id, &fields)?;
+            record.state = JobState::Queued;
+            record.attempts = record.attempts.saturating_sub(1);
+            record.worker = None;
+            let mut set = Self::record_fields(&record)?;
+            set.extend([
+                ("token", String::new()),
+                ("lease_until", String::new()),
+                ("finishing", "0".to_string()),
+            ]);
+            let change = Change {
+                set,
+                ack: Some(claim.delivery.clone()),
+                enqueue: Some(record.priority),
+                ..Change::default()
+            };
+            match self.update(&claim.job_id, &fields, true, change).await? {
+                Cas::Done { .. } | Cas::Lost => return Ok(()),
+                Cas::Raced => continue,
+            }
         }
-        let mut record = self.read_record(&claim.job_id, &fields)?;
-        record.state = JobState::Queued;
-        record.attempts = record.attempts.saturating_sub(1);
-        record.worker = None;
-        let mut set = Self::record_fields(&record)?;
-        set.extend([("token", String::new()), ("finishing", "0".to_string())]);
-        if self
-            .cas(&claim.job_id, &claim.token, "running", &set)
-            .await?
-        {
-            self.ack(&claim.delivery).await?;
-            self.enqueue(&claim.job_id, record.priority).await?;
-        }
-        Ok(())
+        Err(self.busy(&claim.job_id))
     }
 
     async fn get(&self, job_id: &str) -> Result<JobRecord, JobError> {
@@ -792,44 +623,45 @@ impl JobQueue for RedisQueue {
         state: Option<JobState>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobError> {
-        let ids = self.all_ids().await?;
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HGET").arg(self.job_key(id)).arg("record");
-            }
-            let mut con = self.con.clone();
-            let records: Vec<Option<String>> = pipe
-                .query_async(&mut con)
-                .await
-                .map_err(|e| JobError::redis(&self.url, e))?;
-            for (id, text) in chunk.iter().zip(records) {
-                let Some(text) = text else { continue };
-                let record: JobRecord =
-                    serde_json::from_str(&text).map_err(|e| JobError::Corrupt {
-                        job_id: id.clone(),
-                        message: e.to_string(),
-                    })?;
-                if state.is_none_or(|s| s == record.state) {
-                    out.push(record);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-            }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ids = self.ids(state.is_none().then_some(limit)).await?;
+        if let Some(state) = state {
+            let states = self.field_of(&ids, "state").await?;
+            ids = ids
+                .into_iter()
+                .zip(states)
+                .filter(|(_, s)| s.as_deref() == Some(state.as_str()))
+                .map(|(id, _)| id)
+                .take(limit)
+                .collect();
+        }
+        let records = self.field_of(&ids, "record").await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, text) in ids.into_iter().zip(records) {
+            let Some(text) = text else { continue };
+            let record: JobRecord = serde_json::from_str(&text).map_err(|e| JobError::Corrupt {
+                job_id: id,
+                message: e.to_string(),
+            })?;
+            out.push(record);
         }
         Ok(out)
     }
 
     async fn cancel(&self, job_id: &str) -> Result<JobRecord, JobError> {
-        for _ in 0..8 {
+        for attempt in 0..RACE_RETRIES {
+            pause(attempt).await;
             let fields = self.require(job_id).await?;
             let mut record = self.read_record(job_id, &fields)?;
+            let mut change = Change::default();
             match record.state {
                 JobState::Queued => {
                     record.state = JobState::Cancelled;
                     record.finished_at = Some(now());
+                    // Its stream entry is acknowledged and skipped when delivered.
+                    change.retry_set = RetrySet::Remove;
                 }
                 JobState::Running => record.cancel_requested = true,
                 state => {
@@ -840,56 +672,49 @@ impl JobQueue for RedisQueue {
                     })
                 }
             }
-            let set = Self::record_fields(&record)?;
-            if self.cas(job_id, &fields.token, &fields.state, &set).await? {
-                if record.state == JobState::Cancelled {
-                    self.query::<Value>(
-                        redis::cmd("ZREM")
-                            .arg(format!("{}:delayed", self.prefix))
-                            .arg(job_id),
-                    )
-                    .await?;
-                }
+            change.set = Self::record_fields(&record)?;
+            if let Cas::Done { .. } = self.update(job_id, &fields, true, change).await? {
                 return Ok(record);
             }
         }
-        Err(JobError::redis(
-            &self.url,
-            format!("Job `{job_id}` kept changing; try again"),
-        ))
+        Err(self.busy(job_id))
     }
 
     async fn retry(&self, job_id: &str) -> Result<JobRecord, JobError> {
-        let fields = self.require(job_id).await?;
-        let mut record = self.read_record(job_id, &fields)?;
-        match record.state {
-            JobState::Failed | JobState::Dead | JobState::Cancelled | JobState::TimedOut => {
-                record.state = JobState::Queued;
-                record.attempts = 0;
-                record.finished_at = None;
-                record.cancel_requested = false;
-                record.not_before = None;
+        for attempt in 0..RACE_RETRIES {
+            pause(attempt).await;
+            let fields = self.require(job_id).await?;
+            let mut record = self.read_record(job_id, &fields)?;
+            match record.state {
+                JobState::Failed | JobState::Dead | JobState::Cancelled | JobState::TimedOut => {
+                    record.state = JobState::Queued;
+                    record.attempts = 0;
+                    record.finished_at = None;
+                    record.cancel_requested = false;
+                    record.not_before = None;
+                }
+                state => {
+                    return Err(JobError::WrongState {
+                        job_id: job_id.to_string(),
+                        state: state.to_string(),
+                        message: "only a failed, dead, cancelled or timed-out job can be retried"
+                            .into(),
+                    })
+                }
             }
-            state => {
-                return Err(JobError::WrongState {
-                    job_id: job_id.to_string(),
-                    state: state.to_string(),
-                    message: "only a failed, dead, cancelled or timed-out job can be retried"
-                        .into(),
-                })
+            let mut set = Self::record_fields(&record)?;
+            set.extend([("token", String::new()), ("finishing", "0".to_string())]);
+            let change = Change {
+                set,
+                enqueue: Some(record.priority),
+                retry_set: RetrySet::Remove,
+                ..Change::default()
+            };
+            if let Cas::Done { .. } = self.update(job_id, &fields, true, change).await? {
+                return Ok(record);
             }
         }
-        let mut set = Self::record_fields(&record)?;
-        set.push(("token", String::new()));
-        if !self.cas(job_id, &fields.token, &fields.state, &set).await? {
-            return Err(JobError::WrongState {
-                job_id: job_id.to_string(),
-                state: fields.state,
-                message: "it changed while being retried; try again".into(),
-            });
-        }
-        self.enqueue(job_id, record.priority).await?;
-        Ok(record)
+        Err(self.busy(job_id))
     }
 
     async fn save_checkpoint(&self, job_id: &str, key: &str, value: &str) -> Result<(), JobError> {
@@ -912,24 +737,13 @@ impl JobQueue for RedisQueue {
 
     async fn push_event(&self, job_id: &str, event: &serde_json::Value) -> Result<(), JobError> {
         let key = self.job_key(job_id);
-        let n: i64 = self
-            .query(redis::cmd("INCR").arg(format!("{key}:evn")))
-            .await?;
-        let line = serde_json::json!({"n": n, "event": event}).to_string();
-        let mut pipe = redis::pipe();
-        pipe.cmd("RPUSH")
-            .arg(format!("{key}:events"))
-            .arg(line)
-            .ignore();
-        pipe.cmd("LTRIM")
-            .arg(format!("{key}:events"))
-            .arg(-MAX_EVENTS)
-            .arg(-1)
-            .ignore();
-        let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con)
-            .await
-            .map_err(|e| JobError::redis(&self.url, e))
+        let mut invocation = self.push_event.key(format!("{key}:events"));
+        invocation
+            .key(format!("{key}:evn"))
+            .arg(event.to_string())
+            .arg(MAX_EVENTS);
+        self.invoke::<i64>(&invocation).await?;
+        Ok(())
     }
 
     async fn events(
@@ -938,14 +752,17 @@ impl JobQueue for RedisQueue {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, serde_json::Value)>, JobError> {
-        let lines: Vec<String> = self
-            .query(
-                redis::cmd("LRANGE")
-                    .arg(format!("{}:events", self.job_key(job_id)))
-                    .arg(0)
-                    .arg(-1),
-            )
-            .await?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self
+            .read_events
+            .key(format!("{}:events", self.job_key(job_id)));
+        // Lua numbers are doubles: keep the numbers exact and the counts small.
+        invocation
+            .arg(after.min(1 << 52))
+            .arg(limit.min(MAX_EVENTS));
+        let lines: Vec<String> = self.invoke(&invocation).await?;
         Ok(lines
             .iter()
             .filter_map(|line| {
@@ -959,44 +776,13 @@ impl JobQueue for RedisQueue {
     }
 
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>, JobError> {
-        let ids = self.all_ids().await?;
+        let ids = self.ids(None).await?;
         let mut out = BTreeMap::new();
-        for chunk in ids.chunks(500) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HGET").arg(self.job_key(id)).arg("state");
-            }
-            let mut con = self.con.clone();
-            let states: Vec<Option<String>> = pipe
-                .query_async(&mut con)
-                .await
-                .map_err(|e| JobError::redis(&self.url, e))?;
-            for state in states.into_iter().flatten() {
-                if let Ok(state) = state.parse::<JobState>() {
-                    *out.entry(state).or_insert(0) += 1;
-                }
+        for state in self.field_of(&ids, "state").await?.into_iter().flatten() {
+            if let Ok(state) = state.parse::<JobState>() {
+                *out.entry(state).or_insert(0) += 1;
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_taken_out_of_messages() {
-        assert_eq!(
-            redact_message(
-                "auth failed for redis://:s3cret@h:1",
-                "redis://:s3cret@h:1/0"
-            ),
-            "auth failed for redis://:***@h:1"
-        );
-        assert_eq!(
-            redact_message("no password", "redis://h:1/0"),
-            "no password"
-        );
     }
 }
