@@ -1,10 +1,13 @@
 //! The job queue's own cost: `N` empty jobs through a queue, submitted by one task while `W`
 //! claimers take them and record an empty result at once. Prints submit-to-start latency
-//! (p50/p99, from the job's `created_at` to its claim) and throughput, as JSON on stdout.
+//! (p50/p99, from the job's `created_at` to its claim) and throughput, as JSON on stdout. With a
+//! rate (jobs per second, 4th argument) submissions are paced, so the latency is the queue's own
+//! and not the backlog of a submitter faster than the claimers.
 //!
 //! ```sh
 //! cargo run --release -p promptopt-bench --example queue_overhead -- sqlite:/tmp/q.sqlite 10000 4
 //! cargo run --release -p promptopt-bench --example queue_overhead -- redis://127.0.0.1:6379/0 10000 4
+//! cargo run --release -p promptopt-bench --example queue_overhead -- sqlite:/tmp/q.sqlite 5000 4 500
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -50,7 +53,12 @@ async fn claimer(queue: SharedQueue, name: String, total: usize, done: Arc<std::
     Ok(latencies)
 }
 
-async fn run(url: &str, jobs: usize, claimers: usize) -> Result<serde_json::Value, String> {
+async fn run(
+    url: &str,
+    jobs: usize,
+    claimers: usize,
+    rate: Option<f64>,
+) -> Result<serde_json::Value, String> {
     let home = std::env::temp_dir();
     let queue = open_queue(Some(url), &home)
         .await
@@ -68,7 +76,13 @@ async fn run(url: &str, jobs: usize, claimers: usize) -> Result<serde_json::Valu
     }
     let spec = JobSpec::new(serde_json::json!({"name": "empty"}));
     let submit_started = Instant::now();
-    for _ in 0..jobs {
+    for i in 0..jobs {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(submit_started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         queue.submit(&spec).await.map_err(|e| e.to_string())?;
     }
     let submit_seconds = submit_started.elapsed().as_secs_f64();
@@ -82,6 +96,7 @@ async fn run(url: &str, jobs: usize, claimers: usize) -> Result<serde_json::Valu
         "queue": queue.url(),
         "jobs": jobs,
         "claimers": claimers,
+        "rate": rate,
         "submit_per_s": jobs as f64 / submit_seconds,
         "jobs_per_s": jobs as f64 / total_seconds,
         "latency_p50_ms": percentile(&latencies, 50.0) * 1000.0,
@@ -95,6 +110,7 @@ fn main() -> ExitCode {
     let url = args.first().cloned().unwrap_or_else(|| "sqlite:/tmp/promptopt-queue-bench.sqlite".into());
     let jobs = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let claimers = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(4);
+    let rate = args.get(3).and_then(|n| n.parse().ok());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -102,7 +118,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&url, jobs, claimers)) {
+    match runtime.block_on(run(&url, jobs, claimers, rate)) {
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS

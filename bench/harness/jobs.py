@@ -21,6 +21,9 @@ from .procs import Server
 
 RELEASE = paths.REPO / "target" / "release"
 RESULTS = paths.REPO / "bench" / "results" / "jobs.json"
+# Submissions per second of the paced run: below both queues' throughput, so its latency is the
+# queue's own.
+PACED_RATE = 500.0
 
 
 def build() -> None:
@@ -47,9 +50,11 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def queue_overhead(url: str, jobs: int, claimers: int) -> dict:
-    out = subprocess.run([str(RELEASE / "examples" / "queue_overhead"), url, str(jobs), str(claimers)],
-                         check=True, capture_output=True, text=True)
+def queue_overhead(url: str, jobs: int, claimers: int, rate: float | None = None) -> dict:
+    argv = [str(RELEASE / "examples" / "queue_overhead"), url, str(jobs), str(claimers)]
+    if rate:
+        argv.append(str(rate))
+    out = subprocess.run(argv, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -179,12 +184,14 @@ def kill_recovery(fake: Server, examples: int, candidates: int, kill_after_trial
 
 
 def tables(results: dict) -> str:
-    lines = ["| queue | jobs | claimers | submit (jobs/s) | throughput (jobs/s) | submit-to-start p50 (ms) | p99 (ms) |",
-             "|:---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| queue | jobs | claimers | submissions | submit (jobs/s) | throughput (jobs/s) "
+             "| submit-to-start p50 (ms) | p99 (ms) |",
+             "|:---|---:|---:|:---|---:|---:|---:|---:|"]
     for r in results["queue_overhead"]:
         kind = "Redis" if r["queue"].startswith("redis") else "embedded (SQLite)"
-        lines.append(f"| {kind} | {r['jobs']:,} | {r['claimers']} | {r['submit_per_s']:,.0f} | {r['jobs_per_s']:,.0f} "
-                     f"| {r['latency_p50_ms']:,.1f} | {r['latency_p99_ms']:,.1f} |")
+        paced = f"paced, {r['rate']:,.0f}/s" if r.get("rate") else "all at once"
+        lines.append(f"| {kind} | {r['jobs']:,} | {r['claimers']} | {paced} | {r['submit_per_s']:,.0f} "
+                     f"| {r['jobs_per_s']:,.0f} | {r['latency_p50_ms']:,.1f} | {r['latency_p99_ms']:,.1f} |")
     lines += ["", "| queue | worker processes | jobs | wall (s) | jobs/s | of linear |", "|:---|---:|---:|---:|---:|---:|"]
     for queue, rows in results["scale_out"].items():
         for r in rows:
@@ -206,11 +213,12 @@ def run(jobs: int = 10_000, claimers: int = 4, workers: tuple[int, ...] = (1, 2,
                      "queue_overhead": [], "scale_out": {}, "kill": []}
     redis = Redis() if shutil.which("redis-server") else None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            results["queue_overhead"].append(queue_overhead(f"sqlite:{tmp}/q.sqlite", jobs, claimers))
-        if redis:
-            redis.flush()
-            results["queue_overhead"].append(queue_overhead(redis.url, jobs, claimers))
+        for rate in (None, PACED_RATE):
+            with tempfile.TemporaryDirectory() as tmp:
+                results["queue_overhead"].append(queue_overhead(f"sqlite:{tmp}/q.sqlite", jobs, claimers, rate))
+            if redis:
+                redis.flush()
+                results["queue_overhead"].append(queue_overhead(redis.url, jobs, claimers, rate))
         with Server([RELEASE / "fake-openai", "--port", "0", "--threads", "2", "--delay-ms", str(delay_ms)]) as fake:
             results["scale_out"]["embedded"] = scale_out(fake, list(workers), scale_jobs, 8, 3, None)
             if redis:
