@@ -25,7 +25,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn claimer(queue: SharedQueue, name: String, total: usize, done: Arc<std::sync::atomic::AtomicUsize>) -> Result<Vec<f64>, String> {
+async fn claimer(
+    queue: SharedQueue,
+    name: String,
+    total: usize,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<Vec<f64>, String> {
     use std::sync::atomic::Ordering;
     let mut latencies = Vec::new();
     let lease = Duration::from_secs(60);
@@ -107,11 +112,17 @@ async fn run(
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args.first().cloned().unwrap_or_else(|| "sqlite:/tmp/promptopt-queue-bench.sqlite".into());
+    let url = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "sqlite:/tmp/promptopt-queue-bench.sqlite".into());
     let jobs = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let claimers = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(4);
     let rate = args.get(3).and_then(|n| n.parse().ok());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::metrics::{self, CommandMetric};
 use promptopt_core::{
-    Dataset, EvalMemo, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings, Runtime,
-    Strategy, Trace,
+    Dataset, EvalMemo, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings,
+    Runtime, Strategy, Trace,
 };
 use promptopt_lm::{Role, SharedLm};
 use promptopt_registry::{ModelArtifact, ModelSettings, Provenance, Registry, VersionSpec};
@@ -618,7 +618,9 @@ impl Pipeline {
                 let saved = self.registry.save(artifact, VersionSpec::NextPatch)?;
                 Some(saved.id())
             } else {
-                warnings.push("The model was not saved: another attempt of this job finished it".into());
+                warnings.push(
+                    "The model was not saved: another attempt of this job finished it".into(),
+                );
                 None
             }
         } else {
