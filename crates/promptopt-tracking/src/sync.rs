@@ -99,12 +99,12 @@ pub async fn sync_run(
     let mut metrics: Vec<MetricPoint> = Vec::new();
     for key in run.metrics.keys() {
         // MLflow keeps one copy of identical values, so identical local values count once.
-        let mut have: HashSet<(i64, i64, u64)> = if target.metrics.contains_key(key) {
+        let mut have: HashSet<(i64, i64, String)> = if target.metrics.contains_key(key) {
             remote
                 .metric_history(&target.info.run_id, key)
                 .await?
                 .into_iter()
-                .map(|p| (p.step, p.timestamp, p.value.to_bits()))
+                .map(|p| (p.step, p.timestamp, same_value(p.value)))
                 .collect()
         } else {
             HashSet::new()
@@ -114,7 +114,7 @@ pub async fn sync_run(
                 .metric_history(local_run_id, key)
                 .await?
                 .into_iter()
-                .filter(|p| have.insert((p.step, p.timestamp, p.value.to_bits()))),
+                .filter(|p| have.insert((p.step, p.timestamp, same_value(p.value)))),
         );
     }
     report.params = params.len();
@@ -224,4 +224,24 @@ pub async fn mirror_alias(
     };
     store.set_model_alias(name, alias, &v.version).await?;
     Ok(true)
+}
+
+/// A metric value as sync compares it: 12 significant digits, so that a value read back through
+/// JSON one unit in the last place off (a float's decimal text is not always parsed back to the
+/// same bits) still counts as the same.
+fn same_value(value: f64) -> String {
+    format!("{value:.11e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_value;
+
+    #[test]
+    fn values_one_ulp_apart_are_the_same_and_others_differ() {
+        let v = 0.123_456_789_012_345_f64;
+        let next = f64::from_bits(v.to_bits() + 1);
+        assert_eq!(same_value(v), same_value(next));
+        assert_ne!(same_value(0.5), same_value(0.500_001));
+    }
 }
