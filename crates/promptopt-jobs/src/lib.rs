@@ -37,6 +37,7 @@ mod job;
 mod queue;
 mod redis;
 mod sqlite;
+mod transition;
 mod worker;
 
 pub use error::JobError;

@@ -525,7 +525,7 @@ impl JobQueue for RedisQueue {
                 return Ok(None);
             }
             let mut record = self.read_record(&claim.job_id, &fields)?;
-            let result = crate::sqlite::apply_outcome(&mut record, &outcome, now());
+            let result = record.apply(&outcome, now());
             let mut set = Self::record_fields(&record)?;
             set.extend([
                 ("token", String::new()),
@@ -656,21 +656,10 @@ impl JobQueue for RedisQueue {
             let fields = self.require(job_id).await?;
             let mut record = self.read_record(job_id, &fields)?;
             let mut change = Change::default();
-            match record.state {
-                JobState::Queued => {
-                    record.state = JobState::Cancelled;
-                    record.finished_at = Some(now());
-                    // Its stream entry is acknowledged and skipped when delivered.
-                    change.retry_set = RetrySet::Remove;
-                }
-                JobState::Running => record.cancel_requested = true,
-                state => {
-                    return Err(JobError::WrongState {
-                        job_id: job_id.to_string(),
-                        state: state.to_string(),
-                        message: "only a queued or running job can be cancelled".into(),
-                    })
-                }
+            record.cancel(now())?;
+            if record.state == JobState::Cancelled {
+                // Its stream entry is acknowledged and skipped when delivered.
+                change.retry_set = RetrySet::Remove;
             }
             change.set = Self::record_fields(&record)?;
             if let Cas::Done { .. } = self.update(job_id, &fields, true, change).await? {
@@ -685,23 +674,7 @@ impl JobQueue for RedisQueue {
             pause(attempt).await;
             let fields = self.require(job_id).await?;
             let mut record = self.read_record(job_id, &fields)?;
-            match record.state {
-                JobState::Failed | JobState::Dead | JobState::Cancelled | JobState::TimedOut => {
-                    record.state = JobState::Queued;
-                    record.attempts = 0;
-                    record.finished_at = None;
-                    record.cancel_requested = false;
-                    record.not_before = None;
-                }
-                state => {
-                    return Err(JobError::WrongState {
-                        job_id: job_id.to_string(),
-                        state: state.to_string(),
-                        message: "only a failed, dead, cancelled or timed-out job can be retried"
-                            .into(),
-                    })
-                }
-            }
+            record.reset_for_retry()?;
             let mut set = Self::record_fields(&record)?;
             set.extend([("token", String::new()), ("finishing", "0".to_string())]);
             let change = Change {

@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::transition::{new_lease_token, unreadable};
 use crate::{
-    backoff, new_job_id, now, Claim, Heartbeat, JobError, JobQueue, JobRecord, JobSpec, JobState,
-    Outcome, Priority, Progress,
+    new_job_id, now, Claim, Heartbeat, JobError, JobQueue, JobRecord, JobSpec, JobState, Outcome,
+    Priority, Progress,
 };
 
 const SCHEMA: &str = "
@@ -191,16 +192,12 @@ fn bury(tx: &rusqlite::Transaction<'_>, job_id: &str, reason: &str) -> Result<()
         params![job_id],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let spec = JobSpec::new(serde_json::json!({}));
-    let mut record = JobRecord::new(job_id.to_string(), &spec, created_at);
-    record.priority = match priority {
+    let priority = match priority {
         0 => Priority::High,
         2 => Priority::Low,
         _ => Priority::Normal,
     };
-    record.state = JobState::Dead;
-    record.finished_at = Some(now());
-    record.error = Some(format!("The job's record does not parse: {reason}"));
+    let record = unreadable(job_id, priority, created_at, reason, now());
     store(tx, &record)?;
     tx.execute(
         "UPDATE jobs SET token = NULL, lease_until = NULL WHERE job_id = ?1",
@@ -279,15 +276,7 @@ fn claim_in(
                     continue;
                 }
             };
-            if reclaimed && record.attempts >= record.max_attempts {
-                record.state = JobState::Dead;
-                record.finished_at = Some(t);
-                record.error = Some(format!(
-                    "The worker running it (`{}`) stopped responding, on attempt {} of {}",
-                    record.worker.as_deref().unwrap_or("?"),
-                    record.attempts,
-                    record.max_attempts
-                ));
+            if !record.begin_attempt(worker, reclaimed, t) {
                 store(&tx, &record)?;
                 tx.execute(
                     "UPDATE jobs SET token = NULL, lease_until = NULL WHERE job_id = ?1",
@@ -295,19 +284,7 @@ fn claim_in(
                 )?;
                 continue;
             }
-            if reclaimed {
-                record.error = Some(format!(
-                    "The worker `{}` stopped responding; attempt {} takes over",
-                    record.worker.as_deref().unwrap_or("?"),
-                    record.attempts + 1
-                ));
-            }
-            record.state = JobState::Running;
-            record.attempts += 1;
-            record.worker = Some(worker.to_string());
-            record.started_at = Some(t);
-            record.not_before = None;
-            let token = new_job_id().replacen("job-", "lease-", 1);
+            let token = new_lease_token();
             store(&tx, &record)?;
             tx.execute(
                 "UPDATE jobs SET token = ?2, lease_until = ?3, finishing = 0 WHERE job_id = ?1",
@@ -343,61 +320,6 @@ fn held(tx: &rusqlite::Transaction<'_>, claim: &Claim) -> Result<Option<JobRecor
         }
         _ => Ok(None),
     }
-}
-
-/// Applies how an attempt ended to its record; returns the result to store, as JSON text.
-pub(crate) fn apply_outcome(record: &mut JobRecord, outcome: &Outcome, t: f64) -> Option<String> {
-    let mut result = None;
-    match outcome {
-        Outcome::Succeeded {
-            result: r,
-            model_id,
-        }
-        | Outcome::TimedOut {
-            result: r,
-            model_id,
-        } => {
-            record.state = if matches!(outcome, Outcome::Succeeded { .. }) {
-                JobState::Succeeded
-            } else {
-                JobState::TimedOut
-            };
-            record.model_id = model_id.clone();
-            record.optimization_id = r
-                .get("optimization_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            if record.state == JobState::Succeeded {
-                record.error = None;
-            }
-            result = Some(r.to_string());
-        }
-        Outcome::Cancelled { result: r } => {
-            record.state = JobState::Cancelled;
-            if let Some(r) = r {
-                record.optimization_id = r
-                    .get("optimization_id")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string);
-                result = Some(r.to_string());
-            }
-        }
-        Outcome::Failed { error, transient } => {
-            record.error = Some(error.clone());
-            if !*transient {
-                record.state = JobState::Failed;
-            } else if record.attempts >= record.max_attempts {
-                record.state = JobState::Dead;
-            } else {
-                record.state = JobState::Queued;
-                record.not_before = Some(t + backoff(record.attempts).as_secs_f64());
-            }
-        }
-    }
-    if record.state.is_final() {
-        record.finished_at = Some(t);
-    }
-    result
 }
 
 #[async_trait]
@@ -493,7 +415,7 @@ impl JobQueue for SqliteQueue {
             let Some(mut record) = held(&tx, &claim)? else {
                 return Ok(None);
             };
-            let result = apply_outcome(&mut record, &outcome, now());
+            let result = record.apply(&outcome, now());
             store(&tx, &record)?;
             tx.execute(
                 "UPDATE jobs SET token = NULL, lease_until = NULL, finishing = 0,
@@ -604,21 +526,7 @@ impl JobQueue for SqliteQueue {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut record = load(&tx, &job_id)?;
-            match record.state {
-                JobState::Queued => {
-                    record.state = JobState::Cancelled;
-                    record.finished_at = Some(now());
-                }
-                JobState::Running => record.cancel_requested = true,
-                state => {
-                    return Err(JobError::WrongState {
-                        job_id,
-                        state: state.to_string(),
-                        message: "only a queued or running job can be cancelled".into(),
-                    }
-                    .into())
-                }
-            }
+            record.cancel(now())?;
             store(&tx, &record)?;
             tx.commit()?;
             Ok(record)
@@ -631,24 +539,7 @@ impl JobQueue for SqliteQueue {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut record = load(&tx, &job_id)?;
-            match record.state {
-                JobState::Failed | JobState::Dead | JobState::Cancelled | JobState::TimedOut => {
-                    record.state = JobState::Queued;
-                    record.attempts = 0;
-                    record.finished_at = None;
-                    record.cancel_requested = false;
-                    record.not_before = None;
-                }
-                state => {
-                    return Err(JobError::WrongState {
-                        job_id,
-                        state: state.to_string(),
-                        message: "only a failed, dead, cancelled or timed-out job can be retried"
-                            .into(),
-                    }
-                    .into())
-                }
-            }
+            record.reset_for_retry()?;
             store(&tx, &record)?;
             tx.commit()?;
             Ok(record)

@@ -7,7 +7,8 @@ use redis::Value;
 
 use super::scripts::{array, entries};
 use super::{Cas, Change, Fields, RedisQueue, RetrySet, GROUP, STALE_BATCH};
-use crate::{new_job_id, now, Claim, JobError, JobRecord, JobSpec, JobState, Priority};
+use crate::transition::{new_lease_token, unreadable};
+use crate::{now, Claim, JobError, JobRecord, JobSpec, Priority};
 
 impl RedisQueue {
     /// A queued job delivered before its backoff passed: back to the retry set (unless it is
@@ -36,19 +37,12 @@ impl RedisQueue {
             .query(redis::cmd("ZSCORE").arg(self.key("jobs")).arg(id))
             .await?;
         let t = now();
-        let mut record = JobRecord::new(
-            id.to_string(),
-            &JobSpec::new(serde_json::json!({})),
-            created.unwrap_or(t),
-        );
-        record.priority = seen
+        let priority = seen
             .priority
             .as_deref()
             .and_then(|p| p.parse().ok())
             .unwrap_or_default();
-        record.state = JobState::Dead;
-        record.finished_at = Some(t);
-        record.error = Some(format!("The job's record does not parse: {reason}"));
+        let record = unreadable(id, priority, created.unwrap_or(t), reason, t);
         let mut set = Self::record_fields(&record)?;
         set.push(("token", String::new()));
         let change = Change {
@@ -120,15 +114,7 @@ impl RedisQueue {
             self.defer(&id, due, &delivery).await?;
             return Ok(None);
         }
-        if reclaim && record.attempts >= record.max_attempts {
-            record.state = JobState::Dead;
-            record.finished_at = Some(t);
-            record.error = Some(format!(
-                "The worker running it (`{}`) stopped responding, on attempt {} of {}",
-                record.worker.as_deref().unwrap_or("?"),
-                record.attempts,
-                record.max_attempts
-            ));
+        if !record.begin_attempt(worker, reclaim, t) {
             let mut set = Self::record_fields(&record)?;
             set.extend([("token", String::new()), ("lease_until", String::new())]);
             let change = Change {
@@ -139,19 +125,7 @@ impl RedisQueue {
             self.update(&id, &fields, true, change).await?;
             return Ok(None);
         }
-        if reclaim {
-            record.error = Some(format!(
-                "The worker `{}` stopped responding; attempt {} takes over",
-                record.worker.as_deref().unwrap_or("?"),
-                record.attempts + 1
-            ));
-        }
-        record.state = JobState::Running;
-        record.attempts += 1;
-        record.worker = Some(worker.to_string());
-        record.started_at = Some(t);
-        record.not_before = None;
-        let token = new_job_id().replacen("job-", "lease-", 1);
+        let token = new_lease_token();
         let mut set = Self::record_fields(&record)?;
         set.extend([
             ("token", token.clone()),
