@@ -236,27 +236,6 @@ pub(crate) async fn build_lm(
     }
 }
 
-/// Every model name a saved program may call: its default model, stage models, state models.
-pub(crate) fn models_of(artifact: &ModelArtifact) -> Vec<String> {
-    let mut models = vec![artifact.model.model.clone()];
-    let stages = artifact
-        .program
-        .stages()
-        .iter()
-        .filter_map(|s| s.model.clone());
-    let states = artifact
-        .state
-        .predictors
-        .values()
-        .filter_map(|p| p.model.clone());
-    for model in stages.chain(states) {
-        if !models.contains(&model) {
-            models.push(model);
-        }
-    }
-    models
-}
-
 /// A program with its state, as `evaluate --save-program` writes it and `predict --state` reads
 /// it. Files with a bare `signature` instead of a `program` (a single predictor) still load.
 #[derive(Debug, Clone, Serialize, Deserialize)]

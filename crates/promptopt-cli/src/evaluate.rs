@@ -14,7 +14,7 @@ use promptopt_core::{
 use promptopt_registry::Registry;
 use serde_json::json;
 
-use crate::common::{models_of, print_stdout, Exit, LmArgs, ProgramFile, StrategyArg};
+use crate::common::{print_stdout, Exit, LmArgs, ProgramFile, StrategyArg};
 
 /// Score a prompt on a dataset.
 #[derive(Debug, clap::Args)]
@@ -114,7 +114,7 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
     let metric = metrics::by_name(&metric_name, &output_key).map_err(data_error)?;
     let (program, state, models) = match saved {
         Some(artifact) => {
-            let models = models_of(&artifact);
+            let models = artifact.models();
             (artifact.program, artifact.state, models)
         }
         None => {

@@ -112,17 +112,8 @@ fn job_spec(
     let mut request = OptimizationRequest::from_path(path)?;
     request.name = Some(default_name(name, path, &request));
     request.validate(Some(path))?;
-    request
-        .inline_data()
-        .with_context(|| format!("Reading the datasets of `{}`", path.display()))?;
-    let mut spec = JobSpec::new(serde_json::to_value(&request)?);
-    spec.priority = priority.parse()?;
-    spec.timeout_seconds = timeout
-        .map(parse_duration)
-        .transpose()?
-        .map(|d| d.as_secs_f64());
-    spec.max_attempts = max_attempts;
-    spec.validate()?;
+    let spec = JobSpec::for_request(request.clone(), priority, timeout, max_attempts)
+        .with_context(|| format!("Cannot queue `{}`", path.display()))?;
     Ok((spec, request))
 }
 

@@ -9,7 +9,7 @@ use promptopt_optimize::{OptimizeError, Pipeline};
 use promptopt_registry::Registry;
 use serde_json::{json, Value};
 
-use crate::common::{build_lm, models_of, print_stdout, Exit, LmArgs, ProgramFile};
+use crate::common::{build_lm, print_stdout, Exit, LmArgs, ProgramFile};
 
 /// Run a program on one input.
 #[derive(Debug, clap::Args)]
@@ -94,7 +94,7 @@ async fn run_saved(
         artifact.model.max_tokens = args.lm.max_tokens;
     }
     args.lm.model.clone_from(&artifact.model.model);
-    let lm = build_lm(&models_of(&artifact), 1, args.lm.no_cache)
+    let lm = build_lm(&artifact.models(), 1, args.lm.no_cache)
         .await
         .map_err(Exit::failed)?;
     let pipeline = Pipeline::new(lm, registry);

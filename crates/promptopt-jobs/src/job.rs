@@ -13,6 +13,7 @@ use crate::JobError;
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Taken first.
@@ -82,6 +83,7 @@ impl FromStr for Priority {
 /// Where a job is in its life: `queued → running → succeeded | failed | cancelled | timed_out`,
 /// and `dead` once its last attempt failed (or its record could not be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a worker (also between attempts, until `next_attempt_at`).
@@ -197,6 +199,31 @@ impl JobSpec {
         }
     }
 
+    /// A job for a validated `request`: its datasets read into it (so any worker can run it),
+    /// with `priority` (`high`, `normal`, `low`), an optional `timeout` (`90s`, `30m`, `2h`) and
+    /// `max_attempts`. The request's `name` names the job.
+    pub fn for_request(
+        mut request: promptopt_optimize::OptimizationRequest,
+        priority: &str,
+        timeout: Option<&str>,
+        max_attempts: u32,
+    ) -> Result<Self, JobError> {
+        request.inline_data()?;
+        let value = serde_json::to_value(&request).map_err(|e| JobError::Invalid {
+            field: "request".into(),
+            message: e.to_string(),
+        })?;
+        let mut spec = Self::new(value);
+        spec.priority = priority.parse()?;
+        spec.timeout_seconds = timeout
+            .map(parse_duration)
+            .transpose()?
+            .map(|d| d.as_secs_f64());
+        spec.max_attempts = max_attempts;
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Checks the settings (not the request, which the submitter validates).
     pub fn validate(&self) -> Result<(), JobError> {
         if self.max_attempts == 0 {
@@ -270,6 +297,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, JobError> {
 
 /// Where a running job is, fed from its event stream (throttled).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Progress {
     /// The pipeline stage (`load`, `baseline`, `optimize`, `validate`, `test`, `save`).
     pub stage: String,
@@ -289,6 +317,7 @@ pub struct Progress {
 
 /// A job as the queue stores and reports it (`promptopt jobs status --json`, `GET /v1/jobs/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// The job's id (`job-` and 16 hex digits).
     pub job_id: String,

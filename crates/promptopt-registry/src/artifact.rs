@@ -133,6 +133,24 @@ impl ModelArtifact {
         format!("{}@{}", self.name, self.version)
     }
 
+    /// Every model name the program may call: its default model, then stage models and models
+    /// in its learned state, each once.
+    pub fn models(&self) -> Vec<String> {
+        let mut models = vec![self.model.model.clone()];
+        let stages = self.program.stages().iter().filter_map(|s| s.model.clone());
+        let states = self
+            .state
+            .predictors
+            .values()
+            .filter_map(|p| p.model.clone());
+        for model in stages.chain(states) {
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+        models
+    }
+
     /// The metric the model was optimized for, when recorded.
     pub fn metric_name(&self) -> Option<&str> {
         self.metrics.get("metric").and_then(Value::as_str)

@@ -1,0 +1,118 @@
+//! The server's settings: `promptopt serve --config serve.yaml` and its defaults.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::TokenSpec;
+use crate::error::ServerError;
+
+/// What `serve.yaml` holds. Every key is optional.
+///
+/// ```yaml
+/// bind: 127.0.0.1:8000
+/// tokens:
+///   - {token: "dev-token"}                                  # every scope
+///   - {sha256: "9f86d08...", scopes: [predict]}             # stored hashed
+/// max_body_bytes: 16777216
+/// request_timeout_seconds: 120
+/// max_concurrent_requests: 256
+/// trusted_requests: false
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where to listen (`--bind` wins).
+    pub bind: Option<String>,
+    /// Accepted tokens, besides `PROMPTOPT_API_TOKENS`.
+    pub tokens: Vec<TokenSpec>,
+    /// The largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// How long one request may take before it is answered 504 (event streams excepted).
+    pub request_timeout_seconds: f64,
+    /// Requests handled at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Instances in one batch prediction.
+    pub max_batch: usize,
+    /// Accept optimization requests that name files on the server (dataset paths), custom metric
+    /// commands or a tracking URI. Off by default: over HTTP a request is data only.
+    pub trusted_requests: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            tokens: Vec::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_seconds: 120.0,
+            max_concurrent_requests: 256,
+            max_batch: 256,
+            trusted_requests: false,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a YAML (or JSON) configuration file.
+    pub fn from_path(path: &Path) -> Result<Self, ServerError> {
+        let error = |message: String| ServerError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config: Self = serde_yaml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.check().map_err(error)?;
+        Ok(config)
+    }
+
+    /// Checks the values' ranges.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.request_timeout_seconds.is_finite() && self.request_timeout_seconds > 0.0) {
+            return Err("`request_timeout_seconds` must be a positive number".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("`max_concurrent_requests` must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("`max_body_bytes` must be at least 1024".into());
+        }
+        if self.max_batch == 0 {
+            return Err("`max_batch` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_config_file_parses_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "bind: 127.0.0.1:9000\ntokens: [{token: t, scopes: [predict]}]\nmax_batch: 8\n",
+        )
+        .unwrap();
+        let config = ServeConfig::from_path(&path).unwrap();
+        assert_eq!(config.bind.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(config.max_batch, 8);
+        assert_eq!(config.max_concurrent_requests, 256);
+        std::fs::write(&path, "max_batchh: 8\n").unwrap();
+        let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+        assert!(e.contains("unknown field `max_batchh`"), "{e}");
+        std::fs::write(&path, "max_concurrent_requests: 0\n").unwrap();
+        let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+        assert!(e.contains("`max_concurrent_requests`"), "{e}");
+    }
+}
