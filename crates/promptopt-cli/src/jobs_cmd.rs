@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use promptopt_jobs::{
-    open_queue, parse_duration, JobRecord, JobSpec, JobState, Priority, SharedQueue,
+    open_queue, JobRecord, JobSpec, JobState, Priority, SharedQueue,
 };
 use promptopt_optimize::{OptimizationRequest, OptimizationResult};
 use promptopt_registry::default_home;
@@ -234,20 +234,20 @@ async fn follow(queue: &SharedQueue, id: &str) -> anyhow::Result<JobRecord> {
 
 /// A line for the events worth showing while following a job.
 fn event_line(event: &serde_json::Value) -> Option<String> {
-    let (kind, body) = event.as_object()?.iter().next()?;
-    match kind.as_str() {
-        "StageFinished" => Some(format!(
+    let body = event;
+    match event.get("event")?.as_str()? {
+        "stage_finished" => Some(format!(
             "{} finished in {:.1} s",
             body.get("stage")?.as_str()?,
             body.get("seconds")?.as_f64()?
         )),
-        "TrialScored" => Some(format!(
+        "trial_scored" => Some(format!(
             "trial {}: {:.4}, best {:.4}",
             body.get("trial")?,
             body.get("score")?.as_f64()?,
             body.get("best_so_far")?.as_f64()?
         )),
-        "Warning" => Some(format!("warning: {}", body.get("message")?.as_str()?)),
+        "warning" => Some(format!("warning: {}", body.get("message")?.as_str()?)),
         _ => None,
     }
 }
@@ -418,4 +418,34 @@ pub async fn optimize_on_queue(
     }
     let record = follow(&queue, &record.job_id).await?;
     print_result(&queue, &record, args.json, args.output.clone()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promptopt_core::Event;
+
+    #[test]
+    fn stored_events_become_progress_lines() {
+        let line = |event: Event| event_line(&serde_json::to_value(event).unwrap_or_default());
+        assert_eq!(
+            line(Event::StageFinished {
+                stage: "baseline".into(),
+                seconds: 1.25
+            })
+            .as_deref(),
+            Some("baseline finished in 1.2 s")
+        );
+        assert_eq!(
+            line(Event::Warning {
+                message: "slow".into()
+            })
+            .as_deref(),
+            Some("warning: slow")
+        );
+        assert_eq!(
+            event_line(&serde_json::json!({"event": "run_started", "name": "x"})),
+            None
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod models_cmd;
 mod optimize;
 mod predict;
 mod runs_cmd;
+mod serve_cmd;
 #[cfg(feature = "engine")]
 mod serve_lm;
 mod worker_cmd;
@@ -43,6 +44,8 @@ enum Command {
     Jobs(jobs_cmd::JobsArgs),
     /// Run queued optimizations (Redis or the embedded queue) until stopped.
     Worker(worker_cmd::WorkerArgs),
+    /// Serve the HTTP API: optimizations, jobs, models and predictions, behind tokens.
+    Serve(serve_cmd::ServeArgs),
     /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "engine")]
     ServeLm(serve_lm::ServeLmArgs),
@@ -65,8 +68,8 @@ fn init_tracing(verbose: u8) {
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A worker's log is its output: info by default.
-    let verbose = if matches!(cli.command, Command::Worker(_)) {
+    // A worker's and a server's log is their output: info by default.
+    let verbose = if matches!(cli.command, Command::Worker(_) | Command::Serve(_)) {
         cli.verbose.max(1)
     } else {
         cli.verbose
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => runs_cmd::run(args).await,
             Command::Jobs(args) => jobs_cmd::run(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
+            Command::Serve(args) => serve_cmd::run(args).await,
             #[cfg(feature = "engine")]
             Command::ServeLm(args) => serve_lm::run(args).await,
         }

@@ -48,8 +48,8 @@ pub struct WorkerArgs {
 }
 
 /// Builds each job's models with the same stack as `promptopt optimize`.
-struct CliModels {
-    no_cache: bool,
+pub(crate) struct CliModels {
+    pub(crate) no_cache: bool,
 }
 
 #[async_trait]
@@ -94,7 +94,7 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -110,7 +110,7 @@ async fn wait_for_signal() {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -1,0 +1,159 @@
+//! `promptopt serve`: the HTTP API over the queue, the registry and saved models.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use promptopt_jobs::{open_queue, Worker, WorkerConfig};
+use promptopt_lm::SharedLm;
+use promptopt_registry::{default_home, Registry};
+use promptopt_server::{ModelLms, ServeConfig, Server, ServerError, Tokens};
+use tokio::sync::watch;
+
+use crate::common::{build_lm, print_stdout};
+use crate::worker_cmd::{wait_for_signal, CliModels};
+
+/// Serve the HTTP API: optimizations, jobs, models, predictions.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where to listen (default: the configuration's `bind`, else `127.0.0.1:8000`).
+    #[arg(long)]
+    bind: Option<String>,
+    /// A YAML configuration: tokens, body limit, timeout, concurrency limit, batch size.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The job queue (default: `PROMPTOPT_QUEUE`, else the embedded queue).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Run this many workers inside the server, so that submitted optimizations run without a
+    /// separate `promptopt worker`.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Accept requests without a token (only on a loopback address).
+    #[arg(long)]
+    no_auth: bool,
+    /// Do not use the response cache for predictions and in-process workers.
+    #[arg(long)]
+    no_cache: bool,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
+}
+
+/// Predictions use the same model stack as `promptopt predict`.
+struct CliLms {
+    no_cache: bool,
+}
+
+#[async_trait]
+impl ModelLms for CliLms {
+    async fn lm_for(&self, models: &[String]) -> Result<SharedLm, String> {
+        build_lm(models, 8, self.no_cache)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn tokens(args: &ServeArgs, config: &ServeConfig, addr: SocketAddr) -> Result<Tokens, ServerError> {
+    if args.no_auth {
+        if !addr.ip().is_loopback() {
+            return Err(ServerError::NoAuthNotLoopback { addr });
+        }
+        return Ok(Tokens::disabled());
+    }
+    let mut tokens = Tokens::default();
+    if let Ok(list) = std::env::var("PROMPTOPT_API_TOKENS") {
+        tokens.add_list(&list, "`PROMPTOPT_API_TOKENS`")?;
+    }
+    let source = args
+        .config
+        .as_ref()
+        .map_or_else(String::new, |p| format!("`{}`", p.display()));
+    tokens.add_specs(&config.tokens, &source)?;
+    if tokens.is_empty() {
+        return Err(ServerError::NoTokens);
+    }
+    Ok(tokens)
+}
+
+/// Runs `promptopt serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.print_openapi {
+        print_stdout(&promptopt_server::openapi_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = match &args.config {
+        Some(path) => ServeConfig::from_path(path)?,
+        None => ServeConfig::default(),
+    };
+    let bind = args
+        .bind
+        .clone()
+        .or_else(|| config.bind.clone())
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
+    let addr: SocketAddr = tokio::net::lookup_host(&bind)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("`{bind}` is not an address to listen on (e.g. `127.0.0.1:8000`)"))?;
+    let tokens = tokens(&args, &config, addr)?;
+    let home = default_home();
+    let queue = open_queue(args.queue.as_deref(), &home).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..args.workers {
+        let mut worker_config = WorkerConfig::new(format!("serve-{}-{i}", std::process::id()), &home);
+        worker_config.concurrency = 1;
+        let worker = Arc::new(Worker::new(
+            Arc::clone(&queue),
+            Arc::new(CliModels {
+                no_cache: args.no_cache,
+            }),
+            Registry::new(&home),
+            worker_config,
+        ));
+        let rx = stop_rx.clone();
+        workers.push(tokio::spawn(async move { worker.run(rx).await }));
+    }
+    tracing::info!(
+        address = %local, queue = %queue.url(), registry = %home.display(),
+        auth = if tokens.is_disabled() { "off" } else { "bearer tokens" },
+        tokens = tokens.len(), workers = args.workers, "serving"
+    );
+    // The address on stdout, for scripts that start the server on port 0.
+    print_stdout(&format!("promptopt serve: listening on http://{local}"));
+    let server = Server::new(
+        Registry::new(&home),
+        queue,
+        Arc::new(CliLms {
+            no_cache: args.no_cache,
+        }),
+        tokens,
+        config,
+    );
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    server.serve(listener, shutdown).await?;
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "an in-process worker stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "an in-process worker panicked"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
