@@ -98,7 +98,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .with_context(|| format!("`{bind}` is not an address to listen on (e.g. `127.0.0.1:8000`)"))?;
+        .with_context(|| {
+            format!("`{bind}` is not an address to listen on (e.g. `127.0.0.1:8000`)")
+        })?;
     let tokens = tokens(&args, &config, addr)?;
     let home = default_home();
     let queue = open_queue(args.queue.as_deref(), &home).await?;
@@ -112,7 +114,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..args.workers {
-        let mut worker_config = WorkerConfig::new(format!("serve-{}-{i}", std::process::id()), &home);
+        let mut worker_config =
+            WorkerConfig::new(format!("serve-{}-{i}", std::process::id()), &home);
         worker_config.concurrency = 1;
         let worker = Arc::new(Worker::new(
             Arc::clone(&queue),

@@ -1,6 +1,7 @@
 //! Reading request bodies: JSON with errors that name the field, and limits that answer 413.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -90,6 +91,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = bytes_of(req).await?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Path parameters; one that does not decode (bad percent-encoding, not UTF-8) is 404 with a
+/// JSON error.
+#[derive(Debug)]
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::not_found(format!(
+                "No resource at `{}`: {}",
+                parts.uri.path(),
+                rejection.body_text()
+            ))),
+        }
     }
 }
 

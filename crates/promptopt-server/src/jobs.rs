@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Scope;
-use crate::body::{bytes_of, media_type, parse_json};
+use crate::body::{bytes_of, media_type, parse_json, ApiPath};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -222,7 +222,7 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<JobRecord>, ApiError> {
     state.tokens.authorize(&headers, Scope::Optimize)?;
@@ -243,7 +243,7 @@ pub(crate) async fn get_job(
     ))]
 pub(crate) async fn result(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.tokens.authorize(&headers, Scope::Optimize)?;
@@ -278,7 +278,7 @@ pub(crate) async fn result(
     ))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<JobRecord>, ApiError> {
     state.tokens.authorize(&headers, Scope::Optimize)?;
@@ -299,7 +299,7 @@ pub(crate) async fn cancel(
     ))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<JobRecord>, ApiError> {
     state.tokens.authorize(&headers, Scope::Optimize)?;
@@ -410,7 +410,7 @@ impl Follow {
     ))]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.tokens.authorize(&headers, Scope::Optimize)?;

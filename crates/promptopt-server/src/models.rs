@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use promptopt_registry::{check_alias, check_name, ModelRef, ModelSummary, Version};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Scope;
-use crate::body::ApiJson;
+use crate::body::{ApiJson, ApiPath};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -134,7 +134,7 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn get_model(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<ModelInfo>, ApiError> {
     authorize_read(&state, &headers)?;
@@ -171,7 +171,7 @@ pub(crate) async fn get_model(
     ))]
 pub(crate) async fn get_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<ModelVersion>, ApiError> {
     authorize_read(&state, &headers)?;
@@ -214,7 +214,7 @@ pub(crate) async fn get_version(
     ))]
 pub(crate) async fn set_alias(
     State(state): State<AppState>,
-    Path((name, alias)): Path<(String, String)>,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: ApiJson<AliasRequest>,
 ) -> Result<Json<AliasResponse>, ApiError> {
@@ -261,7 +261,7 @@ pub(crate) async fn set_alias(
     ))]
 pub(crate) async fn remove_alias(
     State(state): State<AppState>,
-    Path((name, alias)): Path<(String, String)>,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     state.tokens.authorize(&headers, Scope::Admin)?;
@@ -299,7 +299,7 @@ pub(crate) async fn remove_alias(
     ))]
 pub(crate) async fn delete_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     state.tokens.authorize(&headers, Scope::Admin)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use parking_lot::Mutex;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::Scope;
-use crate::body::ApiJson;
+use crate::body::{ApiJson, ApiPath};
 use crate::error::ApiError;
 use crate::metrics::PredictionFigures;
 use crate::AppState;
@@ -99,6 +99,7 @@ impl ModelCache {
 
     /// The exact version `selector` (`1.2.0`, `latest`, an alias) means for `name`.
     pub(crate) async fn resolve(&self, name: &str, selector: &str) -> Result<Version, ApiError> {
+        promptopt_registry::check_name(name).map_err(|e| ApiError::from(e).field("name"))?;
         let text = if selector == "latest" {
             name.to_string()
         } else {
@@ -341,7 +342,7 @@ async fn run_one(loaded: &Loaded, input: &Example) -> Result<InstancePrediction,
     ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: ApiJson<PredictRequest>,
