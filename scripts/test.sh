@@ -15,7 +15,8 @@
 # 5. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
 #    the `testing`-feature parts of promptopt-lm, the benchmark harness's own tests (all but the DSPy
 #    export check, which `make bench-test` runs in the benchmark's environment with DSPy), and the
-#    Python tests of promptopt-tracking (pytest, against the MLflow server and the `promptopt` binary).
+#    Python tests of promptopt-tracking (pytest, against the MLflow server and the `promptopt` binary),
+#    and schemathesis on a live `promptopt serve` (scripts/api-schema-check.sh, its own `.venv-api`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,9 @@ export PROMPTOPT_TEST_REDIS_URL PROMPTOPT_TEST_REDIS_DIR
 
 cargo test --workspace
 cargo test -p promptopt-lm --all-features --doc
+# The HTTP API against its own OpenAPI document: schemathesis on a live `promptopt serve` (no 5xx,
+# every response in the schema).
+scripts/api-schema-check.sh
 # The DSPy export check needs DSPy itself, which lives in the benchmark's environment (bench/.venv):
 # `make bench-test` (part of `make bench-smoke`, which CI runs next) runs it there.
 .venv-ci/bin/python -m pytest -q bench/tests --ignore=bench/tests/test_dspy_export.py

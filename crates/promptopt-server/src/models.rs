@@ -207,9 +207,12 @@ pub(crate) async fn get_version(
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The alias moved", body = AliasResponse),
+        (status = 400, description = "The body is not JSON", body = crate::ErrorBody),
         (status = 401, description = "No valid token", body = crate::ErrorBody),
         (status = 403, description = "The token lacks the scope", body = crate::ErrorBody),
         (status = 404, description = "No such model or version", body = crate::ErrorBody),
+        (status = 413, description = "The body is too large", body = crate::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::ErrorBody),
         (status = 422, description = "Invalid name, alias or version", body = crate::ErrorBody),
     ))]
 pub(crate) async fn set_alias(
