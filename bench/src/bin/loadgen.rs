@@ -1,8 +1,11 @@
-//! `loadgen`: a tight keep-alive load generator for an OpenAI-compatible chat completions server.
+//! `loadgen`: a tight keep-alive load generator for an OpenAI-compatible chat completions server
+//! (the default request) or any JSON endpoint (`--path`, `--body`, `--header`).
 //!
 //! Each of `--connections` connections sends one request, reads the whole response, and repeats
-//! until the duration is over. It prints one JSON object: requests, seconds, requests per second
-//! and latency percentiles in microseconds.
+//! until the duration is over; with `--rate`, the connections together send that many requests
+//! per second on a fixed schedule instead of as fast as they can (a late response delays the next
+//! send on its connection: latencies under overload are not corrected for that). It prints one
+//! JSON object: requests, seconds, requests per second and latency percentiles in microseconds.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -32,6 +35,18 @@ struct Args {
     /// Runtime worker threads for the load generator itself.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The path to `POST` to.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    path: String,
+    /// The JSON body to send (default: a chat completion request).
+    #[arg(long)]
+    body: Option<String>,
+    /// An extra header, `NAME: VALUE` (repeatable), e.g. `authorization: Bearer TOKEN`.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Requests per second over all connections (default: as fast as responses come).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -62,37 +77,65 @@ fn main() -> ExitCode {
     }
 }
 
-fn request_bytes(addr: &str) -> Vec<u8> {
-    let body = json!({
-        "model": "bench",
-        "messages": [
-            {"role": "system", "content": "Your input fields are:\n1. `text` (str)\nYour output fields are:\n1. `label` (str)"},
-            {"role": "user", "content": "[[ ## text ## ]]\na gripping , moving film .\n\nRespond with the corresponding output fields."}
-        ],
-        "temperature": 0.0
-    })
-    .to_string();
-    let mut out = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+fn request_bytes(args: &Args) -> Vec<u8> {
+    let body = args.body.clone().unwrap_or_else(|| {
+        json!({
+            "model": "bench",
+            "messages": [
+                {"role": "system", "content": "Your input fields are:\n1. `text` (str)\nYour output fields are:\n1. `label` (str)"},
+                {"role": "user", "content": "[[ ## text ## ]]\na gripping , moving film .\n\nRespond with the corresponding output fields."}
+            ],
+            "temperature": 0.0
+        })
+        .to_string()
+    });
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        args.path,
+        args.addr,
         body.len()
-    )
-    .into_bytes();
+    );
+    for header in &args.headers {
+        head.push_str(header.trim());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     out.extend_from_slice(body.as_bytes());
     out
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let request = request_bytes(&args.addr);
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("`--rate` must be a positive number, not {rate}"));
+        }
+    }
+    let request = request_bytes(&args);
+    // With `--rate`, each connection sends every `interval`, the connections offset evenly.
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.connections as f64 / rate));
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
+    for i in 0..args.connections {
         let stream = TcpStream::connect(&args.addr)
             .await
             .map_err(|e| format!("Could not connect to `{}`: {e}", args.addr))?;
         let request = request.clone();
-        tasks.push(tokio::spawn(connection(stream, request, measure_from, end)));
+        let schedule = interval.map(|every| Schedule {
+            next: start + every.mul_f64(i as f64 / args.connections as f64),
+            every,
+        });
+        tasks.push(tokio::spawn(connection(
+            stream,
+            request,
+            measure_from,
+            end,
+            schedule,
+        )));
     }
     let mut latencies_us: Vec<u32> = Vec::new();
     for task in tasks {
@@ -112,6 +155,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let report = json!({
         "connections": args.connections,
+        "rate": args.rate,
         "requests": latencies_us.len(),
         "seconds": seconds,
         "requests_per_s": latencies_us.len() as f64 / seconds,
@@ -121,11 +165,18 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// When a paced connection sends next.
+struct Schedule {
+    next: Instant,
+    every: Duration,
+}
+
 async fn connection(
     mut stream: TcpStream,
     request: Vec<u8>,
     measure_from: Instant,
     end: Instant,
+    mut schedule: Option<Schedule>,
 ) -> Result<Vec<u32>, String> {
     stream
         .set_nodelay(true)
@@ -133,6 +184,13 @@ async fn connection(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut latencies = Vec::new();
     loop {
+        if let Some(schedule) = &mut schedule {
+            if schedule.next >= end {
+                return Ok(latencies);
+            }
+            tokio::time::sleep_until(schedule.next.into()).await;
+            schedule.next += schedule.every;
+        }
         let sent = Instant::now();
         if sent >= end {
             return Ok(latencies);
