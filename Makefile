@@ -1,7 +1,7 @@
 # Benchmarks against DSPy (see docs/benchmarks.md). The tests and CI entry point is `.ci/run`.
 BENCH_PY := bench/.venv/bin/python
 
-.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking bench-jobs
+.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking bench-jobs bench-serve
 
 bench-venv:
 	bench/setup-venv.sh
@@ -29,6 +29,9 @@ bench-tracking: bench-venv
 # LM-bound jobs, calls repeated after `kill -9` of a worker. Standard library only; Redis when installed.
 bench-jobs:
 	cd bench && python3 -m harness jobs
+
+bench-serve:
+	cd bench && python3 -m harness serve
 
 bench-report: bench-venv
 	cd bench && .venv/bin/python -m harness report

@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay-ms", type=int, default=50, help="the fake model's delay per call")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
 
+    p = sub.add_parser("serve", help="prediction serving overhead of `promptopt serve` against the instant server")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per load level")
+    p.add_argument("--connections", default="1,16,64")
+    p.add_argument("--rate", type=float, default=1000.0, help="the paced run's requests per second")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+
     sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
 
     args = parser.parse_args(argv)
@@ -105,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         tracking.save(results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
+        return 0
+    if args.command == "serve":
+        from . import serving
+
+        results = serving.run(seconds=args.seconds, connections=tuple(int(c) for c in args.connections.split(",")),
+                              rate=args.rate, build_first=not args.no_build)
+        print(serving.tables(results))
+        print(f"wrote {serving.RESULTS}")
         return 0
     if args.command == "jobs":
         from . import jobs

@@ -132,7 +132,7 @@ def parse_proc_stat_cpu(stat: str) -> int:
     return int(rest[11]) + int(rest[12])
 
 
-LISTENING = re.compile(r"listening (http://\S+)")
+LISTENING = re.compile(r"listening (?:on )?(http://\S+)")
 
 
 class Server:

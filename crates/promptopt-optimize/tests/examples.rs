@@ -68,7 +68,7 @@ fn every_shipped_request_parses() {
     for dir in [examples_dir(), examples_dir().join("results")] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
+            if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
                 files.push(path);
             }
         }
