@@ -1,5 +1,5 @@
-//! `promptopt jobs ...`: submit optimizations to the job queue and follow them;
-//! `promptopt optimize --queue URL`: submit and wait.
+//! `promptopt jobs ...`: submit optimizations to the job queue and follow them, or with
+//! `--server URL` to a `promptopt serve` API; `promptopt optimize --queue URL`: submit and wait.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use promptopt_jobs::{
-    open_queue, JobRecord, JobSpec, JobState, Priority, SharedQueue,
-};
+use promptopt_jobs::{open_queue, JobRecord, JobSpec, JobState, Priority, SharedQueue};
 use promptopt_optimize::{OptimizationRequest, OptimizationResult};
 use promptopt_registry::default_home;
 
 use crate::common::print_stdout;
 use crate::optimize::{default_name, report, OptimizeArgs};
+use crate::remote::{Remote, ServerArgs};
 
 /// Queue optimizations for workers and follow them.
 #[derive(Debug, clap::Args)]
@@ -24,6 +23,9 @@ pub struct JobsArgs {
     /// (default: `PROMPTOPT_QUEUE`, else the embedded queue `PROMPTOPT_HOME/queue.sqlite`).
     #[arg(long, global = true)]
     pub queue: Option<String>,
+    /// `--server URL` and `--token`: the jobs of a `promptopt serve` API instead of a queue.
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: JobsCommand,
 }
@@ -187,45 +189,76 @@ pub fn render_status(record: &JobRecord) -> String {
     out
 }
 
+/// What a followed job shows on stderr: a spinner with its state line on a terminal, otherwise
+/// each new state line; and the events worth showing, above it.
+struct Tracker {
+    bar: Option<ProgressBar>,
+    last_line: String,
+}
+
+impl Tracker {
+    fn new() -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            last_line: String::new(),
+        }
+    }
+
+    /// Shows a pipeline event, when it is one worth showing.
+    fn event(&self, event: &serde_json::Value) {
+        if let Some(text) = event_line(event) {
+            match &self.bar {
+                Some(bar) => bar.println(text),
+                #[allow(clippy::print_stderr)]
+                None => eprintln!("{text}"),
+            }
+        }
+    }
+
+    /// Shows the job's record.
+    fn state(&mut self, record: &JobRecord) {
+        let line = state_line(record);
+        match &self.bar {
+            Some(bar) => bar.set_message(line.clone()),
+            #[allow(clippy::print_stderr)]
+            None if line != self.last_line => eprintln!("{line}"),
+            None => {}
+        }
+        self.last_line = line;
+    }
+
+    /// Clears the spinner.
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Follows a job until it ends (a progress bar on a terminal, lines otherwise); returns the
 /// final record.
 async fn follow(queue: &SharedQueue, id: &str) -> anyhow::Result<JobRecord> {
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
+    let mut tracker = Tracker::new();
     let mut after = 0u64;
-    let mut last_line = String::new();
     loop {
         let record = queue.get(id).await?;
         for (n, event) in queue.events(id, after, 500).await? {
             after = n;
-            if let Some(text) = event_line(&event) {
-                match &bar {
-                    Some(bar) => bar.println(text),
-                    #[allow(clippy::print_stderr)]
-                    None => eprintln!("{text}"),
-                }
-            }
+            tracker.event(&event);
         }
-        let line = state_line(&record);
-        match &bar {
-            Some(bar) => bar.set_message(line.clone()),
-            #[allow(clippy::print_stderr)]
-            None if line != last_line => eprintln!("{line}"),
-            None => {}
-        }
-        last_line = line;
+        tracker.state(&record);
         if record.state.is_final() {
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
+            tracker.finish();
             return Ok(record);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -266,8 +299,20 @@ async fn print_result(
     json: bool,
     output: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    let value = queue.result(&record.job_id).await?;
+    report_result(record, value, json, output)
+}
+
+/// Prints a job's result (`value`, `None` when it has none) as `promptopt optimize` does; exits
+/// 1 when the job did not succeed.
+fn report_result(
+    record: &JobRecord,
+    value: Option<serde_json::Value>,
+    json: bool,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let id = &record.job_id;
-    let Some(value) = queue.result(id).await?.filter(|v| !v.is_null()) else {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
         anyhow::bail!(
             "Job `{id}` has no result ({}{})",
             record.state,
@@ -291,8 +336,83 @@ async fn print_result(
     Ok(code)
 }
 
+/// Prints a record as `jobs status` does: a table, or JSON.
+fn print_status(record: &JobRecord, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_stdout(&serde_json::to_string_pretty(record)?);
+    } else {
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", render_status(record));
+        }
+    }
+    Ok(())
+}
+
+/// Prints records as `jobs list` does: a table, or JSON.
+fn print_list(records: &[JobRecord], json: bool) -> anyhow::Result<()> {
+    if json {
+        print_stdout(&serde_json::to_string_pretty(records)?);
+    } else if records.is_empty() {
+        print_stdout("No jobs");
+    } else {
+        let mut out = format!(
+            "{:<20} {:<10} {:<7} {:<8} {:<28} {}\n",
+            "JOB", "STATE", "PRIO", "ATTEMPT", "NAME", "MODEL"
+        );
+        for r in records {
+            out.push_str(&format!(
+                "{:<20} {:<10} {:<7} {:<8} {:<28} {}\n",
+                r.job_id,
+                r.state.as_str(),
+                r.priority.as_str(),
+                format!("{}/{}", r.attempts, r.max_attempts),
+                r.name.as_deref().unwrap_or("-"),
+                r.model_id.as_deref().unwrap_or("-")
+            ));
+        }
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{out}");
+        }
+    }
+    Ok(())
+}
+
+/// What `jobs cancel` says about the record the cancel returned.
+fn cancel_text(id: &str, record: &JobRecord) -> String {
+    if record.state == JobState::Cancelled {
+        format!("Cancelled job {id}")
+    } else {
+        format!("Asked job {id} to stop; its worker stops it at the next heartbeat")
+    }
+}
+
+/// What `jobs retry` says about the record queued again.
+fn retry_text(record: &JobRecord) -> String {
+    format!(
+        "Queued job {} again ({} priority)",
+        record.job_id, record.priority
+    )
+}
+
+/// What `jobs submit` says on stderr once the job is queued on `place`.
+#[allow(clippy::print_stderr)]
+fn say_queued(record: &JobRecord, place: &str) {
+    eprintln!(
+        "Queued job {} ({} priority) on {place}",
+        record.job_id, record.priority
+    );
+}
+
 /// Runs `promptopt jobs`.
 pub async fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = args.server.remote()? {
+        if args.queue.is_some() {
+            anyhow::bail!("Give `--server` or `--queue`, not both");
+        }
+        return run_remote(&remote, args.command).await;
+    }
     let queue = queue_of(args.queue.as_deref()).await?;
     match args.command {
         JobsCommand::Submit(submit) => {
@@ -304,15 +424,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
                 submit.max_attempts,
             )?;
             let record = queue.submit(&spec).await?;
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "Queued job {} ({} priority) on {}",
-                    record.job_id,
-                    record.priority,
-                    queue.url()
-                );
-            }
+            say_queued(&record, &queue.url());
             print_stdout(&record.job_id);
             if submit.wait {
                 let record = follow(&queue, &record.job_id).await?;
@@ -322,14 +434,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
         }
         JobsCommand::Status { id, json } => {
             let record = queue.get(&id).await?;
-            if json {
-                print_stdout(&serde_json::to_string_pretty(&record)?);
-            } else {
-                #[allow(clippy::print_stdout)]
-                {
-                    print!("{}", render_status(&record));
-                }
-            }
+            print_status(&record, json)?;
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Watch { id } => {
@@ -343,50 +448,158 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
         }
         JobsCommand::Cancel { id } => {
             let record = queue.cancel(&id).await?;
-            let text = if record.state == JobState::Cancelled {
-                format!("Cancelled job {id}")
-            } else {
-                format!("Asked job {id} to stop; its worker stops it at the next heartbeat")
-            };
-            print_stdout(&text);
+            print_stdout(&cancel_text(&id, &record));
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::List { state, limit, json } => {
             let state = state.map(|s| s.parse::<JobState>()).transpose()?;
             let records = queue.list(state, limit).await?;
-            if json {
-                print_stdout(&serde_json::to_string_pretty(&records)?);
-            } else if records.is_empty() {
-                print_stdout("No jobs");
-            } else {
-                let mut out = format!(
-                    "{:<20} {:<10} {:<7} {:<8} {:<28} {}\n",
-                    "JOB", "STATE", "PRIO", "ATTEMPT", "NAME", "MODEL"
-                );
-                for r in &records {
-                    out.push_str(&format!(
-                        "{:<20} {:<10} {:<7} {:<8} {:<28} {}\n",
-                        r.job_id,
-                        r.state.as_str(),
-                        r.priority.as_str(),
-                        format!("{}/{}", r.attempts, r.max_attempts),
-                        r.name.as_deref().unwrap_or("-"),
-                        r.model_id.as_deref().unwrap_or("-")
-                    ));
-                }
-                #[allow(clippy::print_stdout)]
-                {
-                    print!("{out}");
-                }
-            }
+            print_list(&records, json)?;
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Retry { id } => {
             let record = queue.retry(&id).await?;
-            print_stdout(&format!(
-                "Queued job {} again ({} priority)",
-                record.job_id, record.priority
-            ));
+            print_stdout(&retry_text(&record));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Follows a job through the server's event stream until it ends; returns the final record.
+/// A stream the server closes early is opened again (resuming after the last event seen).
+async fn follow_remote(remote: &Remote, id: &str) -> anyhow::Result<JobRecord> {
+    const REOPENS: usize = 3;
+    let mut tracker = Tracker::new();
+    let mut last_id: Option<String> = None;
+    for _ in 0..=REOPENS {
+        let mut stream = remote
+            .events(&["v1", "jobs", id, "events"], last_id.as_deref())
+            .await?;
+        while let Some(event) = stream.next().await? {
+            if event.id.is_some() {
+                last_id.clone_from(&event.id);
+            }
+            match event.event.as_str() {
+                "job" | "end" => {
+                    let record: JobRecord =
+                        serde_json::from_str(&event.data).with_context(|| {
+                            format!("The server sent a job record of `{id}` that does not parse")
+                        })?;
+                    tracker.state(&record);
+                    if event.event == "end" {
+                        tracker.finish();
+                        return Ok(record);
+                    }
+                }
+                "error" => {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&event.data).unwrap_or_default();
+                    let message = body
+                        .pointer("/error/message")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or(event.data.as_str());
+                    anyhow::bail!("The event stream of job `{id}` failed: {message}");
+                }
+                _ => {
+                    if let Ok(value) = serde_json::from_str(&event.data) {
+                        tracker.event(&value);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::bail!(
+        "The server at `{}` kept closing the event stream of job `{id}` before it ended",
+        remote.url()
+    )
+}
+
+/// A job's result from the server, printed as `jobs result` prints it.
+async fn print_remote_result(
+    remote: &Remote,
+    record: &JobRecord,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let id = record.job_id.as_str();
+    let value = match remote.get(&["v1", "jobs", id, "result"], &[]).await {
+        Ok(value) => Some(value),
+        Err(error) if error.status() == Some(reqwest::StatusCode::CONFLICT) => None,
+        Err(error) => return Err(error.into()),
+    };
+    report_result(record, value, json, None)
+}
+
+/// `promptopt jobs --server URL ...`: the same verbs, output and exit codes through the API.
+async fn run_remote(remote: &Remote, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        JobsCommand::Submit(submit) => {
+            // Checked, named and made self-contained here: the server takes no file paths.
+            let (spec, _) = job_spec(
+                &submit.request,
+                submit.name.as_deref(),
+                &submit.priority,
+                submit.timeout.as_deref(),
+                submit.max_attempts,
+            )?;
+            let mut query = vec![
+                ("priority", spec.priority.as_str().to_string()),
+                ("max_attempts", spec.max_attempts.to_string()),
+            ];
+            if let Some(timeout) = &submit.timeout {
+                query.push(("timeout", timeout.clone()));
+            }
+            let record: JobRecord = remote
+                .post(&["v1", "optimizations"], &query, Some(&spec.request))
+                .await?;
+            say_queued(&record, remote.url());
+            print_stdout(&record.job_id);
+            if submit.wait {
+                let record = follow_remote(remote, &record.job_id).await?;
+                return print_remote_result(remote, &record, false).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Status { id, json } => {
+            let record: JobRecord = remote.get(&["v1", "jobs", &id], &[]).await?;
+            print_status(&record, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Watch { id } => {
+            let record = follow_remote(remote, &id).await?;
+            print_stdout(&state_line(&record));
+            Ok(exit_for(&record))
+        }
+        JobsCommand::Result { id, json } => {
+            let record: JobRecord = remote.get(&["v1", "jobs", &id], &[]).await?;
+            print_remote_result(remote, &record, json).await
+        }
+        JobsCommand::Cancel { id } => {
+            let record: JobRecord = remote
+                .post(&["v1", "jobs", &id, "cancel"], &[], None)
+                .await?;
+            print_stdout(&cancel_text(&id, &record));
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::List { state, limit, json } => {
+            let state = state.map(|s| s.parse::<JobState>()).transpose()?;
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(state) = state {
+                query.push(("state", state.as_str().to_string()));
+            }
+            #[derive(serde::Deserialize)]
+            struct JobList {
+                jobs: Vec<JobRecord>,
+            }
+            let list: JobList = remote.get(&["v1", "jobs"], &query).await?;
+            print_list(&list.jobs, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Retry { id } => {
+            let record: JobRecord = remote
+                .post(&["v1", "jobs", &id, "retry"], &[], None)
+                .await?;
+            print_stdout(&retry_text(&record));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,6 +10,7 @@ mod jobs_cmd;
 mod models_cmd;
 mod optimize;
 mod predict;
+mod remote;
 mod runs_cmd;
 mod serve_cmd;
 #[cfg(feature = "engine")]

@@ -1,18 +1,25 @@
-//! `promptopt models`: the model registry (list, show, delete, save, import, promote, export).
+//! `promptopt models`: the model registry (list, show, delete, save, import, promote, export),
+//! or with `--server URL` that of a `promptopt serve` API (list, show, delete, promote).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use promptopt_registry::export::{export, ExportFormat};
-use promptopt_registry::{default_home, ModelRef, Registry, Selector, Version};
-use serde_json::{Map, Value};
+use promptopt_registry::{default_home, ModelRef, ModelSummary, Registry, Selector, Version};
+use serde_json::{json, Map, Value};
 
 use crate::common::print_stdout;
+use crate::remote::{Remote, ServerArgs};
 
 /// Manage saved models.
 #[derive(Debug, clap::Args)]
 pub struct ModelsArgs {
+    /// `--server URL` and `--token`: the registry of a `promptopt serve` API (`list`, `show`,
+    /// `delete`, `promote`).
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(subcommand)]
     command: ModelsCommand,
 }
@@ -138,43 +145,58 @@ async fn mirror_alias(name: &str, alias: &str, version: &str) {
     }
 }
 
+/// Prints models as `models list` does: a table (`empty` when there are none), or JSON.
+fn print_models(models: &[ModelSummary], json: bool, empty: &str) -> anyhow::Result<()> {
+    if json {
+        print_stdout(&serde_json::to_string_pretty(models)?);
+    } else if models.is_empty() {
+        print_stdout(empty);
+    } else {
+        let mut lines = vec![format!(
+            "{:<32} {:<10} {:<28} versions",
+            "name", "latest", "aliases"
+        )];
+        for m in models {
+            let latest = m
+                .versions
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+            let all: Vec<String> = m.versions.iter().map(ToString::to_string).collect();
+            lines.push(format!(
+                "{:<32} {:<10} {:<28} {}",
+                m.name,
+                latest,
+                aliases.join(","),
+                all.join(", ")
+            ));
+        }
+        print_stdout(&lines.join("\n"));
+    }
+    Ok(())
+}
+
+/// What `models promote` says once `name@alias` points at `version` (`previous` before).
+fn promoted_text(name: &str, alias: &str, version: &str, previous: Option<&str>) -> String {
+    let moved = match previous {
+        Some(p) if p != version => format!(" (was {p})"),
+        _ => String::new(),
+    };
+    format!("`{name}@{alias}` is now {version}{moved}")
+}
+
 /// Runs `promptopt models`.
 pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = args.server.remote()? {
+        return run_remote(&remote, args.command).await;
+    }
     let registry = Registry::from_env();
     match args.command {
         ModelsCommand::List { json } => {
             let models = registry.list()?;
-            if json {
-                print_stdout(&serde_json::to_string_pretty(&models)?);
-            } else if models.is_empty() {
-                print_stdout(&format!(
-                    "No saved models in `{}`",
-                    registry.home().display()
-                ));
-            } else {
-                let mut lines = vec![format!(
-                    "{:<32} {:<10} {:<28} versions",
-                    "name", "latest", "aliases"
-                )];
-                for m in models {
-                    let latest = m
-                        .versions
-                        .last()
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
-                    let aliases: Vec<String> =
-                        m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
-                    let all: Vec<String> = m.versions.iter().map(ToString::to_string).collect();
-                    lines.push(format!(
-                        "{:<32} {:<10} {:<28} {}",
-                        m.name,
-                        latest,
-                        aliases.join(","),
-                        all.join(", ")
-                    ));
-                }
-                print_stdout(&lines.join("\n"));
-            }
+            let empty = format!("No saved models in `{}`", registry.home().display());
+            print_models(&models, json, &empty)?;
         }
         ModelsCommand::Show { model } => {
             let artifact = registry.load_ref(&model)?;
@@ -232,11 +254,12 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             let r: ModelRef = model.parse()?;
             let version = registry.resolve(&r)?;
             let previous = registry.set_alias(&r.name, &alias, version)?;
-            let moved = match previous {
-                Some(p) if p != version => format!(" (was {p})"),
-                _ => String::new(),
-            };
-            say(&format!("`{}@{alias}` is now {version}{moved}", r.name));
+            say(&promoted_text(
+                &r.name,
+                &alias,
+                &version.to_string(),
+                previous.map(|p| p.to_string()).as_deref(),
+            ));
             mirror_alias(&r.name, &alias, &version.to_string()).await;
         }
         ModelsCommand::Export {
@@ -260,6 +283,121 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
                 None => print_stdout(&text),
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A model as the server lists it.
+#[derive(Debug, serde::Deserialize)]
+struct RemoteModel {
+    name: String,
+    versions: Vec<Version>,
+    #[serde(default)]
+    aliases: BTreeMap<String, Version>,
+}
+
+impl From<RemoteModel> for ModelSummary {
+    fn from(m: RemoteModel) -> Self {
+        ModelSummary {
+            name: m.name,
+            versions: m.versions,
+            aliases: m.aliases.into_iter().collect(),
+        }
+    }
+}
+
+/// The server's `{"models": [...]}`.
+#[derive(Debug, serde::Deserialize)]
+struct RemoteModelList {
+    models: Vec<RemoteModel>,
+}
+
+/// A version as the server shows it.
+#[derive(Debug, serde::Deserialize)]
+struct RemoteVersion {
+    model_id: String,
+    artifact: Value,
+}
+
+/// Where an alias points after a promotion on the server.
+#[derive(Debug, serde::Deserialize)]
+struct RemoteAlias {
+    version: String,
+    previous: Option<String>,
+}
+
+/// `promptopt models --server URL ...`: `list`, `show`, `delete` and `promote` through the API;
+/// the verbs that read or write local files stay local.
+async fn run_remote(remote: &Remote, command: ModelsCommand) -> anyhow::Result<ExitCode> {
+    let local_only = |verb: &str| {
+        anyhow::anyhow!(
+            "`models {verb}` works on the local registry only: run it without `--server` (and without `PROMPTOPT_SERVER`)"
+        )
+    };
+    match command {
+        ModelsCommand::List { json } => {
+            let list: RemoteModelList = remote.get(&["v1", "models"], &[]).await?;
+            let models: Vec<ModelSummary> = list.models.into_iter().map(Into::into).collect();
+            let empty = format!("No saved models on `{}`", remote.url());
+            print_models(&models, json, &empty)?;
+        }
+        ModelsCommand::Show { model } => {
+            let r: ModelRef = model.parse()?;
+            let selector = r.selector.to_string();
+            let version: RemoteVersion = remote
+                .get(&["v1", "models", &r.name, "versions", &selector], &[])
+                .await?;
+            print_stdout(&serde_json::to_string_pretty(&version.artifact)?);
+        }
+        ModelsCommand::Delete { model, all } => {
+            let r: ModelRef = model.parse()?;
+            let version = match &r.selector {
+                Selector::Version(v) => *v,
+                _ if all => anyhow::bail!(
+                    "`models delete --all` works on the local registry only: with `--server`, delete one version at a time (`{}@1.0.0`)",
+                    r.name
+                ),
+                Selector::Alias(alias) => {
+                    let found: RemoteVersion = remote
+                        .get(&["v1", "models", &r.name, "versions", alias], &[])
+                        .await?;
+                    found
+                        .model_id
+                        .rsplit_once('@')
+                        .and_then(|(_, v)| v.parse::<Version>().ok())
+                        .with_context(|| {
+                            format!(
+                                "The server answered the model id `{}` for `{r}`, which names no version",
+                                found.model_id
+                            )
+                        })?
+                }
+                Selector::Latest => anyhow::bail!(
+                    "Give a version (`{}@1.0.0`) or `--all` to delete every version",
+                    r.name
+                ),
+            };
+            remote
+                .delete(&["v1", "models", &r.name, "versions", &version.to_string()])
+                .await?;
+            say(&format!("Deleted `{r}`"));
+        }
+        ModelsCommand::Promote { model, alias } => {
+            let r: ModelRef = model.parse()?;
+            let body = json!({"version": r.selector.to_string()});
+            let moved: RemoteAlias = remote
+                .put(&["v1", "models", &r.name, "aliases", &alias], &body)
+                .await?;
+            say(&promoted_text(
+                &r.name,
+                &alias,
+                &moved.version,
+                moved.previous.as_deref(),
+            ));
+        }
+        ModelsCommand::Save { .. } => return Err(local_only("save")),
+        ModelsCommand::Import { .. } => return Err(local_only("import")),
+        ModelsCommand::Export { .. } => return Err(local_only("export")),
     }
     Ok(ExitCode::SUCCESS)
 }

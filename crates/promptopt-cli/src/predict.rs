@@ -1,4 +1,5 @@
-//! `promptopt predict`: run a saved program on one input.
+//! `promptopt predict`: run a saved program on one input, here or with `--server URL` on a
+//! `promptopt serve` API.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,9 +8,10 @@ use anyhow::Context;
 use promptopt_core::{CoreError, Example, Prediction, Program, ProgramState, Signature, Trace};
 use promptopt_optimize::{OptimizeError, Pipeline};
 use promptopt_registry::Registry;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::common::{build_lm, print_stdout, Exit, LmArgs, ProgramFile};
+use crate::remote::{Remote, RemoteError, ServerArgs};
 
 /// Run a program on one input.
 #[derive(Debug, clap::Args)]
@@ -33,6 +35,10 @@ pub struct PredictArgs {
     /// Print JSON (outputs, usage, raw reply) instead of `field: value` lines.
     #[arg(long)]
     json: bool,
+    /// `--server URL` and `--token`: call the saved model on a `promptopt serve` API (its own
+    /// model settings apply; the model flags are not used).
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 /// Runs `promptopt predict`.
@@ -119,9 +125,86 @@ async fn run_saved(
     }
 }
 
+/// A remote error as an exit: 2 when the request was at fault (4xx), else 1.
+fn remote_exit(error: RemoteError) -> Exit {
+    if error.is_client_error() {
+        Exit::usage(error)
+    } else {
+        Exit::failed(error)
+    }
+}
+
+/// What the server answers for one prediction.
+#[derive(Debug, serde::Deserialize)]
+struct RemotePrediction {
+    model_id: String,
+    #[serde(default)]
+    prediction_id: Option<String>,
+    #[serde(default)]
+    outputs: Map<String, Value>,
+    #[serde(default)]
+    latency_ms: f64,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+}
+
+/// `predict --server URL NAME[@VERSION|@ALIAS]`: one prediction through the API, printed as a
+/// local one is.
+async fn predict_remote(
+    remote: &Remote,
+    args: &PredictArgs,
+    inputs: Map<String, Value>,
+) -> Result<ExitCode, Exit> {
+    if args.state.is_some() {
+        return Err(Exit::usage(anyhow::anyhow!(
+            "`--state` runs a local program file and cannot be used with `--server`: give a saved model (`NAME[@VERSION|@ALIAS]`)"
+        )));
+    }
+    let Some(reference) = &args.model else {
+        return Err(Exit::usage(anyhow::anyhow!(
+            "Give a saved model (`NAME[@VERSION|@ALIAS]`) to call on the server"
+        )));
+    };
+    let r: promptopt_registry::ModelRef = reference.parse().map_err(Exit::usage)?;
+    let answer: RemotePrediction = remote
+        .post(
+            &["v1", "models", &r.name, "predict"],
+            &[("version", r.selector.to_string())],
+            Some(&json!({ "inputs": inputs })),
+        )
+        .await
+        .map_err(remote_exit)?;
+    if args.json {
+        let usage = answer.usage.unwrap_or(Value::Null);
+        let report = json!({
+            "outputs": answer.outputs,
+            "parse_error": Value::Null,
+            "model_id": answer.model_id,
+            "prediction_id": answer.prediction_id,
+            "tokens": {"prompt": usage.get("prompt_tokens"), "completion": usage.get("completion_tokens")},
+            "cost_usd": answer.cost_usd,
+            "latency_ms": answer.latency_ms,
+        });
+        let text = serde_json::to_string_pretty(&report)
+            .context("Could not write the JSON output")
+            .map_err(Exit::failed)?;
+        print_stdout(&text);
+    } else {
+        let lines: Vec<String> = answer
+            .outputs
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", promptopt_core::value_to_text(v)))
+            .collect();
+        print_stdout(&lines.join("\n"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
-    let input: Example = match serde_json::from_str::<Value>(&args.input) {
-        Ok(Value::Object(map)) => Example::from_map(map),
+    let inputs = match serde_json::from_str::<Value>(&args.input) {
+        Ok(Value::Object(map)) => map,
         Ok(_) => {
             return Err(Exit::usage(anyhow::anyhow!(
                 "`--input` must be a JSON object of input fields"
@@ -133,6 +216,10 @@ async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
             )))
         }
     };
+    if let Some(remote) = args.server.remote().map_err(Exit::usage)? {
+        return predict_remote(&remote, &args, inputs).await;
+    }
+    let input = Example::from_map(inputs);
     let (result, trace) = match args.model.clone() {
         Some(reference) => run_saved(&mut args, &reference, &input).await?,
         None => {

@@ -152,7 +152,10 @@ async fn optimize_follow_predict_promote_over_http() {
         .await
         .unwrap();
     assert_eq!(result["model_id"], "e2e@1.0.0", "{result:#}");
-    assert!(result["optimized_metrics"]["score"].as_f64().is_some(), "{result:#}");
+    assert!(
+        result["optimized_metrics"]["score"].as_f64().is_some(),
+        "{result:#}"
+    );
 
     // Predict with the saved model, promote it, predict by alias.
     let predict = |version: &'static str, text: &'static str| {
@@ -162,7 +165,12 @@ async fn optimize_follow_predict_promote_over_http() {
             .json(&json!({"inputs": {"text": text}}))
             .send()
     };
-    let first: Value = predict("latest", "a bad film").await.unwrap().json().await.unwrap();
+    let first: Value = predict("latest", "a bad film")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["outputs"]["label"], "negative", "{first:#}");
     assert_eq!(first["model_id"], "e2e@1.0.0");
     let response = predict("production", "fine").await.unwrap();
@@ -175,7 +183,12 @@ async fn optimize_follow_predict_promote_over_http() {
         .await
         .unwrap();
     assert_eq!(promoted.status(), 200);
-    let second: Value = predict("production", "a lovely film").await.unwrap().json().await.unwrap();
+    let second: Value = predict("production", "a lovely film")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(second["outputs"]["label"], "positive", "{second:#}");
     assert_eq!(second["model_id"], "e2e@1.0.0");
     assert_ne!(first["prediction_id"], second["prediction_id"]);
@@ -189,8 +202,14 @@ async fn optimize_follow_predict_promote_over_http() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("promptopt_predictions_total{model=\"e2e\",version=\"1.0.0\"} 2"), "{metrics}");
-    assert!(metrics.contains("promptopt_queue_jobs{state=\"succeeded\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("promptopt_predictions_total{model=\"e2e\",version=\"1.0.0\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("promptopt_queue_jobs{state=\"succeeded\"} 1"),
+        "{metrics}"
+    );
 
     // SIGTERM while a prediction is in flight: it is answered, then the server exits.
     let slow = tokio::spawn(predict("production", "slow but fine"));
@@ -209,7 +228,10 @@ async fn optimize_follow_predict_promote_over_http() {
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert!(log.contains("request_id="), "{log}");
-    assert!(!log.contains("e2e-admin") && !log.contains("sk-test"), "{log}");
+    assert!(
+        !log.contains("e2e-admin") && !log.contains("sk-test"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -217,7 +239,10 @@ fn no_token_and_no_auth_off_loopback_are_refused() {
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str], tokens: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_promptopt"));
-        command.arg("serve").args(args).env("PROMPTOPT_HOME", home.path());
+        command
+            .arg("serve")
+            .args(args)
+            .env("PROMPTOPT_HOME", home.path());
         match tokens {
             Some(t) => command.env("PROMPTOPT_API_TOKENS", t),
             None => command.env_remove("PROMPTOPT_API_TOKENS"),
