@@ -6,20 +6,28 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promptopt_lm::testing::{FixedReplyServer, Reply};
 use serde_json::{json, Value};
 
-fn fake_lm() -> FixedReplyServer {
-    FixedReplyServer::with_handler(|request| {
+/// The fake model; `slow` is set when a request asking for a slow answer arrives.
+fn fake_lm(slow: Arc<AtomicBool>) -> FixedReplyServer {
+    FixedReplyServer::with_handler(move |request| {
         let last = request.messages.last().map_or("", |m| m.content.as_str());
         let label = if last.contains("bad") || last.contains("awful") || last.contains("dull") {
             "negative"
         } else {
             "positive"
         };
-        let delay = if last.contains("slow") { 1500 } else { 0 };
+        let delay = if last.contains("slow") {
+            slow.store(true, Ordering::SeqCst);
+            1500
+        } else {
+            0
+        };
         Reply::text(label).after(Duration::from_millis(delay))
     })
     .unwrap()
@@ -86,7 +94,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimize_follow_predict_promote_over_http() {
-    let lm = fake_lm();
+    let slow_arrived = Arc::new(AtomicBool::new(false));
+    let lm = fake_lm(Arc::clone(&slow_arrived));
     let home = tempfile::tempdir().unwrap();
     let (mut child, url) = serve(home.path(), &lm);
     let client = reqwest::Client::new();
@@ -213,7 +222,14 @@ async fn optimize_follow_predict_promote_over_http() {
 
     // SIGTERM while a prediction is in flight: it is answered, then the server exits.
     let slow = tokio::spawn(predict("production", "slow but fine"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let waiting = Instant::now();
+    while !slow_arrived.load(Ordering::SeqCst) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the slow call never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

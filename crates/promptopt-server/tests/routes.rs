@@ -2,6 +2,7 @@
 //! predictions and hot swaps, models, jobs and their event stream, limits, bad input.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,16 +21,17 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// Answers `negative` for texts with "bad", else `positive`; waits 600 ms first when the text
-/// says "slow" (to hold a request in flight).
-struct Scripted;
+/// says "slow" (to hold a request in flight), counting the slow calls that began.
+struct Scripted(Arc<AtomicU64>);
 
-struct SlowWhenAsked(ScriptedLm);
+struct SlowWhenAsked(ScriptedLm, Arc<AtomicU64>);
 
 #[async_trait]
 impl Lm for SlowWhenAsked {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
         let last = request.messages.last().map_or("", |m| m.content.as_str());
         if last.contains("slow") {
+            self.1.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
         self.0.chat(request).await
@@ -49,12 +51,13 @@ impl ModelLms for Scripted {
             .into())
         })
         .with_cost_per_call(0.001);
-        Ok(Arc::new(SlowWhenAsked(scripted)))
+        Ok(Arc::new(SlowWhenAsked(scripted, Arc::clone(&self.0))))
     }
 }
 
 struct World {
     _home: tempfile::TempDir,
+    slow_started: Arc<AtomicU64>,
     registry: Registry,
     queue: Arc<SqliteQueue>,
     router: Router,
@@ -92,14 +95,16 @@ fn world(config: ServeConfig) -> World {
     tokens
         .add_list("adm,pred:predict,opt:optimize", "test")
         .unwrap();
+    let slow_started = Arc::new(AtomicU64::new(0));
     let server = Server::new(
         registry.clone(),
         Arc::clone(&queue) as Arc<dyn JobQueue>,
-        Arc::new(Scripted),
+        Arc::new(Scripted(Arc::clone(&slow_started))),
         tokens,
         config,
     );
     World {
+        slow_started,
         router: server.router(),
         registry,
         queue,
@@ -111,6 +116,20 @@ struct Reply {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     text: String,
+}
+
+impl World {
+    /// Waits until `n` slow calls have begun.
+    async fn slow_calls_began(&self, n: u64) {
+        let started = std::time::Instant::now();
+        while self.slow_started.load(Ordering::SeqCst) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the slow call never began"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl Reply {
@@ -292,7 +311,7 @@ async fn predictions_one_or_a_batch_and_an_alias_move_swaps_the_version() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.slow_calls_began(1).await;
     let r = send(&w.router, promote("1.0.1")).await;
     assert_eq!(r.json()["previous"], "1.0.0");
     let fast = send(
@@ -865,7 +884,7 @@ async fn saturation_is_503_with_retry_after_and_slow_requests_time_out() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.slow_calls_began(1).await;
     let r = send(&w.router, call("GET", "/v1/models", Some("pred"), None)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert_eq!(r.headers[header::RETRY_AFTER], "1");
