@@ -280,3 +280,50 @@ fn no_token_and_no_auth_off_loopback_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`not-an-address`"));
 }
+
+#[tokio::test]
+async fn access_logs_are_json_lines_with_request_ids_when_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptopt"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-auth"])
+        .env("PROMPTOPT_HOME", home.path())
+        .env("PROMPTOPT_LOG_FORMAT", "json")
+        .env_remove("PROMPTOPT_QUEUE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit_once("listening on ")
+        .unwrap()
+        .1
+        .to_string();
+    let response = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .header("x-request-id", "client-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-42");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some_and(|s| s.success()));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let access: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["target"] == "promptopt_server::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{log}");
+    assert_eq!(access[0]["fields"]["request_id"], "client-42");
+    assert_eq!(access[0]["fields"]["status"], 200);
+    assert_eq!(access[0]["fields"]["path"], "/healthz");
+}
