@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod dataset;
+mod duration;
 mod error;
 pub mod evaluate;
 pub mod events;
@@ -13,6 +14,7 @@ mod state;
 mod trace;
 
 pub use dataset::Dataset;
+pub use duration::parse_duration;
 pub use error::CoreError;
 pub use evaluate::{evaluate, EvalMemo, EvalReport, EvalSettings, ExampleResult, MemoJournal};
 pub use events::{Event, EventSink, StopReason, TrialKind};

@@ -250,49 +250,13 @@ impl JobSpec {
     }
 }
 
-/// Parses a duration such as `90`, `90s`, `30m`, `2h` or `1h30m` into seconds.
+/// Parses a duration such as `90`, `90s`, `30m`, `2h` or `1h30m` (see
+/// [`promptopt_core::parse_duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, JobError> {
-    let invalid = |message: &str| JobError::Invalid {
+    promptopt_core::parse_duration(text).map_err(|message| JobError::Invalid {
         field: "timeout".into(),
-        message: format!("`{text}` {message} (use e.g. `90s`, `30m`, `2h`)"),
-    };
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(invalid("is empty"));
-    }
-    if let Ok(seconds) = t.parse::<f64>() {
-        if seconds.is_finite() && seconds > 0.0 {
-            return Ok(Duration::from_secs_f64(seconds));
-        }
-        return Err(invalid("is not a positive duration"));
-    }
-    let mut total = 0.0;
-    let mut number = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1.0,
-            'm' => 60.0,
-            'h' => 3600.0,
-            'd' => 86400.0,
-            _ => return Err(invalid("has an unknown unit")),
-        };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| invalid("has a unit without a number"))?;
-        total += value * unit;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(invalid("ends with a number without a unit"));
-    }
-    if total <= 0.0 {
-        return Err(invalid("is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(total))
+        message,
+    })
 }
 
 /// Where a running job is, fed from its event stream (throttled).
