@@ -11,7 +11,8 @@
 # 4. A local MLflow tracking server (scripts/mlflow-server.sh, SQLite store and artifacts in a temporary
 #    directory) whose URL is exported as PROMPTOPT_TEST_MLFLOW_URI; it is stopped and its directory
 #    removed when the script exits; a local Redis the same way (scripts/redis-server.sh), exported as
-#    PROMPTOPT_TEST_REDIS_URL (and its directory as PROMPTOPT_TEST_REDIS_DIR, for the restart test).
+#    PROMPTOPT_TEST_REDIS_URL (and its directory as PROMPTOPT_TEST_REDIS_DIR, for the restart test);
+#    a throwaway PostgreSQL cluster (scripts/postgres-server.sh) as PROMPTOPT_TEST_POSTGRES_URL.
 # 5. `cargo test --workspace` (with PROMPTOPT_CI=1 the tests that need the venv or the model must run),
 #    the `testing`-feature parts of promptopt-lm, the benchmark harness's own tests (all but the DSPy
 #    export check, which `make bench-test` runs in the benchmark's environment with DSPy), and the
@@ -32,7 +33,8 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # tests, each with its data in a throwaway directory, stopped when the script exits.
 MLFLOW_DIR="$(mktemp -d)"
 REDIS_DIR="$(mktemp -d)"
-trap 'scripts/mlflow-server.sh stop "$MLFLOW_DIR"; scripts/redis-server.sh stop "$REDIS_DIR"; rm -rf "$MLFLOW_DIR" "$REDIS_DIR"' EXIT
+POSTGRES_DIR="$(mktemp -d)"
+trap 'scripts/mlflow-server.sh stop "$MLFLOW_DIR"; scripts/redis-server.sh stop "$REDIS_DIR"; scripts/postgres-server.sh stop "$POSTGRES_DIR/pg"; rm -rf "$MLFLOW_DIR" "$REDIS_DIR" "$POSTGRES_DIR"' EXIT
 scripts/mlflow-server.sh start "$MLFLOW_DIR" >/dev/null
 PROMPTOPT_TEST_MLFLOW_URI="$(cat "$MLFLOW_DIR/url")"
 export PROMPTOPT_TEST_MLFLOW_URI
@@ -40,9 +42,15 @@ scripts/redis-server.sh start "$REDIS_DIR" >/dev/null
 PROMPTOPT_TEST_REDIS_URL="$(cat "$REDIS_DIR/url")"
 PROMPTOPT_TEST_REDIS_DIR="$REDIS_DIR"
 export PROMPTOPT_TEST_REDIS_URL PROMPTOPT_TEST_REDIS_DIR
+# A real PostgreSQL for the server's database tests (experiments), the same suite as SQLite.
+PROMPTOPT_TEST_POSTGRES_URL="$(scripts/postgres-server.sh start "$POSTGRES_DIR/pg")"
+export PROMPTOPT_TEST_POSTGRES_URL
 
 cargo test --workspace
 cargo test -p promptopt-lm --all-features --doc
+# The experiments' statistics against SciPy (the example binary is built by `cargo test`).
+PROMPTOPT_STATS_BIN="${CARGO_TARGET_DIR:-target}/debug/examples/stats_json" \
+  .venv-ci/bin/python -m pytest -q crates/promptopt-experiments/tests/python
 # The HTTP API against its own OpenAPI document: schemathesis on a live `promptopt serve` (no 5xx,
 # every response in the schema).
 scripts/api-schema-check.sh

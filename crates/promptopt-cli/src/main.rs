@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod common;
 mod evaluate;
+mod experiments_cmd;
 mod jobs_cmd;
 mod models_cmd;
 mod optimize;
@@ -47,6 +48,8 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// Serve the HTTP API: optimizations, jobs, models and predictions, behind tokens.
     Serve(serve_cmd::ServeArgs),
+    /// A/B experiments between versions of a model on a `promptopt serve` API.
+    Experiments(experiments_cmd::ExperimentsArgs),
     /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "engine")]
     ServeLm(serve_lm::ServeLmArgs),
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             Command::Jobs(args) => jobs_cmd::run(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(args).await,
+            Command::Experiments(args) => experiments_cmd::run(args).await,
             #[cfg(feature = "engine")]
             Command::ServeLm(args) => serve_lm::run(args).await,
         }

@@ -11,7 +11,7 @@ use promptopt_registry::Registry;
 use serde_json::{json, Map, Value};
 
 use crate::common::{build_lm, print_stdout, Exit, LmArgs, ProgramFile};
-use crate::remote::{Remote, RemoteError, ServerArgs};
+use crate::remote::{Remote, ServerArgs};
 
 /// Run a program on one input.
 #[derive(Debug, clap::Args)]
@@ -125,15 +125,6 @@ async fn run_saved(
     }
 }
 
-/// A remote error as an exit: 2 when the request was at fault (4xx), else 1.
-fn remote_exit(error: RemoteError) -> Exit {
-    if error.is_client_error() {
-        Exit::usage(error)
-    } else {
-        Exit::failed(error)
-    }
-}
-
 /// What the server answers for one prediction.
 #[derive(Debug, serde::Deserialize)]
 struct RemotePrediction {
@@ -175,7 +166,7 @@ async fn predict_remote(
             Some(&json!({ "inputs": inputs })),
         )
         .await
-        .map_err(remote_exit)?;
+        .map_err(crate::remote::exit_of)?;
     if args.json {
         let usage = answer.usage.unwrap_or(Value::Null);
         let report = json!({

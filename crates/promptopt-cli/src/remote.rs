@@ -458,6 +458,15 @@ impl EventStream {
     }
 }
 
+/// A remote error as an exit: 2 when the request was at fault (4xx), else 1.
+pub(crate) fn exit_of(error: RemoteError) -> crate::common::Exit {
+    if error.is_client_error() {
+        crate::common::Exit::usage(error)
+    } else {
+        crate::common::Exit::failed(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

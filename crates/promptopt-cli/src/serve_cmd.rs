@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// The job queue (default: `PROMPTOPT_QUEUE`, else the embedded queue).
     #[arg(long)]
     queue: Option<String>,
+    /// The database of experiments, feedback and the prediction log: `sqlite:PATH` or
+    /// `postgres://...` (default: the configuration's `database`, else
+    /// `sqlite:PROMPTOPT_HOME/server.sqlite`).
+    #[arg(long, env = "PROMPTOPT_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Run this many workers inside the server, so that submitted optimizations run without a
     /// separate `promptopt worker`.
     #[arg(long, default_value_t = 0)]
@@ -130,11 +135,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(
         address = %local, queue = %queue.url(), registry = %home.display(),
+        database = %promptopt_experiments::redact(args.database.as_deref().or(config.database.as_deref()).unwrap_or("sqlite (default)")),
         auth = if tokens.is_disabled() { "off" } else { "bearer tokens" },
         tokens = tokens.len(), workers = args.workers, "serving"
     );
     // The address on stdout, for scripts that start the server on port 0.
     print_stdout(&format!("promptopt serve: listening on http://{local}"));
+    let database = args
+        .database
+        .clone()
+        .or_else(|| config.database.clone())
+        .unwrap_or_else(|| format!("sqlite:{}", home.join("server.sqlite").display()));
     let server = Server::new(
         Registry::new(&home),
         queue,
@@ -143,7 +154,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }),
         tokens,
         config,
-    );
+    )
+    .with_database(&database)
+    .await?;
     let shutdown = async move {
         wait_for_signal().await;
         tracing::info!("shutting down: draining in-flight requests");

@@ -12,6 +12,7 @@ use crate::error::ServerError;
 ///
 /// ```yaml
 /// bind: 127.0.0.1:8000
+/// database: postgres://promptopt@db:5432/promptopt
 /// tokens:
 ///   - {token: "dev-token"}                                  # every scope
 ///   - {sha256: "9f86d08...", scopes: [predict]}             # stored hashed
@@ -25,6 +26,10 @@ use crate::error::ServerError;
 pub struct ServeConfig {
     /// Where to listen (`--bind` wins).
     pub bind: Option<String>,
+    /// The server's database for experiments, feedback and the prediction log: `sqlite:PATH`
+    /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (default: `sqlite:PROMPTOPT_HOME/server.sqlite`;
+    /// `--database` wins).
+    pub database: Option<String>,
     /// Accepted tokens, besides `PROMPTOPT_API_TOKENS`.
     pub tokens: Vec<TokenSpec>,
     /// The largest request body accepted (413 above it).
@@ -44,6 +49,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             bind: None,
+            database: None,
             tokens: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_seconds: 120.0,

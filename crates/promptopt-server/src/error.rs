@@ -49,6 +49,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The database cannot be opened.
+    #[error("Cannot open the server's database: {0}")]
+    Database(#[source] promptopt_experiments::ExperimentError),
+    /// `with_database` was called after the router was built.
+    #[error("The database must be given before the server's routes are built")]
+    AlreadyShared,
     /// The server stopped with an I/O error.
     #[error("The server stopped: {0}")]
     Serve(#[source] std::io::Error),

@@ -6,6 +6,10 @@
 //!   stream `GET /v1/jobs/{id}/events` follow it; workers (`promptopt worker`) run it.
 //! - `GET /v1/models...` reads the registry; `PUT /v1/models/{name}/aliases/{alias}` promotes;
 //!   `POST /v1/models/{name}/predict` calls a saved model, one input or a batch.
+//! - `/v1/experiments...` runs A/B experiments between versions of a model: predictions are
+//!   routed to variants (sticky by `user_id`), `POST /v1/feedback` records outcomes, and the
+//!   winner is declared by an always-valid sequential test (with a database, see
+//!   [`Server::with_database`]).
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus), `GET /openapi.json`.
 //!
 //! Every error is `{"error": {"code", "message", "field"}}` with a 4xx status for bad input;
@@ -42,12 +46,14 @@ mod auth;
 mod body;
 mod config;
 mod error;
+mod experiments;
 mod jobs;
 mod metrics;
 mod middleware;
 mod models;
 mod openapi;
 mod predict;
+mod predlog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
+    /// Experiments, feedback and the prediction log, when the server has a database.
+    pub(crate) experiments: Option<Arc<experiments::Experiments>>,
 }
 
 /// The state handed to handlers.
@@ -121,8 +129,23 @@ impl Server {
                 limiter,
                 shutdown,
                 shutdown_tx,
+                experiments: None,
             }),
         }
+    }
+
+    /// Gives the server its database (`sqlite:PATH` or `postgres://...`): A/B experiments,
+    /// feedback and the log of every prediction served. Call it before [`Server::router`].
+    pub async fn with_database(mut self, url: &str) -> Result<Self, ServerError> {
+        let store = promptopt_experiments::ExperimentStore::open(url)
+            .await
+            .map_err(ServerError::Database)?;
+        let experiments = experiments::Experiments::open(store)
+            .await
+            .map_err(ServerError::Database)?;
+        let shared = Arc::get_mut(&mut self.shared).ok_or(ServerError::AlreadyShared)?;
+        shared.experiments = Some(Arc::new(experiments));
+        Ok(self)
     }
 
     /// The routes, with limits, request ids, access logs and metrics.
@@ -147,6 +170,15 @@ impl Server {
                 put(models::set_alias).delete(models::remove_alias),
             )
             .route("/v1/models/{name}/predict", post(predict::predict))
+            .route(
+                "/v1/experiments",
+                post(experiments::create).get(experiments::list),
+            )
+            .route("/v1/experiments/{id}", get(experiments::get_experiment))
+            .route("/v1/experiments/{id}/start", post(experiments::start))
+            .route("/v1/experiments/{id}/stop", post(experiments::stop))
+            .route("/v1/experiments/{id}/promote", post(experiments::promote))
+            .route("/v1/feedback", post(experiments::feedback))
             .route("/healthz", get(middleware::healthz))
             .route("/readyz", get(middleware::readyz))
             .route("/metrics", get(middleware::metrics))

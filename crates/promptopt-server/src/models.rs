@@ -313,6 +313,28 @@ pub(crate) async fn delete_version(
             ApiError::invalid(format!("{e} (give an exact version such as `1.2.0`)"))
                 .field("version")
         })?;
+    if let Some(experiments) = &state.experiments {
+        let version_text = exact.to_string();
+        for experiment in experiments.store.list().await? {
+            let live = matches!(
+                experiment.state,
+                promptopt_experiments::ExperimentState::Draft
+                    | promptopt_experiments::ExperimentState::Running
+            );
+            let uses = experiment.model == name
+                && experiment
+                    .spec
+                    .variants
+                    .keys()
+                    .any(|v| experiment.spec.selector(v) == Some(version_text.as_str()));
+            if live && uses {
+                return Err(ApiError::conflict(format!(
+                    "Model `{name}@{exact}` is a variant of the {} experiment `{}`: stop it first",
+                    experiment.state, experiment.spec.name
+                )));
+            }
+        }
+    }
     let registry = state.registry.clone();
     let n = name.clone();
     blocking(move || {

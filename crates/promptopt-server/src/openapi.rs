@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{jobs, middleware, models, predict};
+use crate::{experiments, jobs, middleware, models, predict};
 
 struct BearerAuth;
 
@@ -40,6 +40,8 @@ impl Modify for BearerAuth {
         models::list, models::get_model, models::get_version, models::set_alias,
         models::remove_alias, models::delete_version,
         predict::predict,
+        experiments::create, experiments::list, experiments::get_experiment, experiments::start,
+        experiments::stop, experiments::promote, experiments::feedback,
         middleware::healthz, middleware::readyz, middleware::metrics,
     ),
     components(schemas(crate::ErrorBody, crate::ErrorDetail)),
@@ -48,6 +50,7 @@ impl Modify for BearerAuth {
         (name = "optimizations", description = "Queue optimization requests and follow them"),
         (name = "models", description = "Saved models, versions and aliases"),
         (name = "predictions", description = "Call saved models"),
+        (name = "experiments", description = "A/B experiments between versions of a model, and outcomes"),
         (name = "service", description = "Health, readiness and metrics"),
     )
 )]

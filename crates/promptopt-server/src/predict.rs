@@ -20,8 +20,10 @@ use serde_json::{Map, Value};
 use crate::auth::Scope;
 use crate::body::{ApiJson, ApiPath};
 use crate::error::ApiError;
+use crate::experiments::Routed;
 use crate::metrics::PredictionFigures;
 use crate::AppState;
+use promptopt_experiments::PredictionRecord;
 
 /// How long an alias or `latest` resolution is reused before the registry is read again (a
 /// promotion through this server takes effect at once; one made elsewhere within this time).
@@ -250,6 +252,12 @@ pub(crate) struct PredictResponse {
     pub(crate) usage: UsageBody,
     /// Cost in USD, when the model's price is known.
     pub(crate) cost_usd: Option<f64>,
+    /// The experiment that routed the request, if one runs on the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) experiment: Option<String>,
+    /// The experiment's variant that served it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) variant: Option<String>,
 }
 
 fn prediction_id() -> String {
@@ -350,7 +358,20 @@ pub(crate) async fn predict(
     state.tokens.authorize(&headers, Scope::Predict)?;
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()).field("version"))?;
     let ApiJson(request) = body;
-    let selector = query.version.as_deref().unwrap_or("latest");
+    // Without a version, or for `production`, a running experiment on the model routes the
+    // request to a variant (sticky by `user_id`).
+    let routed = match query.version.as_deref() {
+        None | Some("production") => state
+            .experiments
+            .as_ref()
+            .and_then(|e| e.route(&name, request.user_id.as_deref())),
+        Some(_) => None,
+    };
+    let selector = routed
+        .as_ref()
+        .map(|r| r.selector.as_str())
+        .or(query.version.as_deref())
+        .unwrap_or("latest");
     let version = state.models.resolve(&name, selector).await?;
     let loaded = state.models.get(&name, version).await?;
     let artifact = &loaded.artifact;
@@ -371,6 +392,15 @@ pub(crate) async fn predict(
             let one = one?;
             tracing::debug!(prediction_id = %one.prediction_id, model_id = %model_id,
                 user_id = request.user_id.as_deref().unwrap_or(""), "prediction");
+            log(
+                &state,
+                &model_id,
+                routed.as_ref(),
+                request.user_id.as_deref(),
+                &inputs,
+                &one,
+            )
+            .await;
             Ok(Json(PredictResponse {
                 model_id,
                 prediction_id: Some(one.prediction_id),
@@ -379,6 +409,8 @@ pub(crate) async fn predict(
                 latency_ms: one.latency_ms,
                 usage: one.usage,
                 cost_usd: one.cost_usd,
+                experiment: routed.as_ref().map(|r| r.experiment.spec.name.clone()),
+                variant: routed.map(|r| r.variant),
             }))
         }
         (None, Some(instances)) => {
@@ -400,12 +432,21 @@ pub(crate) async fn predict(
             let mut predictions = Vec::with_capacity(results.len());
             let mut usage = UsageBody::default();
             let mut cost: Option<f64> = None;
-            for result in results {
+            for (result, input) in results.into_iter().zip(&instances) {
                 let figures = figures_of(result.as_ref().ok(), Duration::ZERO);
                 record(figures);
                 let one = result?;
                 tracing::debug!(prediction_id = %one.prediction_id, model_id = %model_id,
                     user_id = request.user_id.as_deref().unwrap_or(""), "prediction");
+                log(
+                    &state,
+                    &model_id,
+                    routed.as_ref(),
+                    request.user_id.as_deref(),
+                    input,
+                    &one,
+                )
+                .await;
                 usage.add(one.usage);
                 if let Some(c) = one.cost_usd {
                     cost = Some(cost.unwrap_or(0.0) + c);
@@ -420,6 +461,8 @@ pub(crate) async fn predict(
                 latency_ms: started.elapsed().as_secs_f64() * 1000.0,
                 usage,
                 cost_usd: cost,
+                experiment: routed.as_ref().map(|r| r.experiment.spec.name.clone()),
+                variant: routed.map(|r| r.variant),
             }))
         }
         (Some(_), Some(_)) => Err(ApiError::invalid(
@@ -431,6 +474,33 @@ pub(crate) async fn predict(
         )
         .field("inputs")),
     }
+}
+
+/// Queues the prediction for the server's prediction log (when it has a database).
+async fn log(
+    state: &AppState,
+    model_id: &str,
+    routed: Option<&Routed>,
+    unit: Option<&str>,
+    inputs: &Map<String, Value>,
+    one: &InstancePrediction,
+) {
+    let Some(experiments) = &state.experiments else {
+        return;
+    };
+    let record = PredictionRecord {
+        prediction_id: one.prediction_id.clone(),
+        model_id: model_id.to_string(),
+        experiment_id: routed.map(|r| r.experiment.id.clone()),
+        variant: routed.map(|r| r.variant.clone()),
+        unit_id: unit.map(str::to_string),
+        inputs: Value::Object(inputs.clone()),
+        outputs: Value::Object(one.outputs.clone()),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    experiments.log.record(record).await;
 }
 
 fn figures_of(one: Option<&InstancePrediction>, fallback: Duration) -> PredictionFigures {
