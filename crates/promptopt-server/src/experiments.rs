@@ -53,6 +53,23 @@ impl Experiments {
         Ok(experiments)
     }
 
+    /// Re-reads the running experiments every `every`, so that several server processes on one
+    /// database follow each other's starts and stops; ends when the experiments are dropped.
+    pub(crate) fn follow(this: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(this);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(experiments) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = experiments.refresh().await {
+                    tracing::warn!(error = %e, "cannot re-read the running experiments");
+                }
+            }
+        });
+    }
+
     /// Reloads the running experiments.
     pub(crate) async fn refresh(&self) -> Result<(), ExperimentError> {
         let running = self.store.running().await?;

@@ -144,7 +144,9 @@ impl Server {
             .await
             .map_err(ServerError::Database)?;
         let shared = Arc::get_mut(&mut self.shared).ok_or(ServerError::AlreadyShared)?;
-        shared.experiments = Some(Arc::new(experiments));
+        let experiments = Arc::new(experiments);
+        experiments::Experiments::follow(&experiments, std::time::Duration::from_secs(2));
+        shared.experiments = Some(experiments);
         Ok(self)
     }
 
