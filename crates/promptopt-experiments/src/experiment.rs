@@ -320,6 +320,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_validates() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ab-testing.yaml");
+        let s = spec(&std::fs::read_to_string(path).unwrap());
+        assert_eq!(s.validate().unwrap(), "api-sentiment");
+        assert_eq!(s.weights(), vec![("control", 0.8), ("treatment", 0.2)]);
+        assert!(s.auto_promote);
+    }
+
+    #[test]
     fn bad_definitions_name_the_field() {
         let cases = [
             ("name: t\nvariants: {a: m@1.0.0}\n", "variants"),
