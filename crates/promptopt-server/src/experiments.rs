@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::auth::Scope;
 use crate::body::{bytes_of, media_type, parse_json, ApiJson, ApiPath};
 use crate::error::ApiError;
+use crate::models::authorize_read;
 use crate::predlog::PredictionLog;
 use crate::AppState;
 
@@ -129,11 +130,7 @@ impl From<ExperimentError> for ApiError {
     }
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use promptopt_jobs::now;
 
 /// An experiment with its current figures and decision.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -162,13 +159,6 @@ async fn view(state: &AppState, experiment: &Experiment) -> Result<ExperimentVie
         experiment: serde_json::to_value(experiment).map_err(ApiError::internal)?,
         status: serde_json::to_value(status).map_err(ApiError::internal)?,
     })
-}
-
-fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    state
-        .tokens
-        .authorize(headers, Scope::Predict)
-        .or_else(|_| state.tokens.authorize(headers, Scope::Optimize))
 }
 
 /// Checks what the store cannot: the metric exists and every variant's version does.

@@ -83,8 +83,8 @@ pub(crate) struct AliasResponse {
     pub(crate) previous: Option<String>,
 }
 
-/// Reading models needs any scope.
-fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Reading models (and experiments) needs any scope.
+pub(crate) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     state
         .tokens
         .authorize(headers, Scope::Predict)

@@ -271,14 +271,17 @@ fn check_inputs(
     field: &str,
 ) -> Result<Example, ApiError> {
     let keys = artifact.program.input_keys();
+    let takes = || {
+        keys.iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(missing) = keys.iter().find(|k| !inputs.contains_key(k.as_str())) {
         return Err(ApiError::invalid(format!(
             "Missing input field `{missing}`; `{}` takes {}",
             artifact.id(),
-            keys.iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            takes()
         ))
         .field(format!("{field}.{missing}")));
     }
@@ -286,10 +289,7 @@ fn check_inputs(
         return Err(ApiError::invalid(format!(
             "Unknown input field `{extra}`; `{}` takes {}",
             artifact.id(),
-            keys.iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            takes()
         ))
         .field(format!("{field}.{extra}")));
     }
@@ -496,9 +496,7 @@ async fn log(
         unit_id: unit.map(str::to_string),
         inputs: Value::Object(inputs.clone()),
         outputs: Value::Object(one.outputs.clone()),
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
+        created_at: promptopt_jobs::now(),
     };
     experiments.log.record(record).await;
 }
