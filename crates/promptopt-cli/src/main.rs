@@ -8,6 +8,7 @@ mod common;
 mod evaluate;
 mod experiments_cmd;
 mod jobs_cmd;
+mod learn_cmd;
 mod models_cmd;
 mod optimize;
 mod predict;
@@ -50,6 +51,9 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// A/B experiments between versions of a model on a `promptopt serve` API.
     Experiments(experiments_cmd::ExperimentsArgs),
+    /// Continuous learning of a model on a `promptopt serve` API (enable, status, history,
+    /// rollback, export).
+    Learn(learn_cmd::LearnArgs),
     /// Serve a local GGUF model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "engine")]
     ServeLm(serve_lm::ServeLmArgs),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(args).await,
             Command::Experiments(args) => experiments_cmd::run(args).await,
+            Command::Learn(args) => learn_cmd::run(args).await,
             #[cfg(feature = "engine")]
             Command::ServeLm(args) => serve_lm::run(args).await,
         }

@@ -295,6 +295,20 @@ impl Remote {
         self.json(response).await
     }
 
+    /// `GET` `segments` with `query`, returning the body as text (JSON lines, CSV).
+    pub async fn get_text(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<String, RemoteError> {
+        let builder = self
+            .request(Method::GET, segments)
+            .query(query)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(builder).await?;
+        response.text().await.map_err(|e| self.unreachable(&e))
+    }
+
     /// `POST` `body` (JSON, when given) to `segments` with `query`, parsing the JSON answer.
     pub async fn post<T: DeserializeOwned>(
         &self,

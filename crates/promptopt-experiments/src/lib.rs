@@ -12,15 +12,19 @@
 //!   correction.
 //! - [`decide`]: an experiment's status from its variants' sums: per-variant figures, tests and
 //!   the decision.
+//! - The continuous-learning tables ([`LearningRow`], [`LearningEvent`], [`Outcome`]): each
+//!   model's loop, its decisions, its lock, and outcomes joined to their predictions.
 
 pub mod assign;
 pub mod decide;
 mod error;
 mod experiment;
+mod learning_store;
 pub mod stats;
 mod store;
 
 pub use decide::{status, Decision, ExperimentStatus, VariantStatus};
 pub use error::ExperimentError;
 pub use experiment::{Experiment, ExperimentSpec, ExperimentState};
+pub use learning_store::{LearningEvent, LearningRow, Outcome, Served};
 pub use store::{redact, ExperimentStore, FeedbackRecorded, PredictionRecord, VariantStats};

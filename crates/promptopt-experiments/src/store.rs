@@ -10,7 +10,10 @@ use sqlx::Row;
 use crate::{Experiment, ExperimentError, ExperimentState};
 
 /// The schema, in order; each runs once (recorded in `promptopt_migrations`).
-const MIGRATIONS: [(i64, &str); 1] = [(1, include_str!("../migrations/0001_experiments.sql"))];
+const MIGRATIONS: [(i64, &str); 2] = [
+    (1, include_str!("../migrations/0001_experiments.sql")),
+    (2, include_str!("../migrations/0002_learning.sql")),
+];
 
 /// A prediction as served: what a later outcome is attached to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +34,27 @@ pub struct PredictionRecord {
     pub outputs: Value,
     /// When it was served.
     pub created_at: f64,
+    /// Time taken, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// Prompt tokens spent.
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    /// Generated tokens.
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    /// Cost in USD, when the model's price is known.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+impl PredictionRecord {
+    /// The model's name (`model_id` without `@version`).
+    pub fn model(&self) -> &str {
+        self.model_id
+            .split_once('@')
+            .map_or(self.model_id.as_str(), |(name, _)| name)
+    }
 }
 
 /// One variant's running sums.
@@ -62,7 +86,7 @@ pub struct FeedbackRecorded {
 /// The store.
 #[derive(Debug, Clone)]
 pub struct ExperimentStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     url: String,
 }
 
@@ -91,7 +115,7 @@ fn experiment_of(row: &AnyRow, url: &str) -> Result<Experiment, ExperimentError>
         .map_err(|e| db_error(url, format!("an experiment record does not parse: {e}")))
 }
 
-fn u64_of(v: i64) -> u64 {
+pub(crate) fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -136,7 +160,7 @@ impl ExperimentStore {
         redact(&self.url)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> ExperimentError {
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> ExperimentError {
         db_error(&self.url, e)
     }
 
@@ -317,7 +341,7 @@ impl ExperimentStore {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for p in rows {
             sqlx::query(
-                "INSERT INTO predictions (prediction_id, model_id, experiment_id, variant, unit_id, inputs, outputs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (prediction_id) DO NOTHING",
+                "INSERT INTO predictions (prediction_id, model_id, experiment_id, variant, unit_id, inputs, outputs, created_at, model, latency_ms, prompt_tokens, completion_tokens, cost_usd) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (prediction_id) DO NOTHING",
             )
             .bind(&p.prediction_id)
             .bind(&p.model_id)
@@ -327,6 +351,11 @@ impl ExperimentStore {
             .bind(p.inputs.to_string())
             .bind(p.outputs.to_string())
             .bind(p.created_at)
+            .bind(p.model().to_string())
+            .bind(p.latency_ms)
+            .bind(p.prompt_tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+            .bind(p.completion_tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+            .bind(p.cost_usd)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -361,7 +390,7 @@ impl ExperimentStore {
     /// A served prediction.
     pub async fn prediction(&self, id: &str) -> Result<Option<PredictionRecord>, ExperimentError> {
         let row = sqlx::query(
-            "SELECT prediction_id, model_id, experiment_id, variant, unit_id, inputs, outputs, created_at FROM predictions WHERE prediction_id = $1",
+            "SELECT prediction_id, model_id, experiment_id, variant, unit_id, inputs, outputs, created_at, latency_ms, prompt_tokens, completion_tokens, cost_usd FROM predictions WHERE prediction_id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -383,6 +412,16 @@ impl ExperimentStore {
             inputs: serde_json::from_str(&text("inputs")?).unwrap_or(Value::Null),
             outputs: serde_json::from_str(&text("outputs")?).unwrap_or(Value::Null),
             created_at: row.try_get("created_at").map_err(|e| self.err(e))?,
+            latency_ms: row.try_get("latency_ms").map_err(|e| self.err(e))?,
+            prompt_tokens: row
+                .try_get::<Option<i64>, _>("prompt_tokens")
+                .map_err(|e| self.err(e))?
+                .map(u64_of),
+            completion_tokens: row
+                .try_get::<Option<i64>, _>("completion_tokens")
+                .map_err(|e| self.err(e))?
+                .map(u64_of),
+            cost_usd: row.try_get("cost_usd").map_err(|e| self.err(e))?,
         }))
     }
 

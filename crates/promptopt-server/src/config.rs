@@ -1,12 +1,43 @@
 //! The server's settings: `promptopt serve --config serve.yaml` and its defaults.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use promptopt_learning::config::LearningConfig;
 use serde::Deserialize;
 
 use crate::auth::TokenSpec;
 use crate::error::ServerError;
+use crate::predlog::LogPolicy;
+
+/// Settings of one model (`models.NAME`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// How its predictions are logged: `sample_rate`, `drop`, `hash`.
+    pub log: LogPolicy,
+    /// Its continuous-learning loop (see `promptopt_learning::config`); stored in the database
+    /// and started when the server starts.
+    pub learning: Option<LearningConfig>,
+}
+
+/// The prediction log's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionLogConfig {
+    /// The spool's size limit while the database cannot be written; past it predictions are
+    /// dropped from the log (and counted), never refused.
+    pub spool_max_bytes: u64,
+}
+
+impl Default for PredictionLogConfig {
+    fn default() -> Self {
+        Self {
+            spool_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// What `serve.yaml` holds. Every key is optional.
 ///
@@ -20,6 +51,11 @@ use crate::error::ServerError;
 /// request_timeout_seconds: 120
 /// max_concurrent_requests: 256
 /// trusted_requests: false
+/// prediction_log: {spool_max_bytes: 67108864}
+/// models:
+///   tickets:
+///     log: {sample_rate: 1.0, drop: [email], hash: [customer_id]}
+///     learning: {triggers: {drift: true, every: 24h}, deploy: {policy: promote}}
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +79,10 @@ pub struct ServeConfig {
     /// Accept optimization requests that name files on the server (dataset paths), custom metric
     /// commands or a tracking URI. Off by default: over HTTP a request is data only.
     pub trusted_requests: bool,
+    /// The prediction log.
+    pub prediction_log: PredictionLogConfig,
+    /// Per-model settings: logging and continuous learning.
+    pub models: BTreeMap<String, ModelSettings>,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +96,8 @@ impl Default for ServeConfig {
             max_concurrent_requests: 256,
             max_batch: 256,
             trusted_requests: false,
+            prediction_log: PredictionLogConfig::default(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -87,6 +129,17 @@ impl ServeConfig {
         if self.max_batch == 0 {
             return Err("`max_batch` must be at least 1".into());
         }
+        for (name, settings) in &self.models {
+            settings
+                .log
+                .check()
+                .map_err(|e| format!("`models.{name}.log`: {e}"))?;
+            if let Some(learning) = &settings.learning {
+                learning
+                    .check()
+                    .map_err(|e| format!("`models.{name}.learning`: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -117,6 +170,22 @@ mod tests {
         std::fs::write(&path, "max_batchh: 8\n").unwrap();
         let e = ServeConfig::from_path(&path).unwrap_err().to_string();
         assert!(e.contains("unknown field `max_batchh`"), "{e}");
+        std::fs::write(
+            &path,
+            "models: {t: {log: {sample_rate: 2}, learning: {window: 5}}}\n",
+        )
+        .unwrap();
+        let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("`models.t.log`") && e.contains("`sample_rate`"),
+            "{e}"
+        );
+        std::fs::write(&path, "models: {t: {learning: {window: 0}}}\n").unwrap();
+        let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("`models.t.learning`") && e.contains("`window`"),
+            "{e}"
+        );
         std::fs::write(&path, "max_concurrent_requests: 0\n").unwrap();
         let e = ServeConfig::from_path(&path).unwrap_err().to_string();
         assert!(e.contains("`max_concurrent_requests`"), "{e}");

@@ -43,9 +43,13 @@ pub(crate) struct Routed {
 }
 
 impl Experiments {
-    pub(crate) async fn open(store: ExperimentStore) -> Result<Self, ExperimentError> {
+    pub(crate) async fn open(
+        store: ExperimentStore,
+        spool_dir: std::path::PathBuf,
+        spool_max: u64,
+    ) -> Result<Self, ExperimentError> {
         let experiments = Self {
-            log: PredictionLog::start(store.clone()),
+            log: PredictionLog::start(store.clone(), spool_dir, spool_max),
             store,
             running: RwLock::new(HashMap::new()),
             feedback: tokio::sync::Mutex::new(()),
@@ -101,7 +105,7 @@ impl Experiments {
     }
 }
 
-fn experiments(state: &AppState) -> Result<&Experiments, ApiError> {
+pub(crate) fn experiments(state: &AppState) -> Result<&Experiments, ApiError> {
     state.experiments.as_deref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -216,7 +220,7 @@ pub(crate) async fn create(
     state.tokens.authorize(&headers, Scope::Admin)?;
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError::invalid(format!("Invalid query: {}", e.body_text())))?;
-    let exps = experiments(&state)?;
+    experiments(&state)?;
     let media = media_type(&req);
     let bytes = bytes_of(req).await?;
     let spec: ExperimentSpec = match media.as_deref() {
@@ -242,8 +246,19 @@ pub(crate) async fn create(
             ))
         }
     };
+    let experiment = insert_experiment(&state, spec, query.start.unwrap_or(false)).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &experiment).await?)).into_response())
+}
+
+/// Validates and stores an experiment, started at once when `start`.
+pub(crate) async fn insert_experiment(
+    state: &AppState,
+    spec: ExperimentSpec,
+    start: bool,
+) -> Result<Experiment, ApiError> {
+    let exps = experiments(state)?;
     let model = spec.validate()?;
-    check_against_registry(&state, &spec, &model).await?;
+    check_against_registry(state, &spec, &model).await?;
     let experiment = Experiment {
         id: format!("exp-{:016x}", rand::random::<u64>()),
         model,
@@ -258,7 +273,7 @@ pub(crate) async fn create(
         spec,
     };
     exps.store.insert(&experiment).await?;
-    let experiment = if query.start.unwrap_or(false) {
+    let experiment = if start {
         let started = exps.store.start(&experiment.id, now()).await?;
         exps.refresh().await?;
         started
@@ -266,7 +281,7 @@ pub(crate) async fn create(
         experiment
     };
     tracing::info!(experiment = %experiment.spec.name, model = %experiment.model, state = %experiment.state, "experiment created");
-    Ok((StatusCode::CREATED, Json(view(&state, &experiment).await?)).into_response())
+    Ok(experiment)
 }
 
 /// `?start=true`.

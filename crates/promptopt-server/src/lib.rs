@@ -10,6 +10,9 @@
 //!   routed to variants (sticky by `user_id`), `POST /v1/feedback` records outcomes, and the
 //!   winner is declared by an always-valid sequential test (with a database, see
 //!   [`Server::with_database`]).
+//! - `/v1/models/{name}/learning...` runs continuous learning: every prediction is logged
+//!   (sampled and redacted per model), drift is detected on the outcomes, retraining jobs go to
+//!   the queue, better versions are deployed and worse ones rolled back.
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus), `GET /openapi.json`.
 //!
 //! Every error is `{"error": {"code", "message", "field"}}` with a 4xx status for bad input;
@@ -48,6 +51,7 @@ mod config;
 mod error;
 mod experiments;
 mod jobs;
+mod learning;
 mod metrics;
 mod middleware;
 mod models;
@@ -67,11 +71,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 pub use auth::{Scope, TokenSpec, Tokens};
-pub use config::ServeConfig;
+pub use config::{ModelSettings, PredictionLogConfig, ServeConfig};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ServerError};
 pub use metrics::{Metrics, PredictionFigures};
 pub use openapi::openapi_json;
 pub use predict::{LmsFromStack, ModelLms};
+pub use predlog::LogPolicy;
 
 /// What every handler shares.
 pub(crate) struct Shared {
@@ -86,6 +91,8 @@ pub(crate) struct Shared {
     shutdown_tx: watch::Sender<bool>,
     /// Experiments, feedback and the prediction log, when the server has a database.
     pub(crate) experiments: Option<Arc<experiments::Experiments>>,
+    /// The continuous-learning loops, when the server has a database.
+    pub(crate) learning: Option<Arc<learning::Learning>>,
 }
 
 /// The state handed to handlers.
@@ -130,6 +137,7 @@ impl Server {
                 shutdown,
                 shutdown_tx,
                 experiments: None,
+                learning: None,
             }),
         }
     }
@@ -140,13 +148,16 @@ impl Server {
         let store = promptopt_experiments::ExperimentStore::open(url)
             .await
             .map_err(ServerError::Database)?;
-        let experiments = experiments::Experiments::open(store)
+        let spool = self.shared.registry.home().join("spool");
+        let spool_max = self.shared.config.prediction_log.spool_max_bytes;
+        let experiments = experiments::Experiments::open(store, spool, spool_max)
             .await
             .map_err(ServerError::Database)?;
         let shared = Arc::get_mut(&mut self.shared).ok_or(ServerError::AlreadyShared)?;
         let experiments = Arc::new(experiments);
         experiments::Experiments::follow(&experiments, std::time::Duration::from_secs(2));
         shared.experiments = Some(experiments);
+        shared.learning = Some(Arc::new(learning::Learning::new()));
         Ok(self)
     }
 
@@ -181,6 +192,24 @@ impl Server {
             .route("/v1/experiments/{id}/stop", post(experiments::stop))
             .route("/v1/experiments/{id}/promote", post(experiments::promote))
             .route("/v1/feedback", post(experiments::feedback))
+            .route(
+                "/v1/models/{name}/learning",
+                get(learning::routes::status)
+                    .put(learning::routes::enable)
+                    .delete(learning::routes::disable),
+            )
+            .route(
+                "/v1/models/{name}/learning/history",
+                get(learning::routes::history),
+            )
+            .route(
+                "/v1/models/{name}/learning/rollback",
+                post(learning::routes::rollback),
+            )
+            .route(
+                "/v1/models/{name}/learning/export",
+                get(learning::routes::export),
+            )
             .route("/healthz", get(middleware::healthz))
             .route("/readyz", get(middleware::readyz))
             .route("/metrics", get(middleware::metrics))
@@ -195,13 +224,26 @@ impl Server {
         api.with_state(state)
     }
 
+    /// Starts the continuous-learning loops (with a database): the `learning:` blocks of the
+    /// configuration are stored, and every enabled model's loop runs until shutdown. `serve`
+    /// calls it.
+    pub async fn start_learning(&self) -> Result<(), ServerError> {
+        if self.shared.learning.is_none() {
+            return Ok(());
+        }
+        learning::apply_configured(&self.shared).await?;
+        learning::spawn(Arc::clone(&self.shared));
+        Ok(())
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then stops taking connections, ends event
-    /// streams and waits for in-flight requests to finish.
+    /// streams and waits for in-flight requests to finish. The learning loops run meanwhile.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        self.start_learning().await?;
         let router = self.router();
         let tx = self.shared.shutdown_tx.clone();
         let signal = async move {

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::learning::routes as learning;
 use crate::{experiments, jobs, middleware, models, predict};
 
 struct BearerAuth;
@@ -42,6 +43,8 @@ impl Modify for BearerAuth {
         predict::predict,
         experiments::create, experiments::list, experiments::get_experiment, experiments::start,
         experiments::stop, experiments::promote, experiments::feedback,
+        learning::status, learning::history, learning::enable, learning::disable,
+        learning::rollback, learning::export,
         middleware::healthz, middleware::readyz, middleware::metrics,
     ),
     components(schemas(crate::ErrorBody, crate::ErrorDetail)),
@@ -51,6 +54,7 @@ impl Modify for BearerAuth {
         (name = "models", description = "Saved models, versions and aliases"),
         (name = "predictions", description = "Call saved models"),
         (name = "experiments", description = "A/B experiments between versions of a model, and outcomes"),
+        (name = "learning", description = "Continuous learning: drift, retraining, deployment and rollback of a model"),
         (name = "service", description = "Health, readiness and metrics"),
     )
 )]
@@ -102,6 +106,8 @@ mod tests {
             "/v1/models/{name}/predict",
             "/v1/models/{name}/aliases/{alias}",
             "/metrics",
+            "/v1/models/{name}/learning",
+            "/v1/models/{name}/learning/export",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }

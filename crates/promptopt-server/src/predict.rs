@@ -62,7 +62,7 @@ impl ModelLms for LmsFromStack {
 /// A saved model ready to run.
 pub(crate) struct Loaded {
     pub(crate) artifact: ModelArtifact,
-    pipeline: Pipeline,
+    pub(crate) pipeline: Pipeline,
 }
 
 /// Loaded programs by exact version (versions are immutable), LMs by model set, and recent
@@ -176,7 +176,8 @@ impl ModelCache {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PredictQuery {
-    /// `1.2.0`, `latest` (the default) or an alias such as `production`.
+    /// `1.2.0`, `latest`, or an alias such as `production`. Without it: `production` when the
+    /// model has that alias, else `latest`.
     pub(crate) version: Option<String>,
 }
 
@@ -367,12 +368,21 @@ pub(crate) async fn predict(
             .and_then(|e| e.route(&name, request.user_id.as_deref())),
         Some(_) => None,
     };
-    let selector = routed
+    let version = match routed
         .as_ref()
         .map(|r| r.selector.as_str())
         .or(query.version.as_deref())
-        .unwrap_or("latest");
-    let version = state.models.resolve(&name, selector).await?;
+    {
+        Some(selector) => state.models.resolve(&name, selector).await?,
+        // No version: `production` when the model has that alias, else the latest version.
+        None => match state.models.resolve(&name, "production").await {
+            Ok(version) => version,
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                state.models.resolve(&name, "latest").await?
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let loaded = state.models.get(&name, version).await?;
     let artifact = &loaded.artifact;
     let model_id = artifact.id();
@@ -488,15 +498,35 @@ async fn log(
     let Some(experiments) = &state.experiments else {
         return;
     };
+    let name = model_id.split_once('@').map_or(model_id, |(n, _)| n);
+    let policy = state
+        .config
+        .models
+        .get(name)
+        .map(|m| &m.log)
+        .cloned()
+        .unwrap_or_default();
+    if !policy.sampled(rand::random::<f64>(), routed.is_some()) {
+        experiments
+            .log
+            .counters
+            .unsampled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
     let record = PredictionRecord {
         prediction_id: one.prediction_id.clone(),
         model_id: model_id.to_string(),
         experiment_id: routed.map(|r| r.experiment.id.clone()),
         variant: routed.map(|r| r.variant.clone()),
         unit_id: unit.map(str::to_string),
-        inputs: Value::Object(inputs.clone()),
+        inputs: Value::Object(policy.redact(inputs)),
         outputs: Value::Object(one.outputs.clone()),
         created_at: promptopt_jobs::now(),
+        latency_ms: Some(one.latency_ms),
+        prompt_tokens: Some(one.usage.prompt_tokens),
+        completion_tokens: Some(one.usage.completion_tokens),
+        cost_usd: one.cost_usd,
     };
     experiments.log.record(record).await;
 }

@@ -1,0 +1,350 @@
+//! The continuous-learning tables of the server's database: each model's loop settings and
+//! state, the decisions it took, the lock that lets one server at a time run a model's loop, and
+//! the outcomes joined to the predictions they judge.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::store::u64_of;
+use crate::{ExperimentError, ExperimentStore};
+
+/// A model's loop as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearningRow {
+    /// The model.
+    pub model: String,
+    /// Its `learning:` settings, as JSON.
+    pub config: Value,
+    /// Whether the loop runs.
+    pub enabled: bool,
+    /// Its state, as JSON.
+    pub state: Value,
+    /// When the row last changed.
+    pub updated_at: f64,
+}
+
+/// A decision of the loop, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearningEvent {
+    /// Its id.
+    pub event_id: String,
+    /// The model.
+    pub model: String,
+    /// When (seconds since the epoch).
+    pub at: f64,
+    /// `enabled`, `disabled`, `drift`, `trigger`, `retrain_submitted`, `retrain_failed`,
+    /// `validated`, `rejected`, `deployed`, `experiment_started`, `experiment_concluded`,
+    /// `guard_passed`, `rolled_back`, `production_changed`.
+    pub kind: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The figures behind it.
+    pub detail: Value,
+}
+
+/// An outcome joined to its prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The prediction.
+    pub prediction_id: String,
+    /// `name@version` that answered.
+    pub model_id: String,
+    /// The inputs logged (after redaction).
+    pub inputs: Value,
+    /// The outputs served.
+    pub outputs: Value,
+    /// The outcome's score.
+    pub score: f64,
+    /// What the caller sent (`expected_output`, `score` or `success`).
+    pub detail: Value,
+    /// When the outcome was (last) recorded.
+    pub updated_at: f64,
+}
+
+/// What a recent prediction looked like (for input and output drift).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// `name@version`.
+    pub model_id: String,
+    /// The inputs logged.
+    pub inputs: Value,
+    /// The outputs served.
+    pub outputs: Value,
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+impl ExperimentStore {
+    fn learning_row(&self, row: &AnyRow) -> Result<LearningRow, ExperimentError> {
+        let text = |name: &str| -> Result<String, ExperimentError> {
+            row.try_get(name).map_err(|e| self.err(e))
+        };
+        let enabled: i64 = row.try_get("enabled").map_err(|e| self.err(e))?;
+        Ok(LearningRow {
+            model: text("model")?,
+            config: json_of(&text("config")?),
+            enabled: enabled != 0,
+            state: json_of(&text("state")?),
+            updated_at: row.try_get("updated_at").map_err(|e| self.err(e))?,
+        })
+    }
+
+    /// Every model with loop settings.
+    pub async fn learning_rows(&self) -> Result<Vec<LearningRow>, ExperimentError> {
+        let rows = sqlx::query(
+            "SELECT model, config, enabled, state, updated_at FROM learning ORDER BY model",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(|r| self.learning_row(r)).collect()
+    }
+
+    /// One model's loop.
+    pub async fn learning(&self, model: &str) -> Result<Option<LearningRow>, ExperimentError> {
+        let row = sqlx::query(
+            "SELECT model, config, enabled, state, updated_at FROM learning WHERE model = $1",
+        )
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| self.learning_row(&r)).transpose()
+    }
+
+    /// Stores a model's settings and whether its loop runs, keeping its state (a new row
+    /// starts with `initial_state`).
+    pub async fn set_learning(
+        &self,
+        model: &str,
+        config: &Value,
+        enabled: bool,
+        initial_state: &Value,
+        now: f64,
+    ) -> Result<(), ExperimentError> {
+        sqlx::query(
+            "INSERT INTO learning (model, config, enabled, state, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO UPDATE SET config = $2, enabled = $3, updated_at = $5",
+        )
+        .bind(model)
+        .bind(config.to_string())
+        .bind(i64::from(enabled))
+        .bind(initial_state.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Turns a model's loop on or off; `false` when it has no settings.
+    pub async fn enable_learning(
+        &self,
+        model: &str,
+        enabled: bool,
+        now: f64,
+    ) -> Result<bool, ExperimentError> {
+        let done =
+            sqlx::query("UPDATE learning SET enabled = $1, updated_at = $2 WHERE model = $3")
+                .bind(i64::from(enabled))
+                .bind(now)
+                .bind(model)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Stores a model's loop state.
+    pub async fn save_learning_state(
+        &self,
+        model: &str,
+        state: &Value,
+        now: f64,
+    ) -> Result<(), ExperimentError> {
+        sqlx::query("UPDATE learning SET state = $1, updated_at = $2 WHERE model = $3")
+            .bind(state.to_string())
+            .bind(now)
+            .bind(model)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a decision.
+    pub async fn record_learning_event(
+        &self,
+        event: &LearningEvent,
+    ) -> Result<(), ExperimentError> {
+        sqlx::query(
+            "INSERT INTO learning_events (event_id, model, at, kind, reason, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&event.event_id)
+        .bind(&event.model)
+        .bind(event.at)
+        .bind(&event.kind)
+        .bind(&event.reason)
+        .bind(event.detail.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A model's decisions, oldest first; the newest `limit` of them.
+    pub async fn learning_events(
+        &self,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<LearningEvent>, ExperimentError> {
+        let rows = sqlx::query(
+            "SELECT event_id, model, at, kind, reason, detail FROM learning_events WHERE model = $1 ORDER BY at DESC, event_id DESC LIMIT $2",
+        )
+        .bind(model)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut events = rows
+            .iter()
+            .map(|row| {
+                let text = |name: &str| -> Result<String, ExperimentError> {
+                    row.try_get(name).map_err(|e| self.err(e))
+                };
+                Ok(LearningEvent {
+                    event_id: text("event_id")?,
+                    model: text("model")?,
+                    at: row.try_get("at").map_err(|e| self.err(e))?,
+                    kind: text("kind")?,
+                    reason: text("reason")?,
+                    detail: json_of(&text("detail")?),
+                })
+            })
+            .collect::<Result<Vec<_>, ExperimentError>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// Takes (or renews) the lock on `model`'s loop for `holder` until `now + ttl`; `false`
+    /// when another holder has it and it has not expired.
+    pub async fn lock_learning(
+        &self,
+        model: &str,
+        holder: &str,
+        now: f64,
+        ttl: f64,
+    ) -> Result<bool, ExperimentError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query(
+            "DELETE FROM learning_locks WHERE model = $1 AND (expires_at < $2 OR holder = $3)",
+        )
+        .bind(model)
+        .bind(now)
+        .bind(holder)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let taken = sqlx::query(
+            "INSERT INTO learning_locks (model, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING",
+        )
+        .bind(model)
+        .bind(holder)
+        .bind(now + ttl)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?
+        .rows_affected();
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(taken > 0)
+    }
+
+    /// Gives the lock back (when `holder` has it).
+    pub async fn unlock_learning(&self, model: &str, holder: &str) -> Result<(), ExperimentError> {
+        sqlx::query("DELETE FROM learning_locks WHERE model = $1 AND holder = $2")
+            .bind(model)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Outcomes of `model`'s predictions recorded after `after` (and at or before `until`),
+    /// oldest first.
+    pub async fn outcomes(
+        &self,
+        model: &str,
+        after: f64,
+        until: f64,
+        limit: usize,
+    ) -> Result<Vec<Outcome>, ExperimentError> {
+        let rows = sqlx::query(
+            "SELECT p.prediction_id, p.model_id, p.inputs, p.outputs, f.score, f.detail, f.updated_at FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id WHERE p.model = $1 AND f.updated_at > $2 AND f.updated_at <= $3 ORDER BY f.updated_at, p.prediction_id LIMIT $4",
+        )
+        .bind(model)
+        .bind(after)
+        .bind(until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                let text = |name: &str| -> Result<String, ExperimentError> {
+                    row.try_get(name).map_err(|e| self.err(e))
+                };
+                Ok(Outcome {
+                    prediction_id: text("prediction_id")?,
+                    model_id: text("model_id")?,
+                    inputs: json_of(&text("inputs")?),
+                    outputs: json_of(&text("outputs")?),
+                    score: row.try_get("score").map_err(|e| self.err(e))?,
+                    detail: json_of(&text("detail")?),
+                    updated_at: row.try_get("updated_at").map_err(|e| self.err(e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest `limit` predictions of `model`, newest first.
+    pub async fn recent_predictions(
+        &self,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<Served>, ExperimentError> {
+        let rows = sqlx::query(
+            "SELECT model_id, inputs, outputs FROM predictions WHERE model = $1 ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(model)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                let text = |name: &str| -> Result<String, ExperimentError> {
+                    row.try_get(name).map_err(|e| self.err(e))
+                };
+                Ok(Served {
+                    model_id: text("model_id")?,
+                    inputs: json_of(&text("inputs")?),
+                    outputs: json_of(&text("outputs")?),
+                })
+            })
+            .collect()
+    }
+
+    /// How many predictions of `model` are logged.
+    pub async fn count_predictions(&self, model: &str) -> Result<u64, ExperimentError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM predictions WHERE model = $1")
+            .bind(model)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(u64_of(row.try_get("n").map_err(|e| self.err(e))?))
+    }
+}
