@@ -18,6 +18,8 @@ PACKAGES=(
   "openai==1.109.1"
   # Test runner for the benchmark harness's own tests (bench/tests).
   "pytest==9.2.0"
+  # Reference drift detectors for the differential tests of promptopt-learning.
+  "river==0.26.1"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then

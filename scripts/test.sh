@@ -51,6 +51,10 @@ cargo test -p promptopt-lm --all-features --doc
 # The experiments' statistics against SciPy (the example binary is built by `cargo test`).
 PROMPTOPT_STATS_BIN="${CARGO_TARGET_DIR:-target}/debug/examples/stats_json" \
   .venv-ci/bin/python -m pytest -q crates/promptopt-experiments/tests/python
+# The drift detectors of continuous learning against the Python library `river` (same warnings
+# and detections at the same indices; the example binary is built by `cargo test`).
+PROMPTOPT_DRIFT_BIN="${CARGO_TARGET_DIR:-target}/debug/examples/drift_json" \
+  .venv-ci/bin/python -m pytest -q crates/promptopt-learning/tests/python
 # The HTTP API against its own OpenAPI document: schemathesis on a live `promptopt serve` (no 5xx,
 # every response in the schema).
 scripts/api-schema-check.sh

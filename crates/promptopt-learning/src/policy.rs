@@ -85,6 +85,8 @@ pub struct LoopState {
     pub cursor: f64,
     /// Retrainings submitted.
     pub retrains: u64,
+    /// The trigger of a retraining that failed: it fires again once the backoff has passed.
+    pub retry_trigger: Option<String>,
 }
 
 /// Whether a retraining is due now, and why. `drift` names a drift a detector signalled.
@@ -102,6 +104,9 @@ pub fn due_trigger(
     }
     if state.labels_since_retrain < config.min_new_labels {
         return None;
+    }
+    if let Some(failed) = &state.retry_trigger {
+        return Some(format!("retry after a failed retraining ({failed})"));
     }
     if config.triggers.drift {
         if let Some(reason) = drift {
@@ -209,6 +214,11 @@ mod tests {
         backing_off.next_attempt_at = Some(100.0);
         assert_eq!(due_trigger(&config, &backing_off, 50.0, Some("x")), None);
         assert!(due_trigger(&config, &backing_off, 100.0, Some("x")).is_some());
+        backing_off.retry_trigger = Some("drift: ddm".into());
+        assert_eq!(
+            due_trigger(&config, &backing_off, 100.0, None).unwrap(),
+            "retry after a failed retraining (drift: ddm)"
+        );
         let mut busy = watching(500);
         busy.phase = Phase::Guarding {
             version: "2.0.0".into(),

@@ -76,7 +76,8 @@ pub(crate) fn request_of(artifact: &ModelArtifact) -> Result<OptimizationRequest
 }
 
 /// The retraining request and its data: the current version's request (same algorithm,
-/// configuration and seed) on its training data plus the recent labelled predictions.
+/// configuration and seed) on its training and validation data plus the recent labelled
+/// predictions (see [`dataset::assemble`]).
 pub(crate) fn build_request(
     artifact: &ModelArtifact,
     recent: &[Labelled],
@@ -89,16 +90,20 @@ pub(crate) fn build_request(
         .base_dir
         .clone()
         .unwrap_or_else(|| home.to_path_buf());
-    let original = request
+    let mut original = request
         .training_examples
         .load(&base)
         .map_err(|e| format!("the original training data of `{}`: {e}", artifact.id()))?;
-    let validation = request
-        .validation_examples
-        .as_ref()
-        .map(|v| v.load(&base))
-        .transpose()
-        .map_err(|e| format!("the original validation data of `{}`: {e}", artifact.id()))?;
+    // The original validation examples join the pool: their labels may be as stale as the
+    // training ones, and the same replacement rule applies. The optimizer splits its own
+    // validation set from the combined data.
+    if let Some(validation) = &request.validation_examples {
+        original.extend(
+            validation
+                .load(&base)
+                .map_err(|e| format!("the original validation data of `{}`: {e}", artifact.id()))?,
+        );
+    }
     let input_keys = artifact.program.input_keys();
     let data = dataset::assemble(
         &original,
@@ -115,7 +120,7 @@ pub(crate) fn build_request(
         ));
     }
     request.training_examples = DataSource::Inline(data.train.clone());
-    request.validation_examples = validation.map(DataSource::Inline);
+    request.validation_examples = None;
     request.test_examples = None;
     request.name = Some(artifact.name.clone());
     request.base_dir = None;

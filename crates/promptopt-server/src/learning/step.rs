@@ -564,6 +564,7 @@ async fn start_retraining(
     let (request, data) = match prepared {
         Ok(p) => p,
         Err(why) => {
+            loop_state.retry_trigger = Some(trigger);
             failed(store, name, config, loop_state, "", &why).await;
             return;
         }
@@ -590,6 +591,7 @@ async fn start_retraining(
             entry.drift = None;
         }
         Err(why) => {
+            loop_state.retry_trigger = Some(trigger);
             failed(
                 store,
                 name,
@@ -611,6 +613,9 @@ async fn failed(
     job_id: &str,
     why: &str,
 ) {
+    if let Phase::Retraining { trigger, .. } = &loop_state.phase {
+        loop_state.retry_trigger = Some(trigger.clone());
+    }
     loop_state.failures += 1;
     let wait = config.backoff(loop_state.failures);
     loop_state.next_attempt_at = Some(promptopt_jobs::now() + wait.as_secs_f64());
@@ -665,6 +670,7 @@ async fn validate(
     };
     loop_state.failures = 0;
     loop_state.next_attempt_at = None;
+    loop_state.retry_trigger = None;
     let detail = json!({"job_id": job_id, "candidate": candidate.to_string(), "current": current.to_string(),
         "candidate_score": new, "current_score": old, "holdout": holdout.len(), "margin": config.deploy.margin});
     if !policy::better(config, new, old) {
