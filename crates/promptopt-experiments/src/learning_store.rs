@@ -348,3 +348,76 @@ impl ExperimentStore {
         Ok(u64_of(row.try_get("n").map_err(|e| self.err(e))?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Two servers race for a model's loop: exactly one holds it at a time; the other takes it
+    /// over once the holder stops renewing.
+    #[tokio::test]
+    async fn one_server_at_a_time_runs_a_models_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("db.sqlite").display());
+        let a = ExperimentStore::open(&url).await.unwrap();
+        let b = ExperimentStore::open(&url).await.unwrap();
+        for round in 0..20 {
+            let model = format!("m{round}");
+            let (x, y) = tokio::join!(
+                a.lock_learning(&model, "a", 100.0, 30.0),
+                b.lock_learning(&model, "b", 100.0, 30.0)
+            );
+            assert!(x.unwrap() ^ y.unwrap(), "round {round}: exactly one wins");
+        }
+        assert!(a.lock_learning("t", "a", 100.0, 30.0).await.unwrap());
+        assert!(!b.lock_learning("t", "b", 110.0, 30.0).await.unwrap());
+        assert!(a.lock_learning("t", "a", 120.0, 30.0).await.unwrap(), "the holder renews");
+        assert!(!b.lock_learning("t", "b", 140.0, 30.0).await.unwrap());
+        assert!(b.lock_learning("t", "b", 151.0, 30.0).await.unwrap(), "expired: taken over");
+        assert!(!a.lock_learning("t", "a", 152.0, 30.0).await.unwrap());
+        b.unlock_learning("t", "b").await.unwrap();
+        assert!(a.lock_learning("t", "a", 153.0, 30.0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn settings_state_and_decisions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("db.sqlite").display());
+        let store = ExperimentStore::open(&url).await.unwrap();
+        let config = serde_json::json!({"window": 50});
+        let initial = serde_json::json!({"phase": "watching"});
+        store.set_learning("t", &config, true, &initial, 1.0).await.unwrap();
+        store
+            .save_learning_state("t", &serde_json::json!({"phase": "guarding"}), 2.0)
+            .await
+            .unwrap();
+        // New settings keep the state.
+        store
+            .set_learning("t", &serde_json::json!({"window": 9}), true, &initial, 3.0)
+            .await
+            .unwrap();
+        let row = store.learning("t").await.unwrap().unwrap();
+        assert_eq!(row.config["window"], 9);
+        assert_eq!(row.state["phase"], "guarding");
+        assert!(store.enable_learning("t", false, 4.0).await.unwrap());
+        assert!(!store.learning("t").await.unwrap().unwrap().enabled);
+        assert!(!store.enable_learning("nope", true, 4.0).await.unwrap());
+        for (i, kind) in ["drift", "trigger", "deployed"].iter().enumerate() {
+            store
+                .record_learning_event(&LearningEvent {
+                    event_id: format!("lev-{i}"),
+                    model: "t".into(),
+                    at: 10.0 + i as f64,
+                    kind: kind.to_string(),
+                    reason: "because".into(),
+                    detail: Value::Null,
+                })
+                .await
+                .unwrap();
+        }
+        let events = store.learning_events("t", 2).await.unwrap();
+        let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["trigger", "deployed"], "the newest two, oldest first");
+    }
+}

@@ -350,6 +350,78 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn record(i: usize) -> PredictionRecord {
+        PredictionRecord {
+            prediction_id: format!("pred-{i:016x}"),
+            model_id: "t@1.0.0".into(),
+            experiment_id: None,
+            variant: None,
+            unit_id: None,
+            inputs: serde_json::json!({"text": format!("ticket {i}")}),
+            outputs: serde_json::json!({"label": "bug"}),
+            created_at: 1.0,
+            latency_ms: Some(2.0),
+            prompt_tokens: Some(10),
+            completion_tokens: Some(1),
+            cost_usd: None,
+        }
+    }
+
+    /// The database refuses writes for a while (its table is moved away by another
+    /// connection): predictions go to the spool, nothing is refused, and once the database
+    /// answers again the spool is written and removed. A full spool drops and counts.
+    #[tokio::test]
+    async fn an_unwritable_database_spools_then_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("server.sqlite");
+        let store = ExperimentStore::open(&format!("sqlite:{}", db.display()))
+            .await
+            .unwrap();
+        let spool_dir = dir.path().join("spool");
+        let log = PredictionLog::start(store.clone(), spool_dir.clone(), 1 << 20);
+        let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE predictions RENAME TO predictions_away")
+            .execute(&other)
+            .await
+            .unwrap();
+        for i in 0..10 {
+            log.record(record(i)).await;
+        }
+        log.flush().await;
+        let counts = log.counters.snapshot();
+        assert_eq!(counts["spooled"], 10, "{counts:?}");
+        assert_eq!(counts["dropped"], 0);
+        assert!(spool_dir.join("predictions.jsonl").exists());
+        sqlx::query("ALTER TABLE predictions_away RENAME TO predictions")
+            .execute(&other)
+            .await
+            .unwrap();
+        log.record(record(10)).await;
+        log.flush().await;
+        let counts = log.counters.snapshot();
+        assert_eq!(counts["written"], 11, "{counts:?}");
+        assert_eq!(counts["spool_bytes"], 0);
+        assert!(!spool_dir.join("predictions.jsonl").exists());
+        assert!(store.prediction("pred-0000000000000003").await.unwrap().is_some());
+
+        // A spool of 600 bytes holds two records or so; the rest is dropped and counted.
+        let small = PredictionLog::start(store.clone(), dir.path().join("small"), 600);
+        sqlx::query("ALTER TABLE predictions RENAME TO predictions_away")
+            .execute(&other)
+            .await
+            .unwrap();
+        for i in 100..110 {
+            small.record(record(i)).await;
+        }
+        small.flush().await;
+        let counts = small.counters.snapshot();
+        assert_eq!(counts["spooled"] + counts["dropped"], 10, "{counts:?}");
+        assert!(counts["dropped"] >= 7, "{counts:?}");
+        assert!(counts["spool_bytes"] <= 600);
+    }
+
     #[test]
     fn redaction_drops_and_hashes_named_fields() {
         let policy = LogPolicy {
