@@ -372,9 +372,15 @@ mod tests {
         }
         assert!(a.lock_learning("t", "a", 100.0, 30.0).await.unwrap());
         assert!(!b.lock_learning("t", "b", 110.0, 30.0).await.unwrap());
-        assert!(a.lock_learning("t", "a", 120.0, 30.0).await.unwrap(), "the holder renews");
+        assert!(
+            a.lock_learning("t", "a", 120.0, 30.0).await.unwrap(),
+            "the holder renews"
+        );
         assert!(!b.lock_learning("t", "b", 140.0, 30.0).await.unwrap());
-        assert!(b.lock_learning("t", "b", 151.0, 30.0).await.unwrap(), "expired: taken over");
+        assert!(
+            b.lock_learning("t", "b", 151.0, 30.0).await.unwrap(),
+            "expired: taken over"
+        );
         assert!(!a.lock_learning("t", "a", 152.0, 30.0).await.unwrap());
         b.unlock_learning("t", "b").await.unwrap();
         assert!(a.lock_learning("t", "a", 153.0, 30.0).await.unwrap());
@@ -387,7 +393,10 @@ mod tests {
         let store = ExperimentStore::open(&url).await.unwrap();
         let config = serde_json::json!({"window": 50});
         let initial = serde_json::json!({"phase": "watching"});
-        store.set_learning("t", &config, true, &initial, 1.0).await.unwrap();
+        store
+            .set_learning("t", &config, true, &initial, 1.0)
+            .await
+            .unwrap();
         store
             .save_learning_state("t", &serde_json::json!({"phase": "guarding"}), 2.0)
             .await
@@ -418,6 +427,10 @@ mod tests {
         }
         let events = store.learning_events("t", 2).await.unwrap();
         let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["trigger", "deployed"], "the newest two, oldest first");
+        assert_eq!(
+            kinds,
+            ["trigger", "deployed"],
+            "the newest two, oldest first"
+        );
     }
 }

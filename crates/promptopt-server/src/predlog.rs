@@ -404,7 +404,11 @@ mod tests {
         assert_eq!(counts["written"], 11, "{counts:?}");
         assert_eq!(counts["spool_bytes"], 0);
         assert!(!spool_dir.join("predictions.jsonl").exists());
-        assert!(store.prediction("pred-0000000000000003").await.unwrap().is_some());
+        assert!(store
+            .prediction("pred-0000000000000003")
+            .await
+            .unwrap()
+            .is_some());
 
         // A spool of 600 bytes holds two records or so; the rest is dropped and counted.
         let small = PredictionLog::start(store.clone(), dir.path().join("small"), 600);
