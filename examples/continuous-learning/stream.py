@@ -15,6 +15,7 @@ import itertools
 import json
 import pathlib
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -40,7 +41,8 @@ def main():
     parser.add_argument("--server", default="http://127.0.0.1:8000")
     parser.add_argument("--token", default="dev-token")
     parser.add_argument("--shift", type=int, default=100, help="predictions before the shift")
-    parser.add_argument("--total", type=int, default=600, help="predictions in all")
+    parser.add_argument("--total", type=int, default=1000, help="predictions in all")
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between predictions")
     args = parser.parse_args()
     reviews = [json.loads(line) for line in open(ROOT / "examples/data/sst2-dev.jsonl")]
     right = 0
@@ -49,6 +51,7 @@ def main():
         p = call(args, "POST", "/v1/models/reviews/predict", {"inputs": {"text": review["text"]}})
         call(args, "POST", "/v1/feedback", {"prediction_id": p["prediction_id"], "expected_output": label})
         right += p["outputs"].get("label") == label
+        time.sleep(args.pause)
         if n % 20 == 0:
             status = call(args, "GET", "/v1/models/reviews/learning")
             last = status["recent"][-1]["kind"] if status["recent"] else "-"

@@ -468,3 +468,92 @@ async fn drift_retrain_validate_promote_and_roll_back_unattended() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// The `experiment` policy, with the loop turned on by `promptopt learn enable`: the validated
+/// candidate goes into an A/B experiment against production, which concludes for it and
+/// promotes it; the guard then watches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_experiment_policy_lets_an_ab_test_decide() {
+    let lm = fake_lm(Arc::new(AtomicBool::new(false)));
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("serve.yaml");
+    std::fs::write(&config, "max_batch: 64\n").unwrap();
+    let (mut child, url) = serve(home.path(), &lm, &config);
+    let api = Api {
+        client: reqwest::Client::new(),
+        url: url.clone(),
+    };
+    let v1 = api.optimize("tickets", &tickets(false)).await;
+    assert_eq!(v1, "tickets@1.0.0");
+
+    // Bad settings are refused with the setting named; good ones turn the loop on.
+    let learning = home.path().join("learning.yaml");
+    std::fs::write(&learning, "learning:\n  deploy: {policy: sometimes}\n").unwrap();
+    let (ok, text) = learn_cli(
+        &url,
+        &["enable", "tickets", "--config", learning.to_str().unwrap()],
+    );
+    assert!(!ok && text.contains("sometimes"), "{text}");
+    std::fs::write(
+        &learning,
+        "learning:\n  check_every: '0.2'\n  window: 40\n  min_new_labels: 20\n  psi_threshold: 0\n  \
+         data: {holdout_fraction: 0.3, min_holdout: 8}\n  \
+         deploy: {policy: experiment, traffic: 0.5, margin: 0.05}\n  guard: {min_outcomes: 20}\n",
+    )
+    .unwrap();
+    let (ok, text) = learn_cli(
+        &url,
+        &["enable", "tickets", "--config", learning.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("is on"), "{text}");
+
+    for (text, label) in tickets(false).iter().cycle().take(40) {
+        api.serve_one(text, label).await;
+    }
+    api.stream_until(true, "experiment_started", 300).await;
+    let history = api.history().await;
+    let started = history
+        .iter()
+        .find(|e| e["kind"] == "experiment_started")
+        .unwrap();
+    let experiment = started["detail"]["experiment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let candidate = started["detail"]["candidate"].as_str().unwrap().to_string();
+    let (_, view) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/experiments/{experiment}"),
+            None,
+        )
+        .await;
+    assert_eq!(view["experiment"]["state"], "running", "{view:#}");
+
+    // The experiment splits production traffic, concludes for the candidate and promotes it.
+    api.stream_until(true, "experiment_concluded", 1500).await;
+    let (_, view) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/experiments/{experiment}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        view["experiment"]["promoted_version"],
+        candidate.as_str(),
+        "{view:#}"
+    );
+    api.stream_until(true, "guard_passed", 300).await;
+    let (_, status) = api
+        .call(reqwest::Method::GET, "/v1/models/tickets/learning", None)
+        .await;
+    assert_eq!(status["production"], candidate.as_str(), "{status:#}");
+    assert_eq!(status["phase"], "watching", "{status:#}");
+
+    let (ok, text) = learn_cli(&url, &["disable", "tickets"]);
+    assert!(ok && text.contains("is off"), "{text}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

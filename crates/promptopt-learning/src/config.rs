@@ -81,6 +81,9 @@ pub struct DataConfig {
     /// Two inputs whose word sets overlap at least this much (Jaccard) are near duplicates: the
     /// newer one is kept.
     pub near_duplicate_jaccard: f64,
+    /// Leave out the original examples whose label no recent labelled example uses (labels that
+    /// were renamed or retired). Off by default: a rare label may simply not have come up.
+    pub retire_stale_labels: bool,
 }
 
 impl Default for DataConfig {
@@ -91,6 +94,7 @@ impl Default for DataConfig {
             holdout_fraction: 0.3,
             min_holdout: 10,
             near_duplicate_jaccard: 0.9,
+            retire_stale_labels: false,
         }
     }
 }

@@ -12,6 +12,8 @@
 //!    whose input near-duplicates a recent one is replaced by it (the label may have changed),
 //!    and any training example near-duplicating a held-out input is removed, so the held-out
 //!    slice measures inputs the new version has not seen.
+//! 5. With `retire_stale_labels`, an original example whose label (its output fields) no recent
+//!    example uses is left out: the label was renamed or retired.
 
 use std::collections::BTreeSet;
 
@@ -58,6 +60,8 @@ pub struct DataStats {
     pub replaced: usize,
     /// Training examples removed because they near-duplicate a held-out input.
     pub leaked: usize,
+    /// Original examples left out because no recent example uses their label.
+    pub retired: usize,
     /// Held-out examples.
     pub holdout: usize,
     /// Training examples.
@@ -109,6 +113,17 @@ pub fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
     common as f64 / union as f64
 }
 
+/// The label of an example: its fields that are not inputs, as text.
+fn label_of(example: &Example, input_keys: &[String]) -> String {
+    example
+        .fields()
+        .iter()
+        .filter(|(k, _)| !input_keys.contains(k))
+        .map(|(k, v)| format!("{k}={}", value_to_text(v)))
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}
+
 /// Assembles the data of a retraining (see the module documentation); `seed` drives the
 /// hold-out shuffle.
 pub fn assemble(
@@ -147,6 +162,8 @@ pub fn assemble(
         kept.push((item.example.clone(), set));
     }
 
+    let recent_labels: BTreeSet<String> =
+        kept.iter().map(|(e, _)| label_of(e, input_keys)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     kept.shuffle(&mut rng);
     let wanted = ((kept.len() as f64) * config.holdout_fraction).round() as usize;
@@ -161,7 +178,12 @@ pub fn assemble(
     let mut train = Vec::with_capacity(original.len() + recent_train.len());
     for example in original {
         let set = words(example, input_keys);
-        if near(&set, &holdout) {
+        if config.retire_stale_labels
+            && !recent_labels.is_empty()
+            && !recent_labels.contains(&label_of(example, input_keys))
+        {
+            stats.retired += 1;
+        } else if near(&set, &holdout) {
             stats.leaked += 1;
         } else if near(&set, &recent_train) {
             stats.replaced += 1;
@@ -272,6 +294,37 @@ mod tests {
             let n: i32 = text.split(' ').nth(2).unwrap().parse().unwrap();
             assert!(n >= 20, "{text} is not among the newest 20");
         }
+    }
+
+    #[test]
+    fn stale_labels_retire_only_when_asked() {
+        let original = vec![
+            ex("a dull film", "negative"),
+            ex("a lovely film", "positive"),
+            ex("the plot is fine", "good"),
+        ];
+        let recent = vec![
+            lab("what a waste of time", "bad", 1.0),
+            lab("truly great acting", "good", 2.0),
+            lab("boring and long", "bad", 3.0),
+            lab("fun for everyone", "good", 4.0),
+        ];
+        let mut config = DataConfig {
+            min_holdout: 1,
+            holdout_fraction: 0.25,
+            ..DataConfig::default()
+        };
+        let kept = assemble(&original, &recent, &keys(), &config, 3);
+        assert_eq!(kept.stats.retired, 0);
+        assert_eq!(kept.train.len(), 3 + 3);
+        config.retire_stale_labels = true;
+        let retired = assemble(&original, &recent, &keys(), &config, 3);
+        assert_eq!(retired.stats.retired, 2);
+        assert!(retired
+            .train
+            .iter()
+            .all(|e| matches!(e.text("label").as_deref(), Some("good" | "bad"))));
+        assert_eq!(retired.train.len(), 1 + 3);
     }
 
     #[test]

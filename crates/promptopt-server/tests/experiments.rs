@@ -500,3 +500,164 @@ async fn bad_experiments_and_feedback_are_refused() {
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }
+
+/// The continuous-learning API on each database: settings checked and stored, the prediction
+/// log joined to outcomes (live metric per version, labelled export), history, disabling, and
+/// the loop lock that lets one server at a time run a model's loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_settings_status_history_and_export() {
+    let home = tempfile::tempdir().unwrap();
+    for database in databases(home.path()) {
+        let world = World::new(database.clone(), tempfile::tempdir().unwrap());
+        let router = world.server().await;
+        let learning = format!("/v1/models/{}/learning", world.model);
+        let (status, e) = send(&router, "GET", &learning, "app", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+        assert!(e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("promptopt learn enable"));
+        let (status, e) = send(
+            &router,
+            "PUT",
+            &learning,
+            "adm",
+            Some(json!({"data": {"holdout_fraction": 2.0}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], "data.holdout_fraction", "{e}");
+        let (status, e) = send(&router, "PUT", &learning, "app", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+        let (status, enabled) = send(
+            &router,
+            "PUT",
+            &learning,
+            "adm",
+            Some(json!({"window": 10, "triggers": {"new_labels": 50}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{enabled}");
+        assert_eq!(enabled["phase"], "watching");
+        assert_eq!(enabled["config"]["window"], 10);
+
+        // Ten predictions of the latest version (no `production` alias yet), each judged.
+        let predict = format!("/v1/models/{}/predict", world.model);
+        let mut right = 0;
+        for i in 0..10 {
+            let good = i % 2 == 0;
+            let text = format!("{} ticket {i}", if good { "good" } else { "bad" });
+            let (status, p) = send(
+                &router,
+                "POST",
+                &predict,
+                "app",
+                Some(json!({"inputs": {"text": text}})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{p}");
+            assert_eq!(p["model_id"], format!("{}@1.0.1", world.model));
+            let expected = if good { "positive" } else { "negative" };
+            right += usize::from(p["outputs"]["label"] == expected);
+            let (status, _) = send(
+                &router,
+                "POST",
+                "/v1/feedback",
+                "app",
+                Some(json!({"prediction_id": p["prediction_id"], "expected_output": expected})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (_, status_view) = send(&router, "GET", &learning, "app", None).await;
+        let live = &status_view["live"][0];
+        assert_eq!(
+            live["model_id"],
+            format!("{}@1.0.1", world.model),
+            "{status_view:#}"
+        );
+        assert_eq!(live["outcomes"], 10);
+        assert!((live["mean"].as_f64().unwrap() - right as f64 / 10.0).abs() < 1e-9);
+        assert_eq!(
+            status_view["prediction_log"]["written"], 10,
+            "{status_view:#}"
+        );
+
+        // The labelled predictions as a dataset: the inputs with the expected outputs.
+        let (status, text) = send(
+            &router,
+            "GET",
+            &format!("{learning}/export?since=1h"),
+            "adm",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let lines: Vec<Value> = text["raw"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 10);
+        for line in &lines {
+            let good = line["text"].as_str().unwrap().starts_with("good");
+            assert_eq!(line["label"], if good { "positive" } else { "negative" });
+        }
+        let (status, e) = send(
+            &router,
+            "GET",
+            &format!("{learning}/export?since=soon"),
+            "adm",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+        // Nothing was deployed: nothing to roll back to.
+        let (status, e) = send(
+            &router,
+            "POST",
+            &format!("{learning}/rollback"),
+            "adm",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{e}");
+        let (status, disabled) = send(&router, "DELETE", &learning, "adm", None).await;
+        assert_eq!(status, StatusCode::OK, "{disabled}");
+        assert_eq!(disabled["enabled"], false);
+        let (_, history) = send(&router, "GET", &format!("{learning}/history"), "app", None).await;
+        let kinds: Vec<_> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["enabled", "disabled"], "{history:#}");
+
+        // Two servers race for the model's loop: one wins, the other waits for expiry.
+        let a = promptopt_experiments::ExperimentStore::open(&database)
+            .await
+            .unwrap();
+        let b = promptopt_experiments::ExperimentStore::open(&database)
+            .await
+            .unwrap();
+        let (x, y) = tokio::join!(
+            a.lock_learning(&world.model, "a", 100.0, 30.0),
+            b.lock_learning(&world.model, "b", 100.0, 30.0)
+        );
+        assert!(
+            x.unwrap() ^ y.unwrap(),
+            "{database}: exactly one holds the loop"
+        );
+        assert!(a
+            .lock_learning(&world.model, "a", 131.0, 30.0)
+            .await
+            .unwrap());
+        assert!(!b
+            .lock_learning(&world.model, "b", 132.0, 30.0)
+            .await
+            .unwrap());
+    }
+}

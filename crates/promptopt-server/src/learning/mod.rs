@@ -67,6 +67,12 @@ pub(crate) async fn record(
     reason: impl Into<String>,
     detail: Value,
 ) {
+    // The figures are always an object (the API promises one).
+    let detail = match detail {
+        Value::Object(_) => detail,
+        Value::Null => Value::Object(serde_json::Map::new()),
+        other => serde_json::json!({ "value": other }),
+    };
     let event = LearningEvent {
         event_id: format!("lev-{:016x}", rand::random::<u64>()),
         model: model.to_string(),

@@ -328,6 +328,11 @@ async fn production_moved(
     if previous == current_text {
         return;
     }
+    // An experiment the loop started moves `production` itself; its conclusion is handled with
+    // the experiment.
+    if matches!(loop_state.phase, Phase::Experimenting { .. }) {
+        return;
+    }
     loop_state.production = Some(current_text.clone());
     let _ = entry.monitor.reset_detectors();
     entry.drift = None;
@@ -463,6 +468,29 @@ async fn advance(
                 )
                 .await;
                 loop_state.phase = Phase::Watching;
+                if let Some(current) = production {
+                    let current = current.to_string();
+                    if current == version {
+                        // The candidate won and went live: the guard watches it from now on.
+                        let _ = entry.monitor.reset_detectors();
+                        entry.drift = None;
+                        entry.psi_reported = false;
+                        loop_state.production = Some(current.clone());
+                        loop_state.phase = Phase::Guarding {
+                            baseline: entry
+                                .monitor
+                                .live(&format!("{name}@{previous}"))
+                                .map(|l| l.mean),
+                            outcomes_before: entry
+                                .monitor
+                                .live(&format!("{name}@{version}"))
+                                .map_or(0, |l| l.total),
+                            version,
+                            previous,
+                            since: promptopt_jobs::now(),
+                        };
+                    }
+                }
             }
         }
         Phase::Guarding {
