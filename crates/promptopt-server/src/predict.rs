@@ -72,7 +72,9 @@ pub(crate) struct ModelCache {
     lms: Arc<dyn ModelLms>,
     loaded: Mutex<HashMap<(String, Version), Arc<Loaded>>>,
     stacks: tokio::sync::Mutex<HashMap<Vec<String>, SharedLm>>,
-    resolved: Mutex<HashMap<(String, String), (Version, Instant)>>,
+    /// Recent resolutions, and recent "no such alias or version" answers (so that a model
+    /// without a `production` alias does not cost every unversioned prediction a registry read).
+    resolved: Mutex<HashMap<(String, String), (Result<Version, ApiError>, Instant)>>,
 }
 
 impl ModelCache {
@@ -120,17 +122,22 @@ impl ModelCache {
             return Ok(v);
         }
         let key = (name.to_string(), selector.to_string());
-        if let Some((version, at)) = self.resolved.lock().get(&key) {
+        if let Some((answer, at)) = self.resolved.lock().get(&key) {
             if at.elapsed() < RESOLVE_TTL {
-                return Ok(*version);
+                return answer.clone();
             }
         }
         let registry = self.registry.clone();
-        let version = tokio::task::spawn_blocking(move || registry.resolve(&reference))
+        let answer = tokio::task::spawn_blocking(move || registry.resolve(&reference))
             .await
-            .map_err(ApiError::internal)??;
-        self.resolved.lock().insert(key, (version, Instant::now()));
-        Ok(version)
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::from);
+        if answer.is_ok() || matches!(&answer, Err(e) if e.status == StatusCode::NOT_FOUND) {
+            self.resolved
+                .lock()
+                .insert(key, (answer.clone(), Instant::now()));
+        }
+        answer
     }
 
     /// The loaded program of `name` at `version`, loading it (and its LM) on first use.
@@ -499,14 +506,8 @@ async fn log(
         return;
     };
     let name = model_id.split_once('@').map_or(model_id, |(n, _)| n);
-    let policy = state
-        .config
-        .models
-        .get(name)
-        .map(|m| &m.log)
-        .cloned()
-        .unwrap_or_default();
-    if !policy.sampled(rand::random::<f64>(), routed.is_some()) {
+    let policy = state.config.models.get(name).map(|m| &m.log);
+    if policy.is_some_and(|p| !p.sampled(rand::random::<f64>(), routed.is_some())) {
         experiments
             .log
             .counters
@@ -520,7 +521,7 @@ async fn log(
         experiment_id: routed.map(|r| r.experiment.id.clone()),
         variant: routed.map(|r| r.variant.clone()),
         unit_id: unit.map(str::to_string),
-        inputs: Value::Object(policy.redact(inputs)),
+        inputs: Value::Object(policy.map_or_else(|| inputs.clone(), |p| p.redact(inputs))),
         outputs: Value::Object(one.outputs.clone()),
         created_at: promptopt_jobs::now(),
         latency_ms: Some(one.latency_ms),
