@@ -52,6 +52,7 @@ impl Default for PredictionLogConfig {
 /// max_concurrent_requests: 256
 /// trusted_requests: false
 /// prediction_log: {spool_max_bytes: 67108864}
+/// gpu: {device_ids: [0], memory_fraction: 0.8, batch_size: 32}   # the embedded model's GPUs
 /// models:
 ///   tickets:
 ///     log: {sample_rate: 1.0, drop: [email], hash: [customer_id]}
@@ -83,6 +84,11 @@ pub struct ServeConfig {
     pub prediction_log: PredictionLogConfig,
     /// Per-model settings: logging and continuous learning.
     pub models: BTreeMap<String, ModelSettings>,
+    /// The GPUs of the embedded model (`local/…` models), for predictions and in-process
+    /// workers (see [`promptopt_lm::gpu::GpuConfig`]). When set it replaces the `gpu:` block of
+    /// the requests those workers run; the `PROMPTOPT_GPU_*` variables and `promptopt serve`'s
+    /// `--gpu*` flags win over it, setting by setting.
+    pub gpu: Option<promptopt_lm::gpu::GpuConfig>,
 }
 
 impl Default for ServeConfig {
@@ -98,6 +104,7 @@ impl Default for ServeConfig {
             trusted_requests: false,
             prediction_log: PredictionLogConfig::default(),
             models: BTreeMap::new(),
+            gpu: None,
         }
     }
 }
@@ -128,6 +135,9 @@ impl ServeConfig {
         }
         if self.max_batch == 0 {
             return Err("`max_batch` must be at least 1".into());
+        }
+        if let Some(gpu) = &self.gpu {
+            gpu.check().map_err(|e| e.to_string())?;
         }
         for (name, settings) in &self.models {
             settings
@@ -189,5 +199,33 @@ mod tests {
         std::fs::write(&path, "max_concurrent_requests: 0\n").unwrap();
         let e = ServeConfig::from_path(&path).unwrap_err().to_string();
         assert!(e.contains("`max_concurrent_requests`"), "{e}");
+    }
+
+    #[test]
+    fn a_gpu_block_parses_and_bad_values_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "gpu: {device_ids: [1], memory_fraction: 0.5, batch_size: 64, required: false}\n",
+        )
+        .unwrap();
+        let gpu = ServeConfig::from_path(&path).unwrap().gpu.unwrap();
+        assert_eq!(gpu.device_ids, [1]);
+        assert_eq!(gpu.batch_size, 64);
+        assert!(!gpu.required);
+        assert!(ServeConfig::default().gpu.is_none());
+        for (block, setting) in [
+            ("{memory_fraction: 1.5}", "`gpu.memory_fraction`"),
+            ("{batch_size: 0}", "`gpu.batch_size`"),
+            ("{device_ids: []}", "`gpu.device_ids`"),
+        ] {
+            std::fs::write(&path, format!("gpu: {block}\n")).unwrap();
+            let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+            assert!(e.contains(setting), "{block}: {e}");
+        }
+        std::fs::write(&path, "gpu: {memory: 0.5}\n").unwrap();
+        let e = ServeConfig::from_path(&path).unwrap_err().to_string();
+        assert!(e.contains("unknown field `memory`"), "{e}");
     }
 }

@@ -74,8 +74,11 @@ pub(crate) struct ModelCache {
     stacks: tokio::sync::Mutex<HashMap<Vec<String>, SharedLm>>,
     /// Recent resolutions, and recent "no such alias or version" answers (so that a model
     /// without a `production` alias does not cost every unversioned prediction a registry read).
-    resolved: Mutex<HashMap<(String, String), (Result<Version, ApiError>, Instant)>>,
+    resolved: Mutex<HashMap<(String, String), Resolution>>,
 }
+
+/// What a selector resolved to, and when.
+type Resolution = (Result<Version, ApiError>, Instant);
 
 impl ModelCache {
     pub(crate) fn new(registry: Registry, lms: Arc<dyn ModelLms>) -> Self {

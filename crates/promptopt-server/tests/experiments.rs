@@ -110,6 +110,11 @@ impl World {
 
     /// A server over the world's registry and database (a new one is a restart).
     async fn server(&self) -> Router {
+        self.server_with(ServeConfig::default()).await
+    }
+
+    /// The same with `config`.
+    async fn server_with(&self, config: ServeConfig) -> Router {
         let queue = Arc::new(SqliteQueue::open(self.home.path().join("queue.sqlite")).unwrap());
         let mut tokens = Tokens::default();
         tokens.add_list("adm,app:predict", "test").unwrap();
@@ -118,7 +123,7 @@ impl World {
             queue as Arc<dyn JobQueue>,
             Arc::new(TwoQualities),
             tokens,
-            ServeConfig::default(),
+            config,
         )
         .with_database(&self.database)
         .await
@@ -660,4 +665,81 @@ async fn learning_settings_status_history_and_export() {
             .await
             .unwrap());
     }
+}
+
+/// A model's log policy: hashed fields are stored as digests, unsampled predictions are not
+/// logged (their feedback is 404) and are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prediction_log_hashes_and_samples_per_model() {
+    let home = tempfile::tempdir().unwrap();
+    let database = format!("sqlite:{}", home.path().join("server.sqlite").display());
+    let world = World::new(database.clone(), tempfile::tempdir().unwrap());
+    let config = |yaml: &str| -> ServeConfig {
+        let path = world.home.path().join("serve.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        ServeConfig::from_path(&path).unwrap()
+    };
+    let predict = format!("/v1/models/{}/predict", world.model);
+    let hashed = world
+        .server_with(config(&format!(
+            "models: {{{}: {{log: {{hash: [text]}}}}}}\n",
+            world.model
+        )))
+        .await;
+    let (_, p) = send(
+        &hashed,
+        "POST",
+        &predict,
+        "app",
+        Some(json!({"inputs": {"text": "good service, card 4111"}})),
+    )
+    .await;
+    let (status, _) = send(
+        &hashed,
+        "POST",
+        "/v1/feedback",
+        "app",
+        Some(json!({"prediction_id": p["prediction_id"], "success": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let store = promptopt_experiments::ExperimentStore::open(&database)
+        .await
+        .unwrap();
+    let logged = store
+        .prediction(p["prediction_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = logged.inputs["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("sha256:") && !text.contains("4111"),
+        "{text}"
+    );
+    assert!(logged.latency_ms.is_some());
+    assert!(logged.prompt_tokens.is_some());
+
+    let unsampled = world
+        .server_with(config(&format!(
+            "models: {{{}: {{log: {{sample_rate: 0.0}}}}}}\n",
+            world.model
+        )))
+        .await;
+    let (_, p) = send(
+        &unsampled,
+        "POST",
+        &predict,
+        "app",
+        Some(json!({"inputs": {"text": "good"}})),
+    )
+    .await;
+    let (status, e) = send(
+        &unsampled,
+        "POST",
+        "/v1/feedback",
+        "app",
+        Some(json!({"prediction_id": p["prediction_id"], "success": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
 }
