@@ -79,17 +79,27 @@ fn json_of(text: &str) -> Value {
 }
 
 impl ExperimentStore {
+    /// A column of `row`.
+    fn col<'r, T>(&self, row: &'r AnyRow, name: &str) -> Result<T, ExperimentError>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(name).map_err(|e| self.err(e))
+    }
+
+    /// A column holding JSON text.
+    fn json_col(&self, row: &AnyRow, name: &str) -> Result<Value, ExperimentError> {
+        Ok(json_of(&self.col::<String>(row, name)?))
+    }
+
     fn learning_row(&self, row: &AnyRow) -> Result<LearningRow, ExperimentError> {
-        let text = |name: &str| -> Result<String, ExperimentError> {
-            row.try_get(name).map_err(|e| self.err(e))
-        };
-        let enabled: i64 = row.try_get("enabled").map_err(|e| self.err(e))?;
+        let enabled: i64 = self.col(row, "enabled")?;
         Ok(LearningRow {
-            model: text("model")?,
-            config: json_of(&text("config")?),
+            model: self.col(row, "model")?,
+            config: self.json_col(row, "config")?,
             enabled: enabled != 0,
-            state: json_of(&text("state")?),
-            updated_at: row.try_get("updated_at").map_err(|e| self.err(e))?,
+            state: self.json_col(row, "state")?,
+            updated_at: self.col(row, "updated_at")?,
         })
     }
 
@@ -212,16 +222,13 @@ impl ExperimentStore {
         let mut events = rows
             .iter()
             .map(|row| {
-                let text = |name: &str| -> Result<String, ExperimentError> {
-                    row.try_get(name).map_err(|e| self.err(e))
-                };
                 Ok(LearningEvent {
-                    event_id: text("event_id")?,
-                    model: text("model")?,
-                    at: row.try_get("at").map_err(|e| self.err(e))?,
-                    kind: text("kind")?,
-                    reason: text("reason")?,
-                    detail: json_of(&text("detail")?),
+                    event_id: self.col(row, "event_id")?,
+                    model: self.col(row, "model")?,
+                    at: self.col(row, "at")?,
+                    kind: self.col(row, "kind")?,
+                    reason: self.col(row, "reason")?,
+                    detail: self.json_col(row, "detail")?,
                 })
             })
             .collect::<Result<Vec<_>, ExperimentError>>()?;
@@ -294,17 +301,14 @@ impl ExperimentStore {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
-                let text = |name: &str| -> Result<String, ExperimentError> {
-                    row.try_get(name).map_err(|e| self.err(e))
-                };
                 Ok(Outcome {
-                    prediction_id: text("prediction_id")?,
-                    model_id: text("model_id")?,
-                    inputs: json_of(&text("inputs")?),
-                    outputs: json_of(&text("outputs")?),
-                    score: row.try_get("score").map_err(|e| self.err(e))?,
-                    detail: json_of(&text("detail")?),
-                    updated_at: row.try_get("updated_at").map_err(|e| self.err(e))?,
+                    prediction_id: self.col(row, "prediction_id")?,
+                    model_id: self.col(row, "model_id")?,
+                    inputs: self.json_col(row, "inputs")?,
+                    outputs: self.json_col(row, "outputs")?,
+                    score: self.col(row, "score")?,
+                    detail: self.json_col(row, "detail")?,
+                    updated_at: self.col(row, "updated_at")?,
                 })
             })
             .collect()
@@ -326,13 +330,10 @@ impl ExperimentStore {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
-                let text = |name: &str| -> Result<String, ExperimentError> {
-                    row.try_get(name).map_err(|e| self.err(e))
-                };
                 Ok(Served {
-                    model_id: text("model_id")?,
-                    inputs: json_of(&text("inputs")?),
-                    outputs: json_of(&text("outputs")?),
+                    model_id: self.col(row, "model_id")?,
+                    inputs: self.json_col(row, "inputs")?,
+                    outputs: self.json_col(row, "outputs")?,
                 })
             })
             .collect()
@@ -345,7 +346,7 @@ impl ExperimentStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(u64_of(row.try_get("n").map_err(|e| self.err(e))?))
+        Ok(u64_of(self.col(&row, "n")?))
     }
 }
 

@@ -43,6 +43,29 @@ pub(crate) struct ModelLoop {
     pub(crate) psi_reported: bool,
 }
 
+impl ModelLoop {
+    /// A loop for `config`, its monitor fresh.
+    pub(crate) fn new(config: LearningConfig) -> Result<Self, promptopt_learning::LearningError> {
+        Ok(Self {
+            monitor: Monitor::new(config.window, &config.detectors)?,
+            config,
+            last_step: 0.0,
+            drift: None,
+            reference: None,
+            psi_reported: false,
+        })
+    }
+
+    /// Watches a new production stream: the detectors start afresh and past drift is
+    /// forgotten.
+    pub(crate) fn restart_watch(&mut self) {
+        // The settings were checked when the monitor was built, so rebuilding cannot fail.
+        let _ = self.monitor.reset_detectors();
+        self.drift = None;
+        self.psi_reported = false;
+    }
+}
+
 /// The loops of one server.
 pub(crate) struct Learning {
     /// This server's name in the locks.

@@ -364,22 +364,10 @@ pub(crate) async fn rollback(
     {
         let mut loops = learning.loops.lock().await;
         let config: LearningConfig = serde_json::from_value(row.config.clone()).unwrap_or_default();
-        let entry = match loops.remove(&name) {
+        let mut entry = match loops.remove(&name) {
             Some(e) => e,
-            None => super::ModelLoop {
-                monitor: promptopt_learning::monitor::Monitor::new(
-                    config.window,
-                    &config.detectors,
-                )
-                .map_err(|e| ApiError::internal(e.to_string()))?,
-                config,
-                last_step: 0.0,
-                drift: None,
-                reference: None,
-                psi_reported: false,
-            },
+            None => super::ModelLoop::new(config).map_err(|e| ApiError::internal(e.to_string()))?,
         };
-        let mut entry = entry;
         super::step::roll_back(
             &state,
             &exps.store,

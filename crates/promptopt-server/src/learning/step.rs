@@ -6,7 +6,6 @@ use promptopt_experiments::{ExperimentState, ExperimentStore, LearningRow};
 use promptopt_jobs::JobState;
 use promptopt_learning::config::{DeployPolicy, LearningConfig};
 use promptopt_learning::drift;
-use promptopt_learning::monitor::Monitor;
 use promptopt_learning::policy::{self, LoopState, Phase, Verdict};
 use promptopt_registry::Version;
 use serde_json::{json, Value};
@@ -72,19 +71,8 @@ async fn step_model(
     let entry = match loops.get_mut(&name) {
         Some(l) if l.config == config => l,
         _ => {
-            let monitor =
-                Monitor::new(config.window, &config.detectors).map_err(|e| e.to_string())?;
-            loops.insert(
-                name.clone(),
-                ModelLoop {
-                    monitor,
-                    config: config.clone(),
-                    last_step: 0.0,
-                    drift: None,
-                    reference: None,
-                    psi_reported: false,
-                },
-            );
+            let fresh = ModelLoop::new(config.clone()).map_err(|e| e.to_string())?;
+            loops.insert(name.clone(), fresh);
             loops.get_mut(&name).ok_or("the loop vanished")?
         }
     };
@@ -334,9 +322,7 @@ async fn production_moved(
         return;
     }
     loop_state.production = Some(current_text.clone());
-    let _ = entry.monitor.reset_detectors();
-    entry.drift = None;
-    entry.psi_reported = false;
+    entry.restart_watch();
     if matches!(&loop_state.phase, Phase::Guarding { version, .. } if *version == current_text) {
         return;
     }
@@ -472,9 +458,7 @@ async fn advance(
                     let current = current.to_string();
                     if current == version {
                         // The candidate won and went live: the guard watches it from now on.
-                        let _ = entry.monitor.reset_detectors();
-                        entry.drift = None;
-                        entry.psi_reported = false;
+                        entry.restart_watch();
                         loop_state.production = Some(current.clone());
                         loop_state.phase = Phase::Guarding {
                             baseline: entry
@@ -739,9 +723,7 @@ async fn validate(
                 .await;
                 return;
             }
-            let _ = entry.monitor.reset_detectors();
-            entry.drift = None;
-            entry.psi_reported = false;
+            entry.restart_watch();
             loop_state.production = Some(candidate.to_string());
             record(
                 store,
@@ -830,9 +812,7 @@ pub(crate) async fn roll_back(
         .await;
         return;
     }
-    let _ = entry.monitor.reset_detectors();
-    entry.drift = None;
-    entry.psi_reported = false;
+    entry.restart_watch();
     loop_state.production = Some(previous.to_string());
     loop_state.phase = Phase::Watching;
     record(
