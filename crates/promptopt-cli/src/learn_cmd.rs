@@ -92,14 +92,7 @@ fn read_config(path: &PathBuf) -> Result<LearningConfig, Exit> {
 }
 
 async fn learn(args: LearnArgs) -> Result<ExitCode, Exit> {
-    let mut server = args.server.clone();
-    if server.server.is_none() {
-        server.server = Some("http://127.0.0.1:8000".into());
-    }
-    let remote: Remote = server
-        .remote()
-        .map_err(Exit::usage)?
-        .ok_or_else(|| Exit::usage(anyhow::anyhow!("Give the server with `--server URL`")))?;
+    let remote: Remote = args.server.remote_or_default().map_err(Exit::usage)?;
     match args.command {
         LearnCommand::Enable { name, config } => {
             let config = read_config(&config)?;

@@ -65,7 +65,21 @@ impl ServerArgs {
             .filter(|t| !t.is_empty());
         Ok(Some(Remote::new(server, token)?))
     }
+
+    /// The client for `--server`, or for a server on this machine's default address
+    /// (`http://127.0.0.1:8000`): for commands that only make sense against a server.
+    pub fn remote_or_default(&self) -> anyhow::Result<Remote> {
+        let mut args = self.clone();
+        if args.server.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            args.server = Some(DEFAULT_SERVER.to_string());
+        }
+        args.remote()?
+            .ok_or_else(|| anyhow::anyhow!("Give the server with `--server URL`"))
+    }
 }
+
+/// Where `promptopt serve` listens unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]

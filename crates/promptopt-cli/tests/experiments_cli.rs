@@ -2,7 +2,8 @@
 //! predictions split by user, outcomes, status, stop; bad files refused before any request.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,28 +40,9 @@ async fn create_split_measure_and_stop_from_the_command_line() {
     let registry = Registry::new(home.path());
     save(&registry, "Classify.");
     save(&registry, "Classify, carefully.");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_promptopt"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("PROMPTOPT_HOME", home.path())
-        .env("PROMPTOPT_API_TOKENS", "adm")
-        .env("OPENAI_BASE_URL", lm.base_url())
-        .env("OPENAI_API_KEY", "sk-test")
-        .env_remove("PROMPTOPT_QUEUE")
-        .env_remove("PROMPTOPT_DATABASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .rsplit_once("listening on ")
-        .unwrap()
-        .1
-        .to_string();
+    let mut served =
+        common::spawn_serve(home.path(), &lm.base_url(), "adm", &[], &[], Stdio::null());
+    let url = served.url.clone();
     let cli = |args: &[&str]| -> Output {
         Command::new(env!("CARGO_BIN_EXE_promptopt"))
             .args(args)
@@ -133,11 +115,12 @@ async fn create_split_measure_and_stop_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`variants`"));
 
     let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status();
     let started = Instant::now();
-    while server.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+    while served.child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = server.kill();
+    let _ = served.child.kill();
 }

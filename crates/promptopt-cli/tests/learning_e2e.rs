@@ -16,8 +16,9 @@
 //! - unknown feedback is refused; `learn export` writes the labelled predictions.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,38 +116,16 @@ fn serve(
     home: &std::path::Path,
     lm: &FixedReplyServer,
     config: &std::path::Path,
-) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptopt"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--config",
-        ])
-        .arg(config)
-        .env("PROMPTOPT_HOME", home)
-        .env("PROMPTOPT_API_TOKENS", "learn-admin")
-        .env("OPENAI_BASE_URL", lm.base_url())
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("DISABLE_MLFLOW", "1")
-        .env_remove("PROMPTOPT_QUEUE")
-        .env_remove("PROMPTOPT_DATABASE")
-        .env_remove("MLFLOW_TRACKING_URI")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .rsplit_once("listening on ")
-        .map(|(_, u)| u.to_string())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    (child, url)
+) -> common::ServeProcess {
+    let config = config.to_str().unwrap();
+    common::spawn_serve(
+        home,
+        &lm.base_url(),
+        "learn-admin",
+        &["--workers", "1", "--config", config],
+        &[],
+        Stdio::null(),
+    )
 }
 
 /// Every ticket with its label; `shifted` renames `billing` to `payments`.
@@ -314,7 +293,8 @@ async fn drift_retrain_validate_promote_and_roll_back_unattended() {
          guard: {min_outcomes: 30, margin: 0.1}\n      retry: {initial: 2s, max: 10s}\n",
     )
     .unwrap();
-    let (mut child, url) = serve(home.path(), &lm, &config);
+    let mut served = serve(home.path(), &lm, &config);
+    let url = served.url.clone();
     let api = Api {
         client: reqwest::Client::new(),
         url: url.clone(),
@@ -465,8 +445,8 @@ async fn drift_retrain_validate_promote_and_roll_back_unattended() {
     let (ok, text) = learn_cli(&url, &["status", "nothing-here"]);
     assert!(!ok && text.contains("no continuous learning"), "{text}");
 
-    child.kill().unwrap();
-    let _ = child.wait();
+    served.child.kill().unwrap();
+    let _ = served.child.wait();
 }
 
 /// The `experiment` policy, with the loop turned on by `promptopt learn enable`: the validated
@@ -478,7 +458,8 @@ async fn the_experiment_policy_lets_an_ab_test_decide() {
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("serve.yaml");
     std::fs::write(&config, "max_batch: 64\n").unwrap();
-    let (mut child, url) = serve(home.path(), &lm, &config);
+    let mut served = serve(home.path(), &lm, &config);
+    let url = served.url.clone();
     let api = Api {
         client: reqwest::Client::new(),
         url: url.clone(),
@@ -554,6 +535,6 @@ async fn the_experiment_policy_lets_an_ab_test_decide() {
 
     let (ok, text) = learn_cli(&url, &["disable", "tickets"]);
     assert!(ok && text.contains("is off"), "{text}");
-    child.kill().unwrap();
-    let _ = child.wait();
+    served.child.kill().unwrap();
+    let _ = served.child.wait();
 }

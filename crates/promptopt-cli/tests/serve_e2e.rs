@@ -4,6 +4,8 @@
 //! predicts, is promoted and predicts again by alias; SIGTERM drains a request in flight.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,30 +35,16 @@ fn fake_lm(slow: Arc<AtomicBool>) -> FixedReplyServer {
     .unwrap()
 }
 
-/// Starts the server; returns it and its base URL (read from its first line of output).
-fn serve(home: &std::path::Path, lm: &FixedReplyServer) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptopt"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--workers", "1"])
-        .env("PROMPTOPT_HOME", home)
-        .env("PROMPTOPT_API_TOKENS", "e2e-admin,e2e-user:predict")
-        .env("OPENAI_BASE_URL", lm.base_url())
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("DISABLE_MLFLOW", "1")
-        .env_remove("PROMPTOPT_QUEUE")
-        .env_remove("MLFLOW_TRACKING_URI")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .rsplit_once("listening on ")
-        .map(|(_, u)| u.to_string())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    (child, url)
+/// Starts the server with one in-process worker; its log is piped (read at the end).
+fn serve(home: &std::path::Path, lm: &FixedReplyServer) -> common::ServeProcess {
+    common::spawn_serve(
+        home,
+        &lm.base_url(),
+        "e2e-admin,e2e-user:predict",
+        &["--workers", "1"],
+        &[],
+        Stdio::piped(),
+    )
 }
 
 fn request_body() -> Value {
@@ -97,7 +85,9 @@ async fn optimize_follow_predict_promote_over_http() {
     let slow_arrived = Arc::new(AtomicBool::new(false));
     let lm = fake_lm(Arc::clone(&slow_arrived));
     let home = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve(home.path(), &lm);
+    let mut served = serve(home.path(), &lm);
+    let url = served.url.clone();
+    let child = &mut served.child;
     let client = reqwest::Client::new();
     let admin = "Bearer e2e-admin";
 
@@ -236,7 +226,7 @@ async fn optimize_follow_predict_promote_over_http() {
         .unwrap();
     let slow = slow.await.unwrap().unwrap();
     assert_eq!(slow.status(), 200);
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = wait_exit(child, Duration::from_secs(15));
     if status.is_none() {
         let _ = child.kill();
     }
