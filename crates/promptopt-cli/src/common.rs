@@ -7,9 +7,12 @@ use promptopt_core::adapter::AdapterKind;
 use promptopt_core::{
     LmRegistry, Program, ProgramState, RunSettings, Runtime, Signature, Strategy,
 };
+use promptopt_lm::gpu::GpuConfig;
 use promptopt_lm::{LmConfig, LmStack, SharedLm};
 use promptopt_registry::{default_home, ModelArtifact};
 use serde::{Deserialize, Serialize};
+
+pub(crate) use crate::gpu_args::{usable_gpu, GpuArgs};
 
 /// Exit code: the run completed but failed (too many errors, bad data).
 pub(crate) const EXIT_FAILED: u8 = 1;
@@ -116,6 +119,9 @@ pub(crate) struct LmArgs {
     /// Do not retry an unparsable chat reply through the JSON adapter.
     #[arg(long)]
     pub(crate) no_json_fallback: bool,
+    /// Where the embedded model runs.
+    #[command(flatten)]
+    pub(crate) gpu: GpuArgs,
 }
 
 impl LmArgs {
@@ -143,14 +149,27 @@ impl LmArgs {
         }
     }
 
+    /// The GPU the embedded model runs on for `models` (flags, then `PROMPTOPT_GPU_*`), checked
+    /// against this build and machine; `None` on the CPU, for remote models and with
+    /// `--base-url`.
+    pub(crate) fn gpu_for(&self, models: &[String]) -> Result<Option<GpuConfig>, Exit> {
+        let gpu = self.gpu.resolve(None).map_err(Exit::usage)?;
+        if self.base_url.is_some() {
+            return usable_gpu(gpu, &[]).map_err(Exit::usage);
+        }
+        usable_gpu(gpu, models).map_err(Exit::usage)
+    }
+
     /// The runtime: the model stack for `models` (the task model first) and request settings.
-    /// `concurrency` sizes the embedded engine's slots for `local/` models.
+    /// `concurrency` sizes the embedded engine's slots for `local/` models on the CPU; `gpu`
+    /// (from [`LmArgs::gpu_for`]) puts them on GPUs.
     pub(crate) async fn runtime(
         &self,
         models: &[String],
         concurrency: usize,
+        gpu: Option<&GpuConfig>,
     ) -> Result<Runtime, Exit> {
-        let lm = self.stack(models, concurrency).await?;
+        let lm = self.stack(models, concurrency, gpu).await?;
         Ok(
             Runtime::new(LmRegistry::new(&self.model, Arc::clone(&lm)).with_fallback(lm))
                 .with_settings(RunSettings {
@@ -166,7 +185,12 @@ impl LmArgs {
 
     /// `local/` models without `--base-url` run in the embedded engine; everything else goes to
     /// its provider (at `--base-url` when given).
-    async fn stack(&self, models: &[String], concurrency: usize) -> Result<SharedLm, Exit> {
+    async fn stack(
+        &self,
+        models: &[String],
+        concurrency: usize,
+        gpu: Option<&GpuConfig>,
+    ) -> Result<SharedLm, Exit> {
         let Some((provider, _)) = self.model.split_once('/') else {
             return Err(Exit::usage(anyhow::anyhow!(
                 "The model `{}` has no provider; write it as `provider/model`",
@@ -174,7 +198,7 @@ impl LmArgs {
             )));
         };
         if self.base_url.is_none() && models.iter().any(|m| m.starts_with("local/")) {
-            return build_lm(models, concurrency, self.no_cache)
+            return build_lm(models, concurrency, self.no_cache, gpu)
                 .await
                 .map_err(Exit::failed);
         }
@@ -197,12 +221,14 @@ pub(crate) fn print_stdout(text: &str) {
 }
 
 /// The model stack for `models`: the embedded engine for each distinct `local/…` model (with
-/// `concurrency` slots), providers for the others, the response cache on disk under
-/// `PROMPTOPT_HOME/cache` unless `no_cache`.
+/// `concurrency` slots on the CPU, or on the GPUs `gpu` names with `gpu.batch_size` slots),
+/// providers for the others, the response cache on disk under `PROMPTOPT_HOME/cache` unless
+/// `no_cache`.
 pub(crate) async fn build_lm(
     models: &[String],
     concurrency: usize,
     no_cache: bool,
+    gpu: Option<&GpuConfig>,
 ) -> anyhow::Result<SharedLm> {
     let mut config = LmConfig::default();
     if let Some(retries) = std::env::var("PROMPTOPT_LM_MAX_RETRIES")
@@ -220,7 +246,7 @@ pub(crate) async fn build_lm(
     #[cfg(feature = "engine")]
     {
         use anyhow::Context;
-        promptopt_engine::model_stack(models, slots, config)
+        promptopt_engine::model_stack(models, slots, gpu, config)
             .await
             .context(
                 "Could not set up the models (for a `local/…` model, run `scripts/fetch-model.sh`)",
@@ -228,7 +254,7 @@ pub(crate) async fn build_lm(
     }
     #[cfg(not(feature = "engine"))]
     {
-        let _ = slots;
+        let _ = (slots, gpu);
         if let Some(model) = models.iter().find(|m| m.starts_with("local/")) {
             anyhow::bail!("The local model `{model}` needs the `engine` feature of promptopt-cli");
         }

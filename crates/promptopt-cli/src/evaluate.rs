@@ -50,9 +50,9 @@ pub struct EvaluateArgs {
     /// Answer directly or reason first.
     #[arg(long, value_enum, default_value = "predict")]
     strategy: StrategyArg,
-    /// Examples evaluated at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    /// Examples evaluated at once [default: 16, or the GPU's batch size on a GPU].
+    #[arg(long)]
+    concurrency: Option<usize>,
     /// Evaluate only the first N examples.
     #[arg(long)]
     limit: Option<usize>,
@@ -132,17 +132,24 @@ async fn evaluate_cmd(mut args: EvaluateArgs) -> Result<ExitCode, Exit> {
             (program, state, vec![args.lm.model.clone()])
         }
     };
+    // The GPU is checked before anything is written.
+    let gpu = args.lm.gpu_for(&models)?;
     if let Some(path) = &args.save_program {
         save_program(path, &program, &state)?;
     }
-    let runtime = args.lm.runtime(&models, args.concurrency).await?;
+    // On a GPU the batch is what pays: send as many examples at once as it holds.
+    let concurrency = args
+        .concurrency
+        .unwrap_or_else(|| gpu.as_ref().map_or(16, |g| g.batch_size))
+        .max(1);
+    let runtime = args.lm.runtime(&models, concurrency, gpu.as_ref()).await?;
     let examples: &[Example] = match args.limit {
         Some(limit) => &dataset.examples[..limit.min(dataset.examples.len())],
         None => &dataset.examples,
     };
     let (events, bar) = progress(examples.len());
     let settings = EvalSettings {
-        concurrency: args.concurrency.max(1),
+        concurrency,
         max_errors: Some(args.max_errors),
         keep_traces: false,
         events,

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod common;
 mod evaluate;
 mod experiments_cmd;
+mod gpu_args;
 mod jobs_cmd;
 mod learn_cmd;
 mod models_cmd;

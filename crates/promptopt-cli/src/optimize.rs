@@ -14,7 +14,7 @@ use promptopt_optimize::{
     CancelFlag, Event, EventSink, OptimizationRequest, OptimizationResult, Pipeline, TrialKind,
 };
 
-use crate::common::build_lm;
+use crate::common::{build_lm, usable_gpu, GpuArgs};
 use promptopt_core::events::FanOut;
 use promptopt_registry::{default_home, Registry};
 use promptopt_tracking::{Tracker, TrackingConfig};
@@ -33,9 +33,10 @@ pub struct OptimizeArgs {
     /// The saved model's name (default: the request's `name`, else the file's stem).
     #[arg(long)]
     pub name: Option<String>,
-    /// Examples evaluated at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    /// Examples evaluated at once (the request's `concurrency` wins) [default: 4, or the GPU's
+    /// batch size on a GPU].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Do not use the response cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -47,9 +48,13 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub tracking_uri: Option<String>,
     /// Run it as a job on this queue (`redis://...` or `sqlite:PATH`) and wait for a worker to
-    /// finish it, printing the same summary.
+    /// finish it, printing the same summary (the `--gpu*` flags go into the request's `gpu:`
+    /// block; the worker's own flags and environment win over them).
     #[arg(long)]
     pub queue: Option<String>,
+    /// Where the embedded model runs.
+    #[command(flatten)]
+    pub(crate) gpu: GpuArgs,
 }
 
 /// Progress bars on stderr, one per stage.
@@ -343,15 +348,23 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     request.name = Some(default_name(args.name.as_deref(), &args.request, &request));
     request.validate(Some(&args.request))?;
     if let Some(queue) = &args.queue {
+        request.gpu = args.gpu.overrides().apply(request.gpu.take());
+        if let Some(gpu) = &request.gpu {
+            gpu.check()?;
+        }
         return crate::jobs_cmd::optimize_on_queue(&args, request, queue).await;
     }
     let models = request_models(&request);
-    let lm = build_lm(
-        &models,
-        request.concurrency.unwrap_or(args.concurrency),
-        args.no_cache,
-    )
-    .await?;
+    // Flags, then `PROMPTOPT_GPU_*`, then the request's `gpu:` block; checked before anything
+    // is written.
+    let gpu = usable_gpu(args.gpu.resolve(request.gpu.as_ref())?, &models)?;
+    // On a GPU the batch is what pays: evaluate as many examples at once as it holds.
+    let concurrency = request
+        .concurrency
+        .or(args.concurrency)
+        .unwrap_or_else(|| gpu.as_ref().map_or(4, |g| g.batch_size))
+        .max(1);
+    let lm = build_lm(&models, concurrency, args.no_cache, gpu.as_ref()).await?;
 
     let cancel = CancelFlag::new();
     {
@@ -402,7 +415,7 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::new(lm, registry.clone())
         .with_events(events)
         .with_cancel(cancel)
-        .with_concurrency(args.concurrency);
+        .with_concurrency(concurrency);
     let mut result = pipeline.optimize(&request).await?;
     if let Some(tracker) = tracker {
         tracker.finish(&request, &mut result, &registry).await;

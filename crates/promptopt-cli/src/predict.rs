@@ -100,7 +100,9 @@ async fn run_saved(
         artifact.model.max_tokens = args.lm.max_tokens;
     }
     args.lm.model.clone_from(&artifact.model.model);
-    let lm = build_lm(&artifact.models(), 1, args.lm.no_cache)
+    let models = artifact.models();
+    let gpu = args.lm.gpu_for(&models)?;
+    let lm = build_lm(&models, 1, args.lm.no_cache, gpu.as_ref())
         .await
         .map_err(Exit::failed)?;
     let pipeline = Pipeline::new(lm, registry);
@@ -216,10 +218,9 @@ async fn predict_cmd(mut args: PredictArgs) -> Result<ExitCode, Exit> {
         None => {
             let (program, state) = load_file(&args)?;
             program.check_state(&state).map_err(Exit::usage)?;
-            let runtime = args
-                .lm
-                .runtime(std::slice::from_ref(&args.lm.model), 1)
-                .await?;
+            let models = std::slice::from_ref(&args.lm.model);
+            let gpu = args.lm.gpu_for(models)?;
+            let runtime = args.lm.runtime(models, 1, gpu.as_ref()).await?;
             let output = program.run_traced(&state, &input, &runtime).await;
             (output.result, output.trace)
         }

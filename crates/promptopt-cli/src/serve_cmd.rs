@@ -13,7 +13,8 @@ use promptopt_registry::{default_home, Registry};
 use promptopt_server::{ModelLms, ServeConfig, Server, ServerError, Tokens};
 use tokio::sync::watch;
 
-use crate::common::{build_lm, print_stdout};
+use crate::common::{build_lm, print_stdout, GpuArgs};
+use crate::gpu_args::{check_at_start, usable_gpu, GpuSources};
 use crate::worker_cmd::{wait_for_signal, CliModels};
 
 /// Serve the HTTP API: optimizations, jobs, models, predictions.
@@ -46,17 +47,25 @@ pub struct ServeArgs {
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     print_openapi: bool,
+    /// Where the embedded model runs, for predictions and in-process workers (over the
+    /// configuration's `gpu:` block).
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 /// Predictions use the same model stack as `promptopt predict`.
 struct CliLms {
     no_cache: bool,
+    /// The server's GPU, checked at start; `None` on the CPU.
+    gpu: Option<promptopt_lm::gpu::GpuConfig>,
 }
 
 #[async_trait]
 impl ModelLms for CliLms {
     async fn lm_for(&self, models: &[String]) -> Result<SharedLm, String> {
-        build_lm(models, 8, self.no_cache)
+        let gpu = usable_gpu(self.gpu.clone(), models).map_err(|e| format!("{e:#}"))?;
+        let slots = gpu.as_ref().map_or(8, |g| g.batch_size);
+        build_lm(models, slots, self.no_cache, gpu.as_ref())
             .await
             .map_err(|e| format!("{e:#}"))
     }
@@ -107,6 +116,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             format!("`{bind}` is not an address to listen on (e.g. `127.0.0.1:8000`)")
         })?;
     let tokens = tokens(&args, &config, addr)?;
+    // Flags, then `PROMPTOPT_GPU_*`, then the configuration's `gpu:` block; a GPU that cannot be
+    // used stops the server here.
+    let gpu: GpuSources = args.gpu.sources(config.gpu.clone())?;
+    let server_gpu = check_at_start(gpu.resolve(None)?)?;
     let home = default_home();
     let queue = open_queue(args.queue.as_deref(), &home).await?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -126,6 +139,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&queue),
             Arc::new(CliModels {
                 no_cache: args.no_cache,
+                gpu: gpu.clone(),
+                fixed_concurrency: false,
             }),
             Registry::new(&home),
             worker_config,
@@ -151,6 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue,
         Arc::new(CliLms {
             no_cache: args.no_cache,
+            gpu: server_gpu,
         }),
         tokens,
         config,

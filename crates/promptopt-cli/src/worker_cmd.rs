@@ -10,7 +10,8 @@ use promptopt_optimize::OptimizationRequest;
 use promptopt_registry::{default_home, Registry};
 use tokio::sync::watch;
 
-use crate::common::build_lm;
+use crate::common::{build_lm, usable_gpu, GpuArgs};
+use crate::gpu_args::{check_at_start, GpuSources};
 use crate::optimize::request_models;
 
 /// Run queued optimizations.
@@ -36,20 +37,29 @@ pub struct WorkerArgs {
     /// On SIGTERM or Ctrl-C, how long running jobs may go on before they are handed back.
     #[arg(long, default_value = "10s")]
     pub grace: String,
-    /// Examples evaluated at once inside a job (unless its request says otherwise).
-    #[arg(long, default_value_t = 4)]
-    pub eval_concurrency: usize,
+    /// Examples evaluated at once inside a job (unless its request says otherwise) [default: 4,
+    /// or the GPU's batch size when the job runs on a GPU].
+    #[arg(long)]
+    pub eval_concurrency: Option<usize>,
     /// Exit once nothing is ready to run.
     #[arg(long)]
     pub exit_when_empty: bool,
     /// Do not use the response cache (a resumed job then repeats the calls its checkpoint lacks).
     #[arg(long)]
     pub no_cache: bool,
+    /// Where the embedded model runs (over each job's `gpu:` block).
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
 /// Builds each job's models with the same stack as `promptopt optimize`.
 pub(crate) struct CliModels {
     pub(crate) no_cache: bool,
+    /// The worker's GPU settings, layered over each request's `gpu:` block.
+    pub(crate) gpu: GpuSources,
+    /// Whether the examples a job evaluates at once were set explicitly (`--eval-concurrency`):
+    /// then a GPU's batch size does not change them.
+    pub(crate) fixed_concurrency: bool,
 }
 
 #[async_trait]
@@ -59,9 +69,25 @@ impl LmFactory for CliModels {
         request: &OptimizationRequest,
         concurrency: usize,
     ) -> Result<SharedLm, String> {
-        build_lm(&request_models(request), concurrency, self.no_cache)
+        let models = request_models(request);
+        let gpu = self
+            .gpu
+            .resolve(request.gpu.as_ref())
+            .and_then(|gpu| usable_gpu(gpu, &models))
+            .map_err(|e| format!("{e:#}"))?;
+        build_lm(&models, concurrency, self.no_cache, gpu.as_ref())
             .await
             .map_err(|e| format!("{e:#}"))
+    }
+
+    fn concurrency_for(&self, request: &OptimizationRequest, default: usize) -> usize {
+        if self.fixed_concurrency {
+            return default;
+        }
+        match self.gpu.resolve(request.gpu.as_ref()) {
+            Ok(Some(gpu)) => gpu.batch_size,
+            _ => default,
+        }
     }
 }
 
@@ -123,7 +149,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.priorities = Priority::parse_list(&args.queues)?;
     config.lease = parse_duration(&args.lease)?;
     config.grace = parse_duration(&args.grace)?;
-    config.eval_concurrency = args.eval_concurrency.max(1);
+    // The worker's own GPU settings (flags, environment) are checked before it claims a job.
+    let gpu = args.gpu.sources(None)?;
+    let own = check_at_start(gpu.resolve(None)?)?;
+    config.eval_concurrency = args
+        .eval_concurrency
+        .or(own.as_ref().map(|g| g.batch_size))
+        .unwrap_or(4)
+        .max(1);
     config.exit_when_empty = args.exit_when_empty;
     tracing::info!(
         worker = %config.name, queue = %queue.url(), concurrency = config.concurrency,
@@ -133,6 +166,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         queue,
         Arc::new(CliModels {
             no_cache: args.no_cache,
+            gpu,
+            fixed_concurrency: args.eval_concurrency.is_some(),
         }),
         Registry::from_env(),
         config,

@@ -20,6 +20,14 @@
 //!    request took when sent alone.
 //! 3. Evaluating sst2 examples with a 5-demo prompt (demos as user/assistant turns), 8 at a time,
 //!    with prefix reuse on and off.
+//! 4. `throughput` (not run by default): generation tokens per second of 32-token rewrites at
+//!    each of `--levels` (default `1,8,32,128`) concurrent requests, `max(level, 8) × --rounds`
+//!    requests per level, with the batch occupancy (mean and most requests per decode call).
+//!
+//! `--gpu 0` (CUDA device ids; with `--gpu-layers N`, default all) runs every section on the GPU
+//! of a `--features cuda` build, each engine holding as many sequences as its section needs.
+//! `--json PATH` also writes the single-stream and throughput figures as JSON, for
+//! `scripts/gpu-check.sh`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -28,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promptopt_engine::{resolve_in, search_dirs, Engine, EngineConfig, EngineStats};
+use promptopt_lm::gpu::{parse_devices, parse_layers, GpuConfig, GpuDevices};
 use promptopt_lm::{ChatRequest, ChatResponse, Lm, Message};
 use tokio::sync::Semaphore;
 
@@ -38,11 +47,32 @@ struct Args {
     examples: usize,
     llama_bench: PathBuf,
     sections: Vec<String>,
+    gpu: Option<GpuConfig>,
+    levels: Vec<usize>,
+    rounds: usize,
+    json: Option<PathBuf>,
 }
 
 impl Args {
     fn runs(&self, section: &str) -> bool {
         self.sections.iter().any(|s| s == section)
+    }
+
+    /// `config` on the GPU of `--gpu` with `slots` sequences, or on the CPU with `--threads`.
+    fn engine_config(&self, config: EngineConfig) -> EngineConfig {
+        let config = config.with_threads(self.threads);
+        let Some(gpu) = &self.gpu else {
+            return config;
+        };
+        let gpu = GpuConfig {
+            batch_size: config.slots as usize,
+            ..gpu.clone()
+        };
+        let placed = config
+            .place_gpu(Some(&gpu))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(placed.on_gpu(), "{:?}", placed.warnings);
+        placed.config
     }
 }
 
@@ -61,7 +91,12 @@ fn parse_args() -> Args {
             PathBuf::from,
         ),
         sections: vec!["single".into(), "concurrency".into(), "eval".into()],
+        gpu: None,
+        levels: vec![1, 8, 32, 128],
+        rounds: 1,
+        json: None,
     };
+    let mut gpu_layers = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it
@@ -74,8 +109,32 @@ fn parse_args() -> Args {
             "--examples" => args.examples = value.parse().unwrap(),
             "--llama-bench" => args.llama_bench = PathBuf::from(value),
             "--sections" => args.sections = value.split(',').map(str::to_string).collect(),
+            "--gpu" => {
+                args.gpu = match parse_devices("--gpu", &value).unwrap_or_else(|e| panic!("{e}")) {
+                    GpuDevices::Ids(device_ids) => Some(GpuConfig {
+                        device_ids,
+                        ..GpuConfig::default()
+                    }),
+                    GpuDevices::Cpu => None,
+                }
+            }
+            "--gpu-layers" => {
+                gpu_layers =
+                    Some(parse_layers("--gpu-layers", &value).unwrap_or_else(|e| panic!("{e}")));
+            }
+            "--levels" => {
+                args.levels = value
+                    .split(',')
+                    .map(|v| v.trim().parse().unwrap())
+                    .collect();
+            }
+            "--rounds" => args.rounds = value.parse::<usize>().unwrap().max(1),
+            "--json" => args.json = Some(PathBuf::from(value)),
             other => panic!("unknown flag `{other}`"),
         }
+    }
+    if let (Some(gpu), Some(layers)) = (args.gpu.as_mut(), gpu_layers) {
+        gpu.layers = layers;
     }
     if args.model.is_empty() {
         let mut dirs = search_dirs();
@@ -173,13 +232,14 @@ fn llama_bench(args: &Args, path: &str, prompt: u32) -> Option<(f64, f64)> {
     Some((rate(true)?, rate(false)?))
 }
 
-async fn single_stream(args: &Args, path: &str) {
+async fn single_stream(args: &Args, path: &str) -> serde_json::Value {
     let engine = Engine::load_async(
-        EngineConfig::new(&args.model)
-            .with_slots(1)
-            .with_ctx_per_slot(1024)
-            .with_threads(args.threads)
-            .with_prefix_reuse(false),
+        args.engine_config(
+            EngineConfig::new(&args.model)
+                .with_slots(1)
+                .with_ctx_per_slot(1024)
+                .with_prefix_reuse(false),
+        ),
     )
     .await
     .unwrap();
@@ -214,7 +274,7 @@ async fn single_stream(args: &Args, path: &str) {
         tg_time += (long.latency - short.latency).as_secs_f64();
     }
     let ours = (pp_tokens as f64 / pp_time, tg_tokens as f64 / tg_time);
-    println!("\n== Single stream ({} threads) ==", args.threads);
+    println!("\n== Single stream ({}) ==", device(args));
     println!("{:<28} {:>12} {:>12}", "", "prompt tok/s", "gen tok/s");
     println!(
         "{:<28} {:>12.1} {:>12.1}",
@@ -232,6 +292,87 @@ async fn single_stream(args: &Args, path: &str) {
             ours.1 / theirs.1
         );
     }
+    serde_json::json!({"prompt_tok_s": ours.0, "gen_tok_s": ours.1})
+}
+
+/// Where the engines run, in words.
+fn device(args: &Args) -> String {
+    match &args.gpu {
+        Some(gpu) => format!("GPU {}", gpu.devices_text()),
+        None => format!("CPU, {} threads", args.threads),
+    }
+}
+
+/// 32-token rewrites at each concurrency level: generated tokens per second and how full the
+/// batch was.
+async fn throughput(args: &Args, examples: &[Example]) -> serde_json::Value {
+    let top = args.levels.iter().copied().max().unwrap_or(1).max(1);
+    let engine = Engine::load_async(
+        args.engine_config(
+            EngineConfig::new(&args.model)
+                .with_slots(u32::try_from(top).unwrap())
+                .with_ctx_per_slot(512),
+        ),
+    )
+    .await
+    .unwrap();
+    let model = engine.model_name().to_string();
+    let slots = engine.config().slots;
+    println!(
+        "\n== Throughput: 32-token rewrites ({}, {slots} slots) ==",
+        device(args)
+    );
+    println!(
+        "{:<12} {:>9} {:>10} {:>12} {:>16} {:>10}",
+        "concurrency", "requests", "seconds", "gen tok/s", "mean per decode", "max batch"
+    );
+    run_all(
+        &engine,
+        examples
+            .iter()
+            .take(2)
+            .map(|e| rewrite(&model, &e.text))
+            .collect(),
+        1,
+    )
+    .await;
+    let mut rows = Vec::new();
+    for &level in &args.levels {
+        let count = level.max(8) * args.rounds;
+        let requests: Vec<ChatRequest> = examples
+            .iter()
+            .cycle()
+            .take(count)
+            .enumerate()
+            .map(|(i, e)| rewrite(&model, &format!("{} ({i})", e.text)))
+            .collect();
+        let before = engine.stats();
+        let (elapsed, replies) = run_all(&engine, requests, level).await;
+        let stats = engine.stats().since(&before);
+        let seconds = elapsed.as_secs_f64();
+        let generated: u64 = replies.iter().map(|r| r.usage.completion_tokens).sum();
+        let rate = generated as f64 / seconds;
+        println!(
+            "{:<12} {:>9} {:>10.2} {:>12.1} {:>16.1} {:>10}",
+            level,
+            count,
+            seconds,
+            rate,
+            stats.mean_sequences_per_decode(),
+            stats.max_sequences_per_decode
+        );
+        rows.push(serde_json::json!({
+            "concurrency": level,
+            "requests": count,
+            "seconds": seconds,
+            "generated_tokens": generated,
+            "gen_tok_s": rate,
+            "req_s": count as f64 / seconds,
+            "mean_sequences_per_decode": stats.mean_sequences_per_decode(),
+            "decode_calls": stats.decode_calls,
+        }));
+    }
+    serde_json::json!({"slots": slots, "levels": rows})
 }
 
 fn zero_shot(model: &str, text: &str) -> ChatRequest {
@@ -248,10 +389,11 @@ fn zero_shot(model: &str, text: &str) -> ChatRequest {
 
 async fn concurrency(args: &Args, path: &str, examples: &[Example]) {
     let engine = Engine::load_async(
-        EngineConfig::new(&args.model)
-            .with_slots(32)
-            .with_ctx_per_slot(512)
-            .with_threads(args.threads),
+        args.engine_config(
+            EngineConfig::new(&args.model)
+                .with_slots(32)
+                .with_ctx_per_slot(512),
+        ),
     )
     .await
     .unwrap();
@@ -364,11 +506,12 @@ async fn evaluation(args: &Args, examples: &[Example], demos: &[Example]) {
     let mut off_time = None;
     for reuse in [false, true] {
         let engine = Engine::load_async(
-            EngineConfig::new(&args.model)
-                .with_slots(8)
-                .with_ctx_per_slot(1024)
-                .with_threads(args.threads)
-                .with_prefix_reuse(reuse),
+            args.engine_config(
+                EngineConfig::new(&args.model)
+                    .with_slots(8)
+                    .with_ctx_per_slot(1024)
+                    .with_prefix_reuse(reuse),
+            ),
         )
         .await
         .unwrap();
@@ -413,8 +556,13 @@ async fn main() {
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "(unset)".to_string()),
         load_average()
     );
+    let mut report = serde_json::json!({
+        "model": path,
+        "device": device(&args),
+        "threads": args.threads,
+    });
     if args.runs("single") {
-        single_stream(&args, &path).await;
+        report["single"] = single_stream(&args, &path).await;
     }
     let examples: Vec<Example> = load_split(&args.split)
         .into_iter()
@@ -436,6 +584,12 @@ async fn main() {
     }
     if args.runs("eval") {
         evaluation(&args, &examples, &demos).await;
+    }
+    if args.runs("throughput") {
+        report["throughput"] = throughput(&args, &load_split(&args.split)).await;
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     }
     println!("\nload average after the run: {}", load_average());
 }

@@ -27,12 +27,23 @@ pub struct EngineConfig {
     pub prefix_reuse: bool,
     /// Reply length when a request sets no `max_tokens`.
     pub default_max_tokens: u32,
-    /// Layers offloaded to the GPU (needs the `cuda` feature; 0 keeps everything on the CPU).
+    /// Layers offloaded to the GPU (needs the `cuda` feature; 0 keeps everything on the CPU;
+    /// [`crate::ALL_GPU_LAYERS`] offloads all of them).
     pub gpu_layers: u32,
-    /// The GPU that holds the model when it is not split (with the `cuda` feature).
+    /// The GPU that holds the model when it is not split, as an index into `devices` (with the
+    /// `cuda` feature).
     pub main_gpu: i32,
-    /// GPU device indices to use; empty uses llama.cpp's default (all).
+    /// The GPUs to use, as llama.cpp's backend device indices ([`crate::GpuDevice::backend_index`],
+    /// which are not CUDA's device ids); empty uses llama.cpp's default (all GPUs). With several,
+    /// the layers are split across them (llama.cpp's layer split). [`EngineConfig::place_gpu`]
+    /// sets them from CUDA ids.
     pub devices: Vec<usize>,
+    /// The share of the GPUs' memory, in (0, 1], the engine may use. When set (and layers are
+    /// offloaded on a CUDA build), the engine reads the devices' total and free memory before it
+    /// loads the model, then lowers `slots` (and, when that is not enough, `batch_size`) until
+    /// the weights, the KV cache and the compute buffers fit in that share and in the free
+    /// memory; a model that does not fit with one slot is an error. `None`: no cap.
+    pub gpu_memory_fraction: Option<f64>,
     /// Forward llama.cpp's own log lines to `tracing` (target `llama-cpp-2`) instead of dropping
     /// them. Decided by the first engine loaded in the process.
     pub llama_logs: bool,
@@ -51,6 +62,7 @@ impl Default for EngineConfig {
             gpu_layers: 0,
             main_gpu: 0,
             devices: Vec::new(),
+            gpu_memory_fraction: None,
             llama_logs: false,
         }
     }
@@ -149,6 +161,12 @@ impl EngineConfig {
         }
         if self.threads == Some(0) {
             return invalid("threads", "must be at least 1");
+        }
+        if self
+            .gpu_memory_fraction
+            .is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 1.0))
+        {
+            return invalid("gpu_memory_fraction", "must be in (0, 1]");
         }
         if self.default_max_tokens == 0 {
             return invalid("default_max_tokens", "must be at least 1");

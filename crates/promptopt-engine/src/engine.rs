@@ -75,13 +75,13 @@ impl Engine {
         let path = resolve_model(&config.model)?;
         let stats = Arc::new(Stats::default());
         let (jobs, receiver) = std::sync::mpsc::channel();
-        let loaded = worker::spawn(config.clone(), path, receiver, Arc::clone(&stats))?;
+        let loaded = worker::spawn(config, path, receiver, Arc::clone(&stats))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs,
                 renderer: loaded.renderer,
                 info: loaded.info,
-                config,
+                config: loaded.config,
                 stats,
             }),
         })
@@ -104,7 +104,8 @@ impl Engine {
         &self.inner.info
     }
 
-    /// The settings the engine runs with.
+    /// The settings the engine runs with (the slots and batch after any cap of
+    /// [`EngineConfig::gpu_memory_fraction`]).
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }

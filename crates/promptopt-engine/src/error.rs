@@ -52,6 +52,24 @@ pub enum EngineError {
         /// What is wrong with it.
         message: String,
     },
+    /// A GPU setting is out of range.
+    #[error(transparent)]
+    GpuConfig(#[from] promptopt_lm::gpu::GpuConfigError),
+    /// A GPU was asked for, but this build has no GPU support.
+    #[error("A GPU was asked for (`gpu.device_ids`: {devices}) but this build of promptopt has no CUDA support: build it with `cargo build --release --features cuda` (needs the CUDA toolkit, `nvcc` and its libraries, and an NVIDIA driver to run), or set `gpu.required: false` (`--gpu-optional`, `PROMPTOPT_GPU_REQUIRED=false`) to run on the CPU")]
+    GpuNotBuilt {
+        /// The device ids asked for, comma separated.
+        devices: String,
+    },
+    /// A GPU setting cannot be met on this machine: a device that does not exist, a model that
+    /// does not fit in the memory fraction.
+    #[error("Cannot use the GPU as `{setting}` asks: {message}")]
+    Gpu {
+        /// The setting (`gpu.device_ids`, `gpu.memory_fraction`).
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The model's chat template could not be parsed or rendered.
     #[error("Chat template of `{model}` failed: {message}")]
     Template {

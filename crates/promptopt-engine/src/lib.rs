@@ -71,11 +71,21 @@
 //!
 //! # GPUs
 //!
-//! Build with the `cuda` feature (`cargo build -p promptopt-engine --features cuda`, needs the
-//! CUDA toolkit) and set [`EngineConfig::gpu_layers`] (e.g. 99 for all layers),
-//! [`EngineConfig::main_gpu`] and [`EngineConfig::devices`]; [`EngineConfig::batch_size`] sets the
-//! tokens per decode call. Without the feature these settings are accepted and ignored: the
-//! CPU runs everything with [`EngineConfig::threads`] threads (default: all cores).
+//! Build with the `cuda` feature (`cargo build --release -p promptopt-cli --features cuda`, or
+//! `-p promptopt-engine` for the library; needs the CUDA toolkit, `nvcc` and its libraries, at
+//! build time and an NVIDIA driver at run time) and describe the GPU with a
+//! [`promptopt_lm::gpu::GpuConfig`] (device ids, layers, memory fraction, batch size);
+//! [`EngineConfig::place_gpu`] turns it into [`EngineConfig::gpu_layers`],
+//! [`EngineConfig::devices`], [`EngineConfig::slots`] and [`EngineConfig::gpu_memory_fraction`],
+//! after checking that this build has CUDA ([`CUDA_BUILD`]) and that the devices exist
+//! ([`detect_gpus`]). Without the feature a GPU that is asked for is an error that says how to
+//! build one, or, with `required: false`, a warning and the CPU. Several devices split the
+//! model's layers between them (llama.cpp's layer split): one engine, one batch.
+//!
+//! On the GPU the continuous batching is what pays: a decode step of many sequences costs
+//! little more than one. [`EngineStats::mean_sequences_per_decode`] shows how full the batch was.
+//! Without a GPU the CPU runs everything with [`EngineConfig::threads`] threads (default: all
+//! cores).
 //!
 //! # Busy machines
 //!
@@ -100,6 +110,7 @@ mod choice;
 mod config;
 mod engine;
 mod error;
+mod gpu;
 mod resolve;
 mod router;
 pub mod server;
@@ -111,6 +122,7 @@ mod worker;
 pub use config::EngineConfig;
 pub use engine::{Engine, ModelInfo};
 pub use error::EngineError;
+pub use gpu::{detect_gpus, GpuDevice, GpuPlacement, ALL_GPU_LAYERS, CUDA_BUILD};
 pub use resolve::{resolve_in, resolve_model, search_dirs, short_name, KNOWN_MODELS};
 pub use router::{model_stack, LocalModels};
 pub use stats::EngineStats;

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::backend;
 use crate::choice::{token_pieces, ChoiceConstraint};
+use crate::gpu::{plan_memory, Footprint, MemoryBudget};
 use crate::stats::Stats;
 use crate::stop::{common_prefix, find_stop};
 use crate::template::{PromptRenderer, RenderedPrompt};
@@ -94,6 +95,9 @@ pub(crate) struct JobOutput {
 pub(crate) struct Loaded {
     pub info: ModelInfo,
     pub renderer: PromptRenderer,
+    /// The settings in effect: the slots and batch may be lower than asked, to fit the GPU
+    /// memory fraction.
+    pub config: EngineConfig,
 }
 
 /// A queued job with its prompt tokenized (once).
@@ -141,12 +145,24 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("promptopt-engine".to_string())
         .spawn(move || {
+            // The devices' memory is read before the model takes its share of it.
+            let budget = MemoryBudget::read(&config);
             let model = match load_model(&config, &path) {
                 Ok(model) => model,
                 Err(error) => {
                     let _ = ready_tx.send(Err(error));
                     return;
                 }
+            };
+            let config = match budget {
+                Some(budget) => match fit_memory(config, &budget, &model) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                },
+                None => config,
             };
             let ctx = match new_context(&config, &path, &model) {
                 Ok(ctx) => ctx,
@@ -165,6 +181,39 @@ pub(crate) fn spawn(
     ready_rx
         .recv()
         .map_err(|_| EngineError::Stopped("it exited while loading the model".to_string()))?
+}
+
+/// `config` with the slots and decode batch lowered to fit `budget` (see
+/// [`EngineConfig::gpu_memory_fraction`]).
+fn fit_memory(
+    config: EngineConfig,
+    budget: &MemoryBudget,
+    model: &LlamaModel,
+) -> Result<EngineConfig, EngineError> {
+    let footprint = Footprint::of(model, config.gpu_layers);
+    let (slots, batch_size) = plan_memory(
+        budget,
+        &footprint,
+        config.slots,
+        config.ctx_per_slot,
+        config.batch_size,
+    )
+    .map_err(|message| EngineError::Gpu {
+        setting: "gpu.memory_fraction",
+        message: format!("`{}`: {message}", config.model),
+    })?;
+    if slots < config.slots {
+        tracing::warn!(
+            model = %config.model,
+            "`gpu.memory_fraction` {} leaves room for {slots} of the {} sequences asked for ({} tokens each); the batch holds {slots}",
+            budget.fraction, config.slots, config.ctx_per_slot
+        );
+    }
+    Ok(EngineConfig {
+        slots,
+        batch_size,
+        ..config
+    })
 }
 
 fn load_model(config: &EngineConfig, path: &Path) -> Result<LlamaModel, EngineError> {
@@ -247,7 +296,11 @@ fn describe(config: &EngineConfig, path: &Path, model: &LlamaModel) -> Result<Lo
         ctx_per_slot: config.ctx_per_slot,
         threads: config.effective_threads(),
     };
-    Ok(Loaded { info, renderer })
+    Ok(Loaded {
+        info,
+        renderer,
+        config: config.clone(),
+    })
 }
 
 struct Worker<'m> {

@@ -17,11 +17,11 @@ const CTX: u32 = 1024;
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        Engine::load(
+        Engine::load(common::on_test_device(
             EngineConfig::new(common::smollm2())
                 .with_slots(8)
                 .with_ctx_per_slot(CTX),
-        )
+        ))
         .unwrap()
     })
 }
@@ -323,6 +323,55 @@ fn a_corrupt_model_file_is_a_clear_error() {
     let error = Engine::load(EngineConfig::new(format!("local/{}", path.display()))).unwrap_err();
     assert!(matches!(error, EngineError::ModelLoad { .. }), "{error}");
     assert!(error.to_string().contains("garbage.gguf"), "{error}");
+}
+
+#[test]
+fn the_engine_runs_where_the_environment_says() {
+    let config = engine().config();
+    // With `PROMPTOPT_GPU_REQUIRED=false` a GPU that is asked for but absent leaves it on the CPU.
+    let on_gpu = common::gpu_asked()
+        && promptopt_engine::CUDA_BUILD
+        && !promptopt_engine::detect_gpus().is_empty();
+    if on_gpu {
+        assert!(config.gpu_layers > 0, "{config:?}");
+        assert!(!config.devices.is_empty(), "{config:?}");
+    } else {
+        assert_eq!(config.gpu_layers, 0, "{config:?}");
+    }
+}
+
+/// On a CUDA build with a GPU: the memory fraction caps the slots, and a fraction too small for
+/// the weights is an error naming it. Elsewhere: asking for a GPU is the build error.
+#[test]
+fn the_memory_fraction_caps_the_batch_or_refuses_the_model() {
+    let gpu = |fraction: f64, batch_size: usize| promptopt_lm::gpu::GpuConfig {
+        memory_fraction: fraction,
+        batch_size,
+        ..promptopt_lm::gpu::GpuConfig::default()
+    };
+    let base = EngineConfig::new(common::smollm2()).with_ctx_per_slot(4096);
+    let gpus = promptopt_engine::detect_gpus();
+    let Some(device) = gpus.first() else {
+        let error = base.place_gpu(Some(&gpu(0.5, 8))).unwrap_err().to_string();
+        if promptopt_engine::CUDA_BUILD {
+            assert!(error.contains("`gpu.device_ids`"), "{error}");
+        } else {
+            assert!(error.contains("--features cuda"), "{error}");
+        }
+        return;
+    };
+    // About 40 MiB of the device: room for the weights (98 MiB in Q4_1)? No: an error.
+    let tiny = 40.0 * 1024.0 * 1024.0 / device.memory_total as f64;
+    let placed = base.clone().place_gpu(Some(&gpu(tiny, 8))).unwrap().config;
+    let error = Engine::load(placed).unwrap_err().to_string();
+    assert!(error.contains("`gpu.memory_fraction`"), "{error}");
+    // About 1.5 GiB: the weights and buffers fit, 256 sequences of 4,096 tokens (22 GiB) do not.
+    let small = 1536.0 * 1024.0 * 1024.0 / device.memory_total as f64;
+    let placed = base.place_gpu(Some(&gpu(small, 256))).unwrap().config;
+    let engine = Engine::load(placed).unwrap();
+    let slots = engine.config().slots;
+    assert!((1..256).contains(&slots), "{slots}");
+    assert_eq!(engine.info().slots, slots);
 }
 
 async fn futures_all(

@@ -13,11 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start() -> (SocketAddr, String, tokio::sync::oneshot::Sender<()>) {
-    let engine = Engine::load_async(
+    let engine = Engine::load_async(common::on_test_device(
         EngineConfig::new(common::smollm2())
             .with_slots(4)
             .with_ctx_per_slot(1024),
-    )
+    ))
     .await
     .unwrap();
     let model = engine.model_name().to_string();

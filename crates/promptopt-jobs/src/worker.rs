@@ -39,6 +39,14 @@ pub trait LmFactory: Send + Sync {
         request: &OptimizationRequest,
         concurrency: usize,
     ) -> Result<SharedLm, String>;
+
+    /// Examples a job evaluates at once when its request sets no `concurrency`: `default` (the
+    /// worker's `eval_concurrency`) unless the models want another, e.g. an engine on a GPU
+    /// whose batch holds more sequences.
+    fn concurrency_for(&self, request: &OptimizationRequest, default: usize) -> usize {
+        let _ = request;
+        default
+    }
 }
 
 /// How a worker runs.
@@ -324,7 +332,11 @@ impl Worker {
         if let Some(timeout) = claim.spec.timeout_seconds {
             request.timeout_seconds = request.timeout_seconds.min(timeout.ceil() as u64).max(1);
         }
-        let concurrency = request.concurrency.unwrap_or(self.config.eval_concurrency);
+        let concurrency = request.concurrency.unwrap_or_else(|| {
+            self.lm
+                .concurrency_for(&request, self.config.eval_concurrency)
+                .max(1)
+        });
         let lm = match self.lm.lm_for(&request, concurrency).await {
             Ok(lm) => lm,
             Err(error) => {
@@ -361,7 +373,7 @@ impl Worker {
         let pipeline = Pipeline::new(lm, self.registry.clone())
             .with_events(sink)
             .with_cancel(job.cancel.clone())
-            .with_concurrency(self.config.eval_concurrency)
+            .with_concurrency(concurrency)
             .with_memo(memo)
             .with_save_gate(Arc::clone(job) as Arc<dyn SaveGate>);
         let outcome = pipeline.optimize(&request).await;

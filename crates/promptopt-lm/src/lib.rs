@@ -33,11 +33,19 @@
 //! backoff and `Retry-After`, a concurrency limit, a rate limit and a timeout, all set by one
 //! [`LmConfig`].
 //!
+//! # GPUs
+//!
+//! [`gpu::GpuConfig`] is how the embedded engine (`local/…` models) uses GPUs: device ids, layers
+//! offloaded, a memory fraction and a batch size, from a `gpu:` block, `PROMPTOPT_GPU_*`
+//! variables and command-line flags ([`gpu::resolve_gpu`]). It lives here so that requests,
+//! the server and the engine share it.
+//!
 //! With the `testing` feature, `testing::FixedReplyServer` is a fast OpenAI-compatible server
 //! for tests and benchmarks.
 
 mod config;
 mod error;
+pub mod gpu;
 mod http;
 pub mod layers;
 mod lm;
@@ -53,6 +61,7 @@ mod usage;
 
 pub use config::{ApiKey, CacheConfig, LmConfig, ProviderConfig, RetryConfig};
 pub use error::LmError;
+pub use gpu::GpuConfig;
 pub use layers::{cache_key, CacheStats, ResponseCache};
 pub use lm::{Lm, SharedLm};
 pub use pricing::{ModelPrice, PriceTable};

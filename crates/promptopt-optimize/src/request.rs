@@ -376,6 +376,12 @@ pub struct OptimizationRequest {
     /// without one, the embedded store under `PROMPTOPT_HOME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_uri: Option<String>,
+    /// Run the embedded model (`local/…` models) on GPUs: device ids, layers, memory fraction,
+    /// batch size, whether a GPU is required (see [`promptopt_lm::gpu::GpuConfig`]). The
+    /// `PROMPTOPT_GPU_*` variables and the `--gpu*` flags of the command or worker that runs the
+    /// request win over it, setting by setting; without it anywhere the model runs on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<promptopt_lm::gpu::GpuConfig>,
     /// Where relative data paths are resolved (the request file's folder).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -524,6 +530,10 @@ impl OptimizationRequest {
                     "constraints.max_cost_usd is negative",
                 ));
             }
+        }
+        if let Some(gpu) = &self.gpu {
+            gpu.check()
+                .map_err(|error| Self::invalid(location, error.to_string()))?;
         }
         if let Some(name) = self.model_name() {
             promptopt_registry::check_name(name)?;
@@ -706,6 +716,59 @@ mod tests {
             e.contains("program stage `a`: The signature `q x` has no `->`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_gpu_block_parses_and_bad_values_name_the_setting() {
+        let r = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\ngpu:\n  device_ids: [0, 1]\n  memory_fraction: 0.8\n  batch_size: 64\n  required: false\n"
+        ))
+        .unwrap();
+        let gpu = r.gpu.clone().unwrap();
+        assert_eq!(gpu.device_ids, [0, 1]);
+        assert_eq!(gpu.layers, None);
+        assert_eq!(gpu.batch_size, 64);
+        assert!(!gpu.required);
+        // An empty block asks for the defaults: device 0, all layers.
+        let r = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\ngpu: {{}}\n"
+        ))
+        .unwrap();
+        assert_eq!(r.gpu.unwrap().device_ids, [0]);
+        // No block: the CPU, and the request's hash is what it was before GPUs existed.
+        let r = OptimizationRequest::from_yaml_str(&format!("{BASE}algorithm: bootstrapfewshot\n"))
+            .unwrap();
+        assert!(r.gpu.is_none());
+        assert!(!serde_json::to_string(&r).unwrap().contains("gpu"));
+        for (block, setting) in [
+            ("{memory_fraction: 1.5}", "`gpu.memory_fraction`"),
+            ("{memory_fraction: 0}", "`gpu.memory_fraction`"),
+            ("{batch_size: 0}", "`gpu.batch_size`"),
+            ("{device_ids: []}", "`gpu.device_ids`"),
+            ("{device_ids: [0, 0]}", "`gpu.device_ids`"),
+        ] {
+            let e = OptimizationRequest::from_yaml_str(&format!(
+                "{BASE}algorithm: bootstrapfewshot\ngpu: {block}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(setting), "{block}: {e}");
+        }
+        let e = OptimizationRequest::from_yaml_str(&format!(
+            "{BASE}algorithm: bootstrapfewshot\ngpu: {{devices: [0]}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown field `devices`") && e.contains("`device_ids`"),
+            "{e}"
+        );
+        let e = OptimizationRequest::from_json_str(
+            r#"{"evaluation_metric": "accuracy", "algorithm": "gepa", "training_examples": [], "gpu": {"memory_fraction": 2}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`gpu.memory_fraction`"), "{e}");
     }
 
     #[test]
