@@ -91,7 +91,7 @@ async fn step_model(
     let mut loop_state: LoopState = serde_json::from_value(row.state.clone()).unwrap_or_default();
     let before = loop_state.clone();
     let production = retrain::production(state, &name).await;
-    observe(store, &name, &config, entry, &mut loop_state, production).await?;
+    observe(store, &name, entry, &mut loop_state, production).await?;
     if let Some(current) = production {
         check_distributions(state, store, &name, &config, entry, current).await;
         production_moved(store, &name, entry, &mut loop_state, current).await;
@@ -120,7 +120,6 @@ async fn step_model(
 async fn observe(
     store: &ExperimentStore,
     name: &str,
-    config: &LearningConfig,
     entry: &mut ModelLoop,
     loop_state: &mut LoopState,
     production: Option<Version>,
@@ -179,7 +178,6 @@ async fn observe(
     } else {
         loop_state.cursor = until;
     }
-    let _ = config;
     Ok(())
 }
 
@@ -376,7 +374,6 @@ async fn advance(
         }
         Phase::Retraining {
             job_id,
-            trigger,
             current,
             holdout,
             ..
@@ -420,9 +417,7 @@ async fn advance(
                         .unwrap_or_else(|| format!("the job ended {}", record_.state));
                     failed(store, name, config, loop_state, &job_id, &why).await;
                 }
-                _ => {
-                    let _ = trigger;
-                }
+                _ => {}
             }
         }
         Phase::Experimenting {
