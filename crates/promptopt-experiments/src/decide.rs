@@ -12,8 +12,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::stats::{
-    holm, sequential, srm_check, tau2_for_effect, two_proportion_z, welch_t, BinarySummary,
-    ContinuousSummary, SequentialResult, SrmResult, TestResult,
+    holm, normal_upper_quantile, sequential, srm_check, t_upper_quantile, tau2_for_effect,
+    two_proportion_z, welch_t, BinarySummary, ContinuousSummary, SequentialResult, SrmResult,
+    TestResult,
 };
 use crate::{Experiment, ExperimentState, VariantStats};
 
@@ -32,6 +33,10 @@ pub struct VariantStatus {
     pub outcomes: u64,
     /// The mean outcome (the success rate of a binary metric).
     pub mean: Option<f64>,
+    /// The `1 − significance_level` confidence interval of the mean, `[low, high]` (Wilson's
+    /// for a binary metric, Student's t otherwise); for reading, not for deciding: decisions
+    /// rest on the sequential test of each comparison.
+    pub interval: Option<[f64; 2]>,
 }
 
 /// One treatment against the control.
@@ -174,6 +179,7 @@ pub fn status(experiment: &Experiment, stats: &[VariantStats]) -> ExperimentStat
                 units: s.units,
                 outcomes: s.outcomes,
                 mean: (s.outcomes > 0).then(|| s.score_sum / s.outcomes as f64),
+                interval: interval(&s, binary, alpha),
             }
         })
         .collect();
@@ -263,6 +269,85 @@ pub fn status(experiment: &Experiment, stats: &[VariantStats]) -> ExperimentStat
     }
 }
 
+/// The `1 − alpha` interval of a variant's mean: Wilson's score interval for a binary metric,
+/// Student's t interval otherwise (needs two outcomes).
+fn interval(stats: &VariantStats, binary: bool, alpha: f64) -> Option<[f64; 2]> {
+    let n = stats.outcomes as f64;
+    if stats.outcomes == 0 {
+        return None;
+    }
+    let mean = stats.score_sum / n;
+    if binary {
+        let z = normal_upper_quantile(alpha / 2.0)?;
+        let z2 = z * z;
+        let centre = (mean + z2 / (2.0 * n)) / (1.0 + z2 / n);
+        let half = z / (1.0 + z2 / n) * (mean * (1.0 - mean) / n + z2 / (4.0 * n * n)).sqrt();
+        return Some([(centre - half).max(0.0), (centre + half).min(1.0)]);
+    }
+    if stats.outcomes < 2 {
+        return None;
+    }
+    let variance = ((stats.score_sq_sum - n * mean * mean) / (n - 1.0)).max(0.0);
+    let t = t_upper_quantile(alpha / 2.0, n - 1.0)?;
+    let half = t * (variance / n).sqrt();
+    Some([mean - half, mean + half])
+}
+
+/// One look of the evidence over time: after `outcomes` outcomes (all variants together), each
+/// treatment's always-valid p-value against the control.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidencePoint {
+    /// Outcomes recorded so far, all variants together.
+    pub outcomes: u64,
+    /// When the last of them was recorded (seconds since the epoch).
+    pub at: f64,
+    /// Each treatment's running always-valid p-value (absent before it can be computed).
+    pub p_values: IndexMap<String, f64>,
+}
+
+/// The sequential evidence of `experiment` as it grew: its outcomes, oldest first, as
+/// `(variant, score, at)`, replayed in at most `looks` equal steps, each step a look of the
+/// same test [`status`] runs (the running minimum carried from look to look).
+pub fn evidence_history(
+    experiment: &Experiment,
+    outcomes: &[(String, f64, f64)],
+    looks: usize,
+) -> Vec<EvidencePoint> {
+    if outcomes.is_empty() || looks == 0 {
+        return Vec::new();
+    }
+    let step = outcomes.len().div_ceil(looks).max(1);
+    let mut replay = experiment.clone();
+    replay.state = ExperimentState::Running;
+    replay.sequential_p = IndexMap::new();
+    let mut sums: IndexMap<String, VariantStats> = IndexMap::new();
+    let mut points = Vec::new();
+    for (i, (variant, score, at)) in outcomes.iter().enumerate() {
+        let s = sums.entry(variant.clone()).or_insert_with(|| VariantStats {
+            variant: variant.clone(),
+            ..VariantStats::default()
+        });
+        s.units += 1;
+        s.outcomes += 1;
+        s.score_sum += score;
+        s.score_sq_sum += score * score;
+        if *score == 0.0 || *score == 1.0 {
+            s.binary_outcomes += 1;
+        }
+        if (i + 1) % step == 0 || i + 1 == outcomes.len() {
+            let stats: Vec<VariantStats> = sums.values().cloned().collect();
+            let look = status(&replay, &stats);
+            replay.sequential_p = look.sequential_p.clone();
+            points.push(EvidencePoint {
+                outcomes: (i + 1) as u64,
+                at: *at,
+                p_values: look.sequential_p,
+            });
+        }
+    }
+    points
+}
+
 fn decide(
     minimum: u64,
     variants: &[VariantStatus],
@@ -347,6 +432,88 @@ mod tests {
 
     const AB: &str =
         "name: t\nvariants: {control: m@1.0.0, treatment: m@2.0.0}\nminimum_sample_size: 200\n";
+
+    #[test]
+    fn intervals_cover_the_mean_and_narrow_with_more_outcomes() {
+        let e = experiment(AB);
+        let small = status(
+            &e,
+            &[sums("control", 20, 20, 14), sums("treatment", 20, 20, 10)],
+        );
+        let large = status(
+            &e,
+            &[
+                sums("control", 2000, 2000, 1400),
+                sums("treatment", 20, 20, 10),
+            ],
+        );
+        let [lo, hi] = small.variants[0].interval.unwrap();
+        assert!(lo < 0.7 && 0.7 < hi, "{lo} {hi}");
+        // Wilson's 95% interval for 14/20: [0.481, 0.855].
+        assert!(
+            (lo - 0.4810).abs() < 1e-3 && (hi - 0.8545).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        let [lo2, hi2] = large.variants[0].interval.unwrap();
+        assert!(hi2 - lo2 < (hi - lo) / 5.0, "{lo2} {hi2}");
+        let none = status(&e, &[]);
+        assert_eq!(none.variants[0].interval, None);
+        // A continuous metric: Student's t with n − 1 degrees of freedom.
+        let continuous = VariantStats {
+            variant: "control".into(),
+            units: 4,
+            outcomes: 4,
+            score_sum: 0.2 + 0.4 + 0.6 + 0.8,
+            score_sq_sum: 0.04 + 0.16 + 0.36 + 0.64,
+            binary_outcomes: 0,
+        };
+        let [lo, hi] = status(&e, &[continuous]).variants[0].interval.unwrap();
+        // mean 0.5, sd 0.2582, t(0.975, 3) = 3.1824: 0.5 ± 0.4108.
+        assert!(
+            (lo - 0.0892).abs() < 1e-3 && (hi - 0.9108).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+    }
+
+    #[test]
+    fn evidence_history_replays_the_looks_and_never_rises() {
+        let e = experiment(AB);
+        let mut outcomes = Vec::new();
+        for i in 0..400u32 {
+            let variant = if i % 2 == 0 { "control" } else { "treatment" };
+            // control succeeds 1 time in 2, treatment 4 times in 5.
+            let success = if i % 2 == 0 { i % 4 == 0 } else { i % 5 != 1 };
+            outcomes.push((
+                variant.to_string(),
+                f64::from(u8::from(success)),
+                f64::from(i),
+            ));
+        }
+        let points = evidence_history(&e, &outcomes, 20);
+        assert_eq!(points.len(), 20);
+        assert_eq!(points.last().unwrap().outcomes, 400);
+        assert_eq!(points.last().unwrap().at, 399.0);
+        let p: Vec<f64> = points
+            .iter()
+            .filter_map(|pt| pt.p_values.get("treatment").copied())
+            .collect();
+        assert!(p.windows(2).all(|w| w[1] <= w[0]), "{p:?}");
+        assert!(*p.last().unwrap() < 0.05, "{p:?}");
+        // The last look agrees with the status of the same sums.
+        let control = outcomes.iter().filter(|o| o.0 == "control");
+        let treatment = outcomes.iter().filter(|o| o.0 == "treatment");
+        let wins =
+            |it: &mut dyn Iterator<Item = &(String, f64, f64)>| it.map(|o| o.1).sum::<f64>() as u64;
+        let direct = status(
+            &e,
+            &[
+                sums("control", 200, 200, wins(&mut control.clone())),
+                sums("treatment", 200, 200, wins(&mut treatment.clone())),
+            ],
+        );
+        assert!(direct.sequential_p["treatment"] >= *p.last().unwrap());
+        assert!(evidence_history(&e, &[], 20).is_empty());
+    }
 
     #[test]
     fn a_clear_lift_past_the_minimum_wins() {

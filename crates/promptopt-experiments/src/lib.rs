@@ -23,7 +23,9 @@ mod learning_store;
 pub mod stats;
 mod store;
 
-pub use decide::{status, Decision, ExperimentStatus, VariantStatus};
+pub use decide::{
+    evidence_history, status, Decision, EvidencePoint, ExperimentStatus, VariantStatus,
+};
 pub use error::ExperimentError;
 pub use experiment::{Experiment, ExperimentSpec, ExperimentState};
 pub use learning_store::{LearningEvent, LearningRow, Outcome, Served};

@@ -529,6 +529,32 @@ impl ExperimentStore {
             })
             .collect()
     }
+
+    /// The outcomes of `experiment_id`'s predictions as `(variant, score, recorded at)`, oldest
+    /// first, at most `limit` (the newest are left out beyond it).
+    pub async fn experiment_outcomes(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, f64, f64)>, ExperimentError> {
+        let rows = sqlx::query(
+            "SELECT p.variant, f.score, f.updated_at FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id WHERE p.experiment_id = $1 AND p.variant IS NOT NULL ORDER BY f.updated_at, p.prediction_id LIMIT $2",
+        )
+        .bind(experiment_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("variant").map_err(|e| self.err(e))?,
+                    row.try_get("score").map_err(|e| self.err(e))?,
+                    row.try_get("updated_at").map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,19 @@ impl Tokens {
         Ok(())
     }
 
+    /// The scopes of `token` (every scope when authentication is off), `None` for an unknown
+    /// token. `admin` is expanded to every scope.
+    pub(crate) fn scopes_of(&self, token: &str) -> Option<BTreeSet<Scope>> {
+        if self.disabled {
+            return Some(Scope::ALL.into_iter().collect());
+        }
+        let scopes = self.by_hash.get(&digest(token))?;
+        if scopes.contains(&Scope::Admin) {
+            return Some(Scope::ALL.into_iter().collect());
+        }
+        Some(scopes.clone())
+    }
+
     /// Checks the request's `Authorization: Bearer TOKEN` for `scope`: 401 without a known
     /// token, 403 when the token lacks the scope.
     pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {

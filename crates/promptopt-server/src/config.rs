@@ -89,6 +89,10 @@ pub struct ServeConfig {
     /// the requests those workers run; the `PROMPTOPT_GPU_*` variables and `promptopt serve`'s
     /// `--gpu*` flags win over it, setting by setting.
     pub gpu: Option<promptopt_lm::gpu::GpuConfig>,
+    /// The address of the MLflow UI the console links saved versions' runs to (for example
+    /// `http://127.0.0.1:5000`); `promptopt serve` uses `MLFLOW_TRACKING_URI` when it is an
+    /// `http(s)` address and this is not set.
+    pub mlflow_ui: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -105,6 +109,7 @@ impl Default for ServeConfig {
             prediction_log: PredictionLogConfig::default(),
             models: BTreeMap::new(),
             gpu: None,
+            mlflow_ui: None,
         }
     }
 }

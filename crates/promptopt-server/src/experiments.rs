@@ -405,7 +405,7 @@ pub(crate) async fn stop(
 #[serde(deny_unknown_fields)]
 pub(crate) struct PromoteQuery {
     /// Promote this variant instead of the declared winner (an explicit decision).
-    variant: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 /// Points the model's `production` alias at the winner's version (or `?variant=`), and ends the

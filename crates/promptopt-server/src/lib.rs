@@ -14,6 +14,8 @@
 //!   (sampled and redacted per model), drift is detected on the outcomes, retraining jobs go to
 //!   the queue, better versions are deployed and worse ones rolled back.
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus), `GET /openapi.json`.
+//! - `/ui`: the web console over the same handlers: jobs live, models and aliases,
+//!   experiments, model health (a token entered once per browser session).
 //!
 //! Every error is `{"error": {"code", "message", "field"}}` with a 4xx status for bad input;
 //! saturation is 503 with `Retry-After`. Loaded programs are cached by exact version, so moving
@@ -58,6 +60,7 @@ mod models;
 mod openapi;
 mod predict;
 mod predlog;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -93,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) experiments: Option<Arc<experiments::Experiments>>,
     /// The continuous-learning loops, when the server has a database.
     pub(crate) learning: Option<Arc<learning::Learning>>,
+    /// The web console's sessions.
+    pub(crate) console: ui::Sessions,
 }
 
 /// The state handed to handlers.
@@ -138,6 +143,7 @@ impl Server {
                 shutdown_tx,
                 experiments: None,
                 learning: None,
+                console: ui::Sessions::default(),
             }),
         }
     }
@@ -214,6 +220,10 @@ impl Server {
             .route("/readyz", get(middleware::readyz))
             .route("/metrics", get(middleware::metrics))
             .route("/openapi.json", get(openapi::serve_openapi))
+            .nest(
+                "/ui",
+                ui::router().layer(axum::middleware::from_fn(ui::security_headers)),
+            )
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 middleware::around,

@@ -46,6 +46,7 @@ mod special;
 mod srm;
 mod summary;
 
+pub(crate) use dist::{normal_upper_quantile, t_upper_quantile};
 pub use fixed::{two_proportion_z, welch_t, TestResult};
 pub use multiple::holm;
 pub use sequential::{sequential, tau2_for_effect, SequentialResult, SequentialState};

@@ -96,7 +96,7 @@ pub(crate) struct LearningHistory {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryQuery {
     /// The newest this many (default 200, at most 10000).
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// Which labelled predictions.
