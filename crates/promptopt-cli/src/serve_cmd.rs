@@ -99,10 +99,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         print_stdout(&promptopt_server::openapi_json());
         return Ok(ExitCode::SUCCESS);
     }
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => ServeConfig::from_path(path)?,
         None => ServeConfig::default(),
     };
+    // The console links saved versions to their MLflow runs on the tracking server's UI.
+    if config.mlflow_ui.is_none() {
+        config.mlflow_ui = std::env::var("MLFLOW_TRACKING_URI")
+            .ok()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .map(|u| redact_userinfo(&u));
+    }
     let bind = args
         .bind
         .clone()
@@ -156,6 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     // The address on stdout, for scripts that start the server on port 0.
     print_stdout(&format!("promptopt serve: listening on http://{local}"));
+    tracing::info!(url = %format!("http://{local}/ui"), "web console");
     let database = args
         .database
         .clone()
@@ -188,4 +196,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `https://user:secret@host/` without its user information (the console shows the address).
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_mlflow_address_loses_its_credentials() {
+        assert_eq!(
+            super::redact_userinfo("https://me:s3cret@mlflow.example:5000/x"),
+            "https://mlflow.example:5000/x"
+        );
+        assert_eq!(
+            super::redact_userinfo("http://127.0.0.1:5000"),
+            "http://127.0.0.1:5000"
+        );
+    }
 }

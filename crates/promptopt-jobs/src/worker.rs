@@ -608,9 +608,12 @@ impl EventSink for JobRun {
                 {
                     p.stage = stage.clone();
                 }
+                // Only the stages that count trials (or GEPA's iterations) say how many there
+                // will be; a bootstrap's count of demos is not that.
                 Event::StageProgress { stage, total, .. }
                     if p.stage == "optimize"
-                        && (stage.contains("trial") || p.trials_total.is_none()) =>
+                        && (matches!(stage.as_str(), "search" | "gepa")
+                            || stage.contains("trial")) =>
                 {
                     p.trials_total = total.or(p.trials_total);
                 }

@@ -173,6 +173,11 @@ impl Optimizer for BootstrapFewShotWithRandomSearch {
                         report.subscores(),
                     );
                     outcome.iteration_done();
+                    ctx.emit(Event::StageProgress {
+                        stage: "search".into(),
+                        done: (seed + 4).unsigned_abs(),
+                        total: Some((last + 3).unsigned_abs()),
+                    });
                 }
                 Err(OptimizeError::Stopped(r)) => return Ok(outcome.finish(Some(r))),
                 Err(e) => return Err(e),

@@ -614,6 +614,58 @@ async fn an_experiment_and_a_models_health_show_their_figures_and_decisions() {
         "{}",
         after.text
     );
+    // A draft started and stopped from its page.
+    api(
+        &w.router,
+        "POST",
+        "/v1/experiments",
+        "adm",
+        json!({
+            "name": "draft-one",
+            "variants": {"control": "reviews@1.0.0", "treatment": "reviews@1.0.1"},
+            "success_metric": "exact_match"
+        }),
+    )
+    .await;
+    let draft = browser.get("/ui/experiments/draft-one").await;
+    assert!(
+        draft.text.contains("Start…") && draft.text.contains("state-draft"),
+        "{}",
+        draft.text
+    );
+    let start = browser.get("/ui/experiments/draft-one/start").await;
+    let started = browser
+        .post(
+            "/ui/experiments/draft-one/start",
+            &[("csrf", &start.csrf())],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.text);
+    let running = browser.get(started.location()).await;
+    assert!(
+        running.text.contains("The experiment started"),
+        "{}",
+        running.text
+    );
+    assert!(running.text.contains("state-running"), "{}", running.text);
+    // Starting again fails, in words.
+    let again = browser
+        .post(
+            "/ui/experiments/draft-one/start",
+            &[("csrf", &start.csrf())],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert!(again.text.contains("Nothing changed:"), "{}", again.text);
+    let stopped = browser
+        .post("/ui/experiments/draft-one/stop", &[("csrf", &start.csrf())])
+        .await;
+    assert_eq!(stopped.status, StatusCode::SEE_OTHER, "{}", stopped.text);
+    assert!(browser
+        .get(stopped.location())
+        .await
+        .text
+        .contains("state-stopped"));
     let unknown = browser
         .get("/ui/experiments/careful-vs-careless/explode")
         .await;

@@ -2,6 +2,8 @@
 //! port against a fake model server.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod webdriver;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -14,6 +16,14 @@ pub struct ServeProcess {
     pub url: String,
     /// Its stdout, kept open so that a later line cannot break its pipe.
     _stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for ServeProcess {
+    /// Stops the server when a test ends, panicking or not.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Starts `promptopt serve --bind 127.0.0.1:0` with `args` after it, `PROMPTOPT_HOME` at

@@ -270,3 +270,30 @@ pub(crate) async fn page(
     .await;
     respond(&viewer, result)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn drift_is_an_alarm_and_deployments_are_marked_too() {
+        let events = vec![
+            json!({"at": 100.0, "kind": "enabled", "reason": "through the API"}),
+            json!({"at": 200.0, "kind": "drift", "reason": "DDM: error rate up"}),
+            json!({"at": 300.0, "kind": "deployed", "reason": "1.0.1 beat 1.0.0"}),
+            json!({"at": 400.0, "kind": "rolled_back", "reason": "live metric fell"}),
+        ];
+        let marks = super::markers(&events);
+        assert_eq!(marks.len(), 3);
+        assert!(marks[0].alarm && marks[0].x == 200.0);
+        assert!(
+            marks[0].label.contains("DDM: error rate up"),
+            "{}",
+            marks[0].label
+        );
+        assert!(!marks[1].alarm && !marks[2].alarm);
+        let table = super::history_table(&events).into_string();
+        // Newest first.
+        assert!(table.find("rolled_back").unwrap() < table.find("enabled").unwrap());
+    }
+}

@@ -99,7 +99,7 @@ pub(crate) async fn list(
 
 fn progress_text(job: &JobRecord) -> String {
     match &job.progress {
-        Some(p) => match p.trials_total {
+        Some(p) => match p.trials_total.filter(|t| *t >= p.trial) {
             Some(total) => format!("{}: trial {} of {}", p.stage, p.trial, total),
             None if p.trial > 0 => format!("{}: trial {}", p.stage, p.trial),
             None => p.stage.clone(),
@@ -161,7 +161,14 @@ async fn panel(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, Ap
             _ => {}
         }
     }
-    let progress = job.progress.clone();
+    // The events may be ahead of the record's last heartbeat.
+    let last_trial = trials.iter().map(|t| t.0 as u64).max().unwrap_or(0);
+    let mut progress = job.progress.clone();
+    if let Some(p) = progress.as_mut() {
+        p.trial = p.trial.max(last_trial);
+        // A total smaller than the trials seen is some inner stage's: not shown.
+        p.trials_total = p.trials_total.filter(|t| *t >= p.trial);
+    }
     let mut chart = LineChart::new("Best score so far by trial", "trial", "score");
     if let Some(total) = progress.as_ref().and_then(|p| p.trials_total) {
         chart.x_min_range = Some((1.0, total.max(1) as f64));

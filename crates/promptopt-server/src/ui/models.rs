@@ -188,14 +188,14 @@ pub(crate) async fn version(
                 dt { "Language model" } dd { code { (artifact.model.model) } }
                 dt { "Adapter" } dd { (artifact.model.adapter.name()) }
                 dt { "Saved (UTC)" } dd { (artifact.created_at) }
-                @for (key, value) in &artifact.metrics {
-                    dt { (key) } dd { (text(value)) }
+                @for (key, value) in artifact.metrics.iter().filter(|(_, v)| !v.is_object()) {
+                    dt { (key.replace('_', " ")) } dd { (text(value)) }
                 }
                 @if let Some(alg) = &artifact.provenance.algorithm { dt { "Algorithm" } dd { (alg) } }
                 @if let Some(seed) = artifact.provenance.seed { dt { "Seed" } dd { (seed) } }
                 @if let Some(parent) = &artifact.provenance.parent_version { dt { "Parent version" } dd { (parent) } }
                 dt { "MLflow run" }
-                dd {
+                dd #mlflow-run {
                     @match (&run, &run_link) {
                         (Some(_), Some(link)) => a href=(link) { (run.as_deref().unwrap_or_default()) },
                         (Some(id), None) => { code { (id) } " (set " code { "mlflow_ui" } " in the server's configuration to link it)" },
@@ -203,6 +203,7 @@ pub(crate) async fn version(
                     }
                 }
             }
+            (measurements(&artifact.metrics))
             @if viewer.can(Scope::Admin) {
                 form.inline method="get" action=(format!("/ui/models/{}/promote", segment(&name))) {
                     input type="hidden" name="version" value=(exact);
@@ -232,6 +233,39 @@ pub(crate) async fn version(
     }
     .await;
     respond(&viewer, result)
+}
+
+/// The measurements saved as objects (`baseline`, `optimized`, `test`: score, accuracy,
+/// latency...) side by side, one row per figure.
+fn measurements(metrics: &serde_json::Map<String, Value>) -> Markup {
+    let sets: Vec<(&String, &serde_json::Map<String, Value>)> = metrics
+        .iter()
+        .filter_map(|(k, v)| v.as_object().map(|o| (k, o)))
+        .collect();
+    let mut rows: Vec<&String> = Vec::new();
+    for (_, set) in &sets {
+        for (k, v) in set.iter() {
+            if !v.is_object() && !v.is_array() && !rows.contains(&k) {
+                rows.push(k);
+            }
+        }
+    }
+    html! {
+        @if !sets.is_empty() {
+            h2 { "Measurements" }
+            table.measurements {
+                thead { tr { th scope="col" { "Figure" } @for (name, _) in &sets { th scope="col" { (name) } } } }
+                tbody {
+                    @for row in &rows {
+                        tr {
+                            th scope="row" { (row.replace('_', " ")) }
+                            @for (_, set) in &sets { td { (set.get(row.as_str()).map_or_else(|| "–".into(), text)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A stage's demos as a table of their fields.
