@@ -15,6 +15,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::webdriver::{Browser, ENTER, TAB};
@@ -24,11 +26,12 @@ use serde_json::{json, Value};
 const ADMIN: &str = "console-admin";
 const READER: &str = "console-reader";
 
-/// Negative for reviews with "dull" or "bad", positive otherwise, after 60 ms; but the more
-/// demos the prompt has, the more often it is right (a third of the reviews with none, all of
-/// them with two), so an optimization's best score climbs.
-fn fake_lm() -> FixedReplyServer {
-    FixedReplyServer::with_handler(|request| {
+/// Negative for reviews with "dull" or "bad", positive otherwise; but the more demos the prompt
+/// has, the more often it is right (a third of the reviews with none, all of them with two), so
+/// an optimization's best score climbs. Each reply takes a second while `slow` is set (so that a
+/// job is still running when its page loads), 60 ms after.
+fn fake_lm(slow: Arc<AtomicBool>) -> FixedReplyServer {
+    FixedReplyServer::with_handler(move |request| {
         let last = request.messages.last().map_or("", |m| m.content.as_str());
         let tail = last.rsplit("[[ ## text ## ]]").next().unwrap_or(last);
         let negative = tail.contains("dull") || tail.contains("bad");
@@ -44,7 +47,12 @@ fn fake_lm() -> FixedReplyServer {
         } else {
             "positive"
         };
-        Reply::text(label).after(Duration::from_millis(60))
+        let delay = if slow.load(Ordering::SeqCst) {
+            1000
+        } else {
+            60
+        };
+        Reply::text(label).after(Duration::from_millis(delay))
     })
     .unwrap()
 }
@@ -185,7 +193,8 @@ async fn a_newcomer_watches_a_job_promotes_and_reads_an_experiment() {
     };
     let shots = screenshots();
     let home = tempfile::tempdir().unwrap();
-    let lm = fake_lm();
+    let slow = Arc::new(AtomicBool::new(true));
+    let lm = fake_lm(Arc::clone(&slow));
     // The jobs are tracked on the test MLflow server (scripts/test.sh starts one), so the
     // version page links its run.
     let mlflow = std::env::var("PROMPTOPT_TEST_MLFLOW_URI").ok();
@@ -244,6 +253,7 @@ async fn a_newcomer_watches_a_job_promotes_and_reads_an_experiment() {
     browser.goto(&format!("{url}/ui/jobs/{job}")).await;
     let at_load = browser.text_of("#job-state").await;
     assert!(at_load == "queued" || at_load == "running", "{at_load}");
+    slow.store(false, Ordering::SeqCst);
     let ended = browser
         .wait_until(
             "document.querySelector('#live').getAttribute('data-ended') === 'true'",

@@ -80,7 +80,7 @@ fn json_of(text: &str) -> Value {
 
 impl ExperimentStore {
     /// A column of `row`.
-    fn col<'r, T>(&self, row: &'r AnyRow, name: &str) -> Result<T, ExperimentError>
+    pub(crate) fn col<'r, T>(&self, row: &'r AnyRow, name: &str) -> Result<T, ExperimentError>
     where
         T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {

@@ -548,9 +548,9 @@ impl ExperimentStore {
         rows.iter()
             .map(|row| {
                 Ok((
-                    row.try_get("variant").map_err(|e| self.err(e))?,
-                    row.try_get("score").map_err(|e| self.err(e))?,
-                    row.try_get("updated_at").map_err(|e| self.err(e))?,
+                    self.col(row, "variant")?,
+                    self.col(row, "score")?,
+                    self.col(row, "updated_at")?,
                 ))
             })
             .collect()

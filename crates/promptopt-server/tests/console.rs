@@ -4,6 +4,8 @@
 //! browser tests in `promptopt-cli/tests/console_browser.rs` drive the same pages in Chromium.)
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,11 +13,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{Field, Program, Signature};
 use promptopt_jobs::{JobQueue, JobSpec, SqliteQueue};
 use promptopt_lm::{ScriptedLm, SharedLm};
-use promptopt_registry::{ModelArtifact, ModelSettings, Registry, VersionSpec};
+use promptopt_registry::Registry;
 use promptopt_server::{ModelLms, ServeConfig, Server, Tokens};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -48,31 +48,15 @@ struct World {
     router: Router,
 }
 
-fn save(registry: &Registry, instructions: &str) {
-    let program = Program::single(
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
-            .with_instructions(instructions),
-    );
-    let settings = ModelSettings {
-        model: "scripted/test".into(),
-        adapter: AdapterKind::Turns,
-        temperature: Some(0.0),
-        max_tokens: None,
-    };
-    let artifact = ModelArtifact::new(
-        "reviews",
-        program.clone(),
-        program.initial_state(),
-        settings,
-    );
-    registry.save(artifact, VersionSpec::NextPatch).unwrap();
-}
-
 async fn world() -> World {
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::new(home.path());
-    save(&registry, "Classify the review; be careless.");
-    save(&registry, "Classify the review as positive or negative.");
+    common::save(&registry, "reviews", "Classify the review; be careless.");
+    common::save(
+        &registry,
+        "reviews",
+        "Classify the review as positive or negative.",
+    );
     let queue = Arc::new(SqliteQueue::open(home.path().join("queue.sqlite")).unwrap());
     let mut tokens = Tokens::default();
     tokens.add_list("adm,look:predict", "test").unwrap();

@@ -3,6 +3,8 @@
 //! `scripts/test.sh`), on a real PostgreSQL too.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,11 +13,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{Field, Program, Signature};
 use promptopt_jobs::{JobQueue, SqliteQueue};
 use promptopt_lm::{ScriptedLm, SharedLm};
-use promptopt_registry::{ModelArtifact, ModelSettings, Registry, VersionSpec};
+use promptopt_registry::Registry;
 use promptopt_server::{ModelLms, ServeConfig, Server, Tokens};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -63,24 +63,6 @@ struct World {
     model: String,
 }
 
-fn save(registry: &Registry, model: &str, instructions: &str) -> String {
-    let program = Program::single(
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
-            .with_instructions(instructions),
-    );
-    let settings = ModelSettings {
-        model: "scripted/test".into(),
-        adapter: AdapterKind::Turns,
-        temperature: Some(0.0),
-        max_tokens: None,
-    };
-    let artifact = ModelArtifact::new(model, program.clone(), program.initial_state(), settings);
-    registry
-        .save(artifact, VersionSpec::NextPatch)
-        .unwrap()
-        .id()
-}
-
 /// The databases the suite runs on: SQLite, and PostgreSQL when one is given.
 fn databases(home: &std::path::Path) -> Vec<String> {
     let mut list = vec![format!("sqlite:{}", home.join("server.sqlite").display())];
@@ -99,8 +81,8 @@ impl World {
         // A model name of its own: a PostgreSQL database is shared by the tests.
         let model = format!("tickets-{:08x}", rand::random::<u32>());
         let registry = Registry::new(home.path());
-        save(&registry, &model, "Classify the sentiment.");
-        save(&registry, &model, "Classify the sentiment; be careful.");
+        common::save(&registry, &model, "Classify the sentiment.");
+        common::save(&registry, &model, "Classify the sentiment; be careful.");
         Self {
             home,
             database,

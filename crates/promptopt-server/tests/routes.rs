@@ -2,6 +2,8 @@
 //! predictions and hot swaps, models, jobs and their event stream, limits, bad input.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{Field, Program, Signature};
 use promptopt_jobs::{JobQueue, SqliteQueue};
 use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmError, ScriptedLm, SharedLm};
-use promptopt_registry::{ModelArtifact, ModelSettings, Registry, VersionSpec};
+use promptopt_registry::Registry;
 use promptopt_server::{ModelLms, ServeConfig, Server, Tokens};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -63,33 +63,10 @@ struct World {
     router: Router,
 }
 
-fn save(registry: &Registry, instructions: &str) -> String {
-    let program = Program::single(
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
-            .with_instructions(instructions),
-    );
-    let settings = ModelSettings {
-        model: "scripted/test".into(),
-        adapter: AdapterKind::Turns,
-        temperature: Some(0.0),
-        max_tokens: None,
-    };
-    let artifact = ModelArtifact::new(
-        "sentiment",
-        program.clone(),
-        program.initial_state(),
-        settings,
-    );
-    registry
-        .save(artifact, VersionSpec::NextPatch)
-        .unwrap()
-        .id()
-}
-
 fn world(config: ServeConfig) -> World {
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::new(home.path());
-    save(&registry, "Classify the sentiment.");
+    common::save(&registry, "sentiment", "Classify the sentiment.");
     let queue = Arc::new(SqliteQueue::open(home.path().join("queue.sqlite")).unwrap());
     let mut tokens = Tokens::default();
     tokens
@@ -284,7 +261,7 @@ async fn predictions_one_or_a_batch_and_an_alias_move_swaps_the_version() {
     assert_eq!(labels, ["positive", "negative"]);
 
     // `production` points at 1.0.0; a request in flight when it moves to 1.0.1 finishes on 1.0.0.
-    save(&w.registry, "Classify the sentiment, briefly.");
+    common::save(&w.registry, "sentiment", "Classify the sentiment, briefly.");
     let promote = |v: &str| {
         call(
             "PUT",
@@ -520,7 +497,7 @@ async fn bad_predictions_get_4xx_naming_the_field() {
 #[tokio::test]
 async fn versions_under_an_alias_are_not_deleted() {
     let w = world(ServeConfig::default());
-    save(&w.registry, "Second.");
+    common::save(&w.registry, "sentiment", "Second.");
     let r = send(
         &w.router,
         call(

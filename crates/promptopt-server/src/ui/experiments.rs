@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::chart::{self, Interval, LineChart, Series, Style, XAxis};
 use super::page::{
-    self, badge, layout, notice_block, render_error, respond, segment, text, Confirm, Nav,
+    self, badge, layout, notice_block, render_error, respond, segment, text, Confirm, Done, Nav,
 };
 use super::session::Viewer;
 use crate::auth::Scope;
@@ -57,12 +57,6 @@ pub(crate) async fn list(State(state): State<AppState>, viewer: Viewer) -> Respo
     }
     .await;
     respond(&viewer, result)
-}
-
-/// `?done=`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
 }
 
 fn decision(status: &Value) -> Markup {
@@ -116,9 +110,8 @@ pub(crate) async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
     ApiPath(id): ApiPath<String>,
-    query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
+    Done(done): Done,
 ) -> Response {
-    let done = query.ok().and_then(|Query(q)| q.done);
     let result = async {
         let Json(view) = crate::experiments::get_experiment(
             State(state.clone()),
@@ -381,7 +374,7 @@ pub(crate) async fn act(
     let Some(action) = Action::parse(&action) else {
         return unknown_action(&viewer, &action);
     };
-    if let Err(page) = viewer.check_csrf(&form.csrf) {
+    if let Some(page) = viewer.csrf_refusal(&form.csrf) {
         return page;
     }
     let (s, path, headers) = (State(state), ApiPath(id.clone()), viewer.headers());

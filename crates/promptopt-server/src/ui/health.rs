@@ -273,6 +273,7 @@ pub(crate) async fn page(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use serde_json::json;
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::chart::{self, LineChart, Series, Style};
-use super::page::{self, badge, layout, notice_block, render_error, respond, Confirm, Nav};
+use super::page::{self, badge, layout, notice_block, render_error, respond, Confirm, Done, Nav};
 use super::session::Viewer;
 use crate::auth::Scope;
 use crate::body::ApiPath;
@@ -232,20 +232,13 @@ async fn panel(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, Ap
     })
 }
 
-/// `?done=`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
-}
-
 /// `GET /ui/jobs/{id}`: the job, following its event stream while it runs.
 pub(crate) async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
     ApiPath(id): ApiPath<String>,
-    query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
+    Done(done): Done,
 ) -> Response {
-    let done = query.ok().and_then(|Query(q)| q.done);
     let result = async {
         let panel = panel(&state, &viewer, &id).await?;
         let body = html! {
@@ -345,7 +338,7 @@ pub(crate) async fn cancel(
     ApiPath(id): ApiPath<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(page) = viewer.check_csrf(&form.csrf) {
+    if let Some(page) = viewer.csrf_refusal(&form.csrf) {
         return page;
     }
     if !viewer.can(Scope::Admin) {

@@ -13,7 +13,7 @@ use promptopt_registry::ModelArtifact;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::page::{self, layout, notice_block, respond, segment, text, Confirm, Nav};
+use super::page::{self, layout, notice_block, respond, segment, text, Confirm, Done, Nav};
 use super::session::Viewer;
 use crate::auth::Scope;
 use crate::body::{ApiJson, ApiPath};
@@ -114,12 +114,6 @@ pub(crate) async fn model(
     respond(&viewer, result)
 }
 
-/// `?done=`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
-}
-
 /// One stage's rendered request, as the `messages` export writes it.
 #[derive(Debug, Deserialize)]
 struct StageMessages {
@@ -156,9 +150,8 @@ pub(crate) async fn version(
     State(state): State<AppState>,
     viewer: Viewer,
     ApiPath((name, version)): ApiPath<(String, String)>,
-    query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
+    Done(done): Done,
 ) -> Response {
-    let done = query.ok().and_then(|Query(q)| q.done);
     let result = async {
         let Json(v) = crate::models::get_version(
             State(state.clone()),
@@ -390,7 +383,7 @@ pub(crate) async fn promote(
     ApiPath(name): ApiPath<String>,
     Form(form): Form<PromoteForm>,
 ) -> Response {
-    if let Err(page) = viewer.check_csrf(&form.csrf) {
+    if let Some(page) = viewer.csrf_refusal(&form.csrf) {
         return page;
     }
     let outcome = crate::models::set_alias(

@@ -1,9 +1,12 @@
 //! The console's page frame (header, navigation, sign-out), its error pages and the small
 //! formatting helpers every page uses.
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::Viewer;
@@ -172,17 +175,23 @@ pub(crate) fn badge(state: &str) -> Markup {
     html! { span class=(format!("badge state-{state}")) { (state) } }
 }
 
-/// Percent-encodes a path segment.
-pub(crate) fn segment(text: &str) -> String {
+/// Percent-encodes `text`, keeping ASCII letters, digits, `-_.~` and the bytes of `keep`.
+pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || keep.contains(&b)
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// Percent-encodes a path segment (`@` kept, for `name@version`).
+pub(crate) fn segment(text: &str) -> String {
+    percent_encode(text, b"@")
 }
 
 /// A confirmation page for an action: what will happen, a form that does it, a way back.
@@ -224,6 +233,25 @@ impl Confirm<'_> {
             }
         };
         (status, layout(viewer, Some(nav), self.title, body)).into_response()
+    }
+}
+
+/// The `?done=` code of a page reached after an action (see [`notice`]); anything else in the
+/// query is ignored.
+pub(crate) struct Done(pub(crate) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Done {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct DoneQuery {
+            done: Option<String>,
+        }
+        let done = Query::<DoneQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(q)| q.done);
+        Ok(Done(done))
     }
 }
 

@@ -150,12 +150,12 @@ impl Viewer {
             .join(", ")
     }
 
-    /// Checks a form's anti-forgery value: a page that says so when it does not match.
-    pub(crate) fn check_csrf(&self, sent: &str) -> Result<(), Response> {
+    /// Checks a form's anti-forgery value: `None` when it matches, else the page that says so.
+    pub(crate) fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         if same(sent, &self.csrf) {
-            Ok(())
+            None
         } else {
-            Err(page::error_page(
+            Some(page::error_page(
                 self,
                 StatusCode::FORBIDDEN,
                 "The form has expired",
@@ -188,20 +188,8 @@ fn to_login(parts: &Parts) -> Response {
         .path_and_query()
         .map_or("/ui", |p| p.as_str())
         .to_string();
-    let query = query_pair("next", &next);
-    Redirect::to(&format!("/ui/login?{query}")).into_response()
-}
-
-fn query_pair(name: &str, value: &str) -> String {
-    let mut out = format!("{name}=");
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let next = page::percent_encode(&next, b"/");
+    Redirect::to(&format!("/ui/login?next={next}")).into_response()
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -339,7 +327,7 @@ pub(crate) async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if let Err(page) = viewer.check_csrf(&form.csrf) {
+    if let Some(page) = viewer.csrf_refusal(&form.csrf) {
         return page;
     }
     if let Some(id) = cookie_value(&headers) {
