@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod program;
 mod signature;
 mod state;
+pub mod tools;
 mod trace;
 
 pub use dataset::Dataset;

@@ -17,6 +17,9 @@ pub enum Strategy {
     Predict,
     /// Write a `reasoning` field first, then the outputs.
     ChainOfThought,
+    /// An agent: thought, tool call and observation in a loop (at most the stage's
+    /// `max_iters` steps), then the outputs from the trajectory, with reasoning.
+    React,
 }
 
 /// The learned state of one predictor.

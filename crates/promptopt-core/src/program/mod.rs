@@ -62,6 +62,7 @@ use crate::TraceStep;
 use crate::{CoreError, Example, Prediction, PredictorState, ProgramState, Signature, Strategy};
 use crate::{Field, Trace};
 
+pub mod react;
 mod runtime;
 mod stage;
 
@@ -166,7 +167,7 @@ impl Program {
             for field in &stage.signature.outputs {
                 available.insert(field.name.as_str());
             }
-            if stage.module == Strategy::ChainOfThought {
+            if matches!(stage.module, Strategy::ChainOfThought | Strategy::React) {
                 available.insert(REASONING_FIELD);
             }
         }
@@ -475,6 +476,14 @@ impl<'a> StageCall<'a> {
     /// Calls the model; with the chat or turns adapter and [`RunSettings::json_fallback`], a
     /// reply that cannot be parsed is asked once more through the JSON adapter.
     async fn run(&self, trace: &mut Trace) -> Result<Example, CoreError> {
+        if self.predictor.strategy == Strategy::React {
+            return self.run_react(trace).await;
+        }
+        self.run_plain(trace).await
+    }
+
+    /// One answer through the adapter (with the JSON fallback), no agent loop.
+    async fn run_plain(&self, trace: &mut Trace) -> Result<Example, CoreError> {
         let first = self.first_adapter();
         let outcome = self.call(first.as_ref(), trace).await?;
         match outcome {

@@ -111,6 +111,8 @@ pub struct Runtime {
     pub lms: LmRegistry,
     /// Request settings.
     pub settings: RunSettings,
+    /// The tools `react` stages may call (each stage sees the ones it names).
+    pub tools: Option<std::sync::Arc<crate::tools::Toolbox>>,
 }
 
 impl Runtime {
@@ -119,7 +121,14 @@ impl Runtime {
         Self {
             lms,
             settings: RunSettings::default(),
+            tools: None,
         }
+    }
+
+    /// Builder: the tools of `react` stages.
+    pub fn with_tools(mut self, tools: std::sync::Arc<crate::tools::Toolbox>) -> Self {
+        self.tools = Some(tools);
+        self
     }
 
     /// Builder: sets the settings.

@@ -12,7 +12,7 @@ pub struct Stage {
     /// The stage's name, unique in its program (the key of its state in
     /// [`ProgramState::predictors`](crate::ProgramState::predictors)).
     pub name: String,
-    /// How it answers before any optimization: `predict` or `chain_of_thought`.
+    /// How it answers before any optimization: `predict`, `chain_of_thought` or `react`.
     #[serde(default)]
     pub module: Strategy,
     /// Its input and output fields and its starting instructions.
@@ -27,6 +27,10 @@ pub struct Stage {
     /// The tools this stage may call, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// A `react` stage's tool calls at most before it must answer (default
+    /// [`DEFAULT_MAX_ITERS`](super::react::DEFAULT_MAX_ITERS)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iters: Option<usize>,
 }
 
 impl Stage {
@@ -39,7 +43,14 @@ impl Stage {
             adapter: None,
             model: None,
             tools: Vec::new(),
+            max_iters: None,
         }
+    }
+
+    /// Builder: the tools the stage may call.
+    pub fn with_tools(mut self, tools: Vec<String>) -> Self {
+        self.tools = tools;
+        self
     }
 
     /// Builder: how the stage reasons.
@@ -81,9 +92,15 @@ impl Stage {
 pub struct StageSpec {
     /// The stage's name.
     pub name: String,
-    /// `predict` (default) or `chain_of_thought`.
+    /// `predict` (default), `chain_of_thought` or `react`.
     #[serde(default)]
     pub module: Strategy,
+    /// The tools a `react` stage may call, by name (the request's `tools` define them).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// A `react` stage's tool calls at most (default 5).
+    #[serde(default)]
+    pub max_iters: Option<usize>,
     /// `"a, b -> c"`; a field may carry a type, `"n: int"` (`text`, `int`, `float`, `bool`,
     /// `list`, `json`).
     pub signature: String,
@@ -117,7 +134,8 @@ impl StageSpec {
             signature,
             adapter: self.adapter,
             model: self.model,
-            tools: Vec::new(),
+            tools: self.tools,
+            max_iters: self.max_iters,
         })
     }
 }

@@ -293,6 +293,8 @@ fn programs_that_do_not_fit_together_name_the_stage() {
         StageSpec {
             name: name.into(),
             module: Strategy::Predict,
+            tools: Vec::new(),
+            max_iters: None,
             signature: sig.into(),
             instructions: None,
             adapter: None,

@@ -267,6 +267,7 @@ fn module_line(signature: &Signature, strategy: Strategy) -> String {
     let kind = match strategy {
         Strategy::Predict => "Predict",
         Strategy::ChainOfThought => "ChainOfThought",
+        Strategy::React => "ReAct",
     };
     format!(
         "{kind}({}) -> {}",

@@ -164,6 +164,7 @@ fn module_name(strategy: Strategy) -> &'static str {
     match strategy {
         Strategy::Predict => "predict",
         Strategy::ChainOfThought => "chain_of_thought",
+        Strategy::React => "react",
     }
 }
 
@@ -178,11 +179,14 @@ fn pretty(value: &Value) -> Result<String, RegistryError> {
 
 /// The key of a stage's predictor in DSPy's state: `Module.named_parameters()` names a
 /// `dspy.Predict` attribute by the attribute, and the `dspy.Predict` inside a
-/// `dspy.ChainOfThought` attribute `name` (its attribute `predict`) `name.predict`.
+/// `dspy.ChainOfThought` attribute `name` (its attribute `predict`) `name.predict`; a
+/// `dspy.ReAct` attribute has `name.react` and `name.extract.predict`, and the stage's learned
+/// state (instructions and demos, trajectories included) is its extraction's.
 fn dspy_key(name: &str, strategy: Strategy) -> String {
     match strategy {
         Strategy::Predict => name.to_string(),
         Strategy::ChainOfThought => format!("{name}.predict"),
+        Strategy::React => format!("{name}.extract.predict"),
     }
 }
 

@@ -1,0 +1,432 @@
+//! The `react` module: an agent stage. Each step asks the model, through the stage's adapter, for
+//! a thought, the next tool and its arguments (a signature of the stage's inputs plus the
+//! `trajectory` so far → `next_thought`, `next_tool_name`, `next_tool_args`); the tool's answer
+//! (or its error: an unknown tool, arguments that break its schema, a failure, a timeout, the
+//! spent budget) is the observation added to the trajectory. After `finish` or `max_iters`
+//! steps, the outputs are extracted from the trajectory with reasoning (the stage's inputs plus
+//! `trajectory` → its outputs). Every model call is a step of the trace: the steps as
+//! `STAGE.react`, the extraction as the stage itself, so that a successful run's extraction,
+//! trajectory included, is the stage's demo.
+
+use serde_json::Value;
+
+use super::{Stage, StageCall};
+use crate::tools::{SharedTool, ToolError};
+use crate::{CoreError, Example, Field, PredictorState, Signature, Strategy, Trace};
+
+/// Tool calls at most when the stage does not say.
+pub const DEFAULT_MAX_ITERS: usize = 5;
+/// The input field holding the steps so far.
+pub const TRAJECTORY_FIELD: &str = "trajectory";
+/// The pseudo-tool that ends the loop.
+pub const FINISH: &str = "finish";
+
+const NEXT_THOUGHT: &str = "next_thought";
+const NEXT_TOOL_NAME: &str = "next_tool_name";
+const NEXT_TOOL_ARGS: &str = "next_tool_args";
+
+/// One step of an agent's trajectory.
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    thought: String,
+    tool: String,
+    arguments: String,
+    observation: String,
+}
+
+fn render_trajectory(steps: &[Step]) -> String {
+    if steps.is_empty() {
+        return "(no steps yet)".into();
+    }
+    let mut out = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        let n = i + 1;
+        out.push_str(&format!(
+            "Thought {n}: {}\nTool {n}: {}\nArguments {n}: {}\nObservation {n}: {}\n\n",
+            s.thought, s.tool, s.arguments, s.observation
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// The tools the stage may call: those its state names (what `tool_selection` chooses), else
+/// those the stage names, found in the run's toolbox.
+fn stage_tools(call: &StageCall<'_>) -> Vec<SharedTool> {
+    let names = if call.predictor.tools.is_empty() {
+        &call.stage.tools
+    } else {
+        &call.predictor.tools
+    };
+    let Some(toolbox) = &call.runtime.tools else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|n| toolbox.get(n).cloned())
+        .collect()
+}
+
+/// The step's instructions: the stage's own, how the loop works, and the tools.
+fn step_instructions(stage: &Stage, predictor: &PredictorState, tools: &[SharedTool]) -> String {
+    let inputs: Vec<String> = stage
+        .signature
+        .inputs
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    let outputs: Vec<String> = stage
+        .signature
+        .outputs
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    let mut text = format!(
+        "{}\n\nYou are an agent. You are given {} and work toward {} step by step. At each step, write your next thought, choose the next tool and give its arguments as a JSON object. The tool's answer appears as an observation in `{TRAJECTORY_FIELD}`. When you have what you need, choose `{FINISH}` with the arguments {{}}.\n\nThe tools:\n",
+        predictor.instructions.trim(),
+        inputs.join(", "),
+        outputs.join(", "),
+    );
+    for (i, tool) in tools.iter().enumerate() {
+        text.push_str(&format!(
+            "{}. `{}`: {} Arguments: {}\n",
+            i + 1,
+            tool.name(),
+            tool.description(),
+            tool.parameters()
+        ));
+    }
+    text.push_str(&format!(
+        "{}. `{FINISH}`: Ends the steps; the outputs are written next. Arguments: {{}}",
+        tools.len() + 1
+    ));
+    text
+}
+
+/// The stage's inputs plus the trajectory.
+fn with_trajectory(signature: &Signature) -> Vec<Field> {
+    let mut inputs = signature.inputs.clone();
+    inputs.push(Field::text(TRAJECTORY_FIELD));
+    inputs
+}
+
+/// Arguments as the model wrote them: a JSON object, or text holding one.
+fn arguments_of(value: Option<&Value>) -> Result<Value, String> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(serde_json::Map::new())),
+        Some(Value::String(text)) if text.trim().is_empty() => {
+            Ok(Value::Object(serde_json::Map::new()))
+        }
+        Some(Value::String(text)) => serde_json::from_str(text.trim())
+            .map_err(|e| format!("The arguments are not a JSON object ({e}): {text}")),
+        Some(other) => Ok(other.clone()),
+    }
+}
+
+impl StageCall<'_> {
+    /// Runs a `react` stage (see the module documentation).
+    pub(super) async fn run_react(&self, trace: &mut Trace) -> Result<Example, CoreError> {
+        let tools = stage_tools(self);
+        let mut names: Vec<String> = tools.iter().map(|t| t.name().to_string()).collect();
+        names.push(FINISH.to_string());
+        let step_stage = Stage {
+            name: format!("{}.react", self.stage.name),
+            module: Strategy::Predict,
+            signature: Signature::new(
+                with_trajectory(&self.stage.signature),
+                vec![
+                    Field::text(NEXT_THOUGHT),
+                    Field::label(NEXT_TOOL_NAME, names.clone()),
+                    Field::new(NEXT_TOOL_ARGS, crate::FieldType::Json),
+                ],
+            ),
+            adapter: self.stage.adapter,
+            model: self.stage.model.clone(),
+            tools: Vec::new(),
+            max_iters: None,
+        };
+        let step_predictor = PredictorState {
+            instructions: step_instructions(self.stage, self.predictor, &tools),
+            demos: Vec::new(),
+            strategy: Strategy::Predict,
+            model: self.predictor.model.clone(),
+            tools: Vec::new(),
+        };
+        let max_iters = self.stage.max_iters.unwrap_or(DEFAULT_MAX_ITERS);
+        let mut steps: Vec<Step> = Vec::new();
+        for _ in 0..max_iters {
+            let mut fields = self.inputs.clone();
+            fields.insert(TRAJECTORY_FIELD, Value::String(render_trajectory(&steps)));
+            let call = StageCall::new(&step_stage, &step_predictor, &fields, self.runtime)?;
+            let outputs = match call.run_plain(trace).await {
+                Ok(outputs) => outputs,
+                Err(CoreError::Parse { message, raw, .. }) => {
+                    steps.push(Step {
+                        thought: raw.trim().to_string(),
+                        tool: "(none)".into(),
+                        arguments: "{}".into(),
+                        observation: format!(
+                            "Your reply could not be read ({message}): give `{NEXT_THOUGHT}`, `{NEXT_TOOL_NAME}` (one of {}) and `{NEXT_TOOL_ARGS}` (a JSON object).",
+                            names.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let thought = outputs
+                .get(NEXT_THOUGHT)
+                .map(crate::value_to_text)
+                .unwrap_or_default();
+            let tool = outputs
+                .get(NEXT_TOOL_NAME)
+                .map(crate::value_to_text)
+                .unwrap_or_default();
+            if tool == FINISH {
+                break;
+            }
+            let (arguments, observation) = match arguments_of(outputs.get(NEXT_TOOL_ARGS)) {
+                Ok(arguments) => {
+                    let observation = match &self.runtime.tools {
+                        Some(toolbox) if names.contains(&tool) => {
+                            toolbox.call(&tool, &arguments).await
+                        }
+                        _ => Err(ToolError::Unknown {
+                            name: tool.clone(),
+                            available: names[..names.len() - 1].join(", "),
+                        }),
+                    };
+                    (
+                        arguments.to_string(),
+                        observation.unwrap_or_else(|e| e.to_string()),
+                    )
+                }
+                Err(message) => (
+                    outputs
+                        .get(NEXT_TOOL_ARGS)
+                        .map(crate::value_to_text)
+                        .unwrap_or_default(),
+                    message,
+                ),
+            };
+            steps.push(Step {
+                thought,
+                tool,
+                arguments,
+                observation,
+            });
+        }
+        // The outputs, from the trajectory, with reasoning: under the stage's own name.
+        let extract_stage = Stage {
+            name: self.stage.name.clone(),
+            module: Strategy::ChainOfThought,
+            signature: Signature::new(
+                with_trajectory(&self.stage.signature),
+                self.stage.signature.outputs.clone(),
+            ),
+            adapter: self.stage.adapter,
+            model: self.stage.model.clone(),
+            tools: Vec::new(),
+            max_iters: None,
+        };
+        let mut extract_predictor = self.predictor.clone();
+        extract_predictor.strategy = Strategy::ChainOfThought;
+        extract_predictor.tools = Vec::new();
+        let mut fields = self.inputs.clone();
+        fields.insert(TRAJECTORY_FIELD, Value::String(render_trajectory(&steps)));
+        let call = StageCall::new(&extract_stage, &extract_predictor, &fields, self.runtime)?;
+        call.run_plain(trace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use promptopt_lm::{ChatRequest, ScriptedLm};
+
+    use super::*;
+    use crate::program::{LmRegistry, Program, Runtime};
+    use crate::tools::calculator::Calculator;
+    use crate::tools::Toolbox;
+
+    /// One agent step as the chat adapter writes it.
+    fn step(thought: &str, tool: &str, args: &str) -> String {
+        format!("[[ ## next_thought ## ]]\n{thought}\n\n[[ ## next_tool_name ## ]]\n{tool}\n\n[[ ## next_tool_args ## ]]\n{args}\n\n[[ ## completed ## ]]")
+    }
+
+    fn answer(reasoning: &str, value: &str) -> String {
+        format!("[[ ## reasoning ## ]]\n{reasoning}\n\n[[ ## answer ## ]]\n{value}\n\n[[ ## completed ## ]]")
+    }
+
+    /// A model that replies with `script` in order, and records every request.
+    fn scripted(script: Vec<String>) -> (ScriptedLm, Arc<Mutex<Vec<ChatRequest>>>) {
+        let replies = Arc::new(Mutex::new(VecDeque::from(script)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let lm = ScriptedLm::new(move |request| {
+            log.lock().unwrap().push(request.clone());
+            Ok(replies.lock().unwrap().pop_front().unwrap_or_default())
+        });
+        (lm, seen)
+    }
+
+    fn agent(max_iters: Option<usize>) -> Program {
+        let mut stage = Stage::new(
+            "agent",
+            Signature::new(vec![Field::text("question")], vec![Field::text("answer")])
+                .with_instructions("Answer the arithmetic question."),
+        )
+        .with_module(Strategy::React)
+        .with_tools(vec!["calculator".into()]);
+        stage.max_iters = max_iters;
+        Program::new(vec!["question".into()], vec![stage], vec!["answer".into()]).unwrap()
+    }
+
+    async fn run(program: &Program, script: Vec<String>) -> (Example, Trace, Vec<ChatRequest>) {
+        let (lm, seen) = scripted(script);
+        let toolbox = Toolbox::new(vec![Arc::new(Calculator::default())])
+            .with_timeout(Duration::from_secs(5));
+        let mut runtime = Runtime::new(LmRegistry::new("scripted/task", Arc::new(lm)))
+            .with_tools(Arc::new(toolbox));
+        // One reply per step: no second try through the JSON adapter.
+        runtime.settings.json_fallback = false;
+        let state = program.initial_state();
+        let input = Example::new().with("question", "What is 12 times 4?");
+        let output = program.run_traced(&state, &input, &runtime).await;
+        let requests = seen.lock().unwrap().clone();
+        (output.result.unwrap().outputs, output.trace, requests)
+    }
+
+    fn last_user(request: &ChatRequest) -> &str {
+        request.messages.last().map_or("", |m| m.content.as_str())
+    }
+
+    #[tokio::test]
+    async fn the_right_tool_is_called_and_its_answer_reaches_the_outputs() {
+        let (outputs, trace, requests) = run(
+            &agent(None),
+            vec![
+                step("I multiply.", "calculator", "{\"expression\": \"12 * 4\"}"),
+                step("I have it.", "finish", "{}"),
+                answer("The calculator says 48.", "48"),
+            ],
+        )
+        .await;
+        assert_eq!(outputs.text("answer").as_deref(), Some("48"));
+        assert_eq!(
+            outputs.text("reasoning").as_deref(),
+            Some("The calculator says 48.")
+        );
+        let names: Vec<&str> = trace.steps.iter().map(|s| s.predictor.as_str()).collect();
+        assert_eq!(names, ["agent.react", "agent.react", "agent"]);
+        // The tools are described to the model, the observation fed back.
+        let system = &requests[0].messages[0].content;
+        assert!(
+            system.contains("`calculator`: Evaluates an arithmetic expression"),
+            "{system}"
+        );
+        assert!(system.contains("`finish`"), "{system}");
+        assert!(
+            last_user(&requests[1]).contains("Observation 1: 48"),
+            "{}",
+            last_user(&requests[1])
+        );
+        // The extraction holds the whole trajectory: a successful run's demo.
+        let extract = &trace.steps[2];
+        let trajectory = extract.inputs.text(TRAJECTORY_FIELD).unwrap();
+        assert!(
+            trajectory.contains("Tool 1: calculator") && trajectory.contains("Observation 1: 48"),
+            "{trajectory}"
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_tools_bad_arguments_and_failures_become_observations() {
+        let (outputs, trace, _) = run(
+            &agent(None),
+            vec![
+                step("Search it.", "search", "{\"query\": \"12 times 4\"}"),
+                step("Compute.", "calculator", "{\"expr\": \"12 * 4\"}"),
+                step("Again.", "calculator", "{\"expression\": \"12 / 0\"}"),
+                step("Again.", "calculator", "not json"),
+                step("Done.", "finish", "{}"),
+                answer("No luck.", "unknown"),
+            ],
+        )
+        .await;
+        assert_eq!(outputs.text("answer").as_deref(), Some("unknown"));
+        let trajectory = trace
+            .steps
+            .last()
+            .unwrap()
+            .inputs
+            .text(TRAJECTORY_FIELD)
+            .unwrap();
+        for expected in [
+            "Observation 1: Your reply could not be read",
+            "Observation 2: The arguments of `calculator` do not fit its schema: `expression` is required",
+            "Observation 3: `calculator` failed: Division by zero",
+            "Observation 4: Your reply could not be read (Field `next_tool_args`: `not json` holds no JSON value)",
+        ] {
+            assert!(trajectory.contains(expected), "{expected}\n{trajectory}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_loop_stops_at_max_iters_and_still_answers() {
+        let (outputs, trace, _) = run(
+            &agent(Some(2)),
+            vec![
+                step("One.", "calculator", "{\"expression\": \"1 + 1\"}"),
+                step("Two.", "calculator", "{\"expression\": \"2 + 2\"}"),
+                answer("Out of steps; 4 was the last result.", "4"),
+            ],
+        )
+        .await;
+        assert_eq!(outputs.text("answer").as_deref(), Some("4"));
+        let react_steps = trace
+            .steps
+            .iter()
+            .filter(|s| s.predictor == "agent.react")
+            .count();
+        assert_eq!(react_steps, 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_toolbox_every_tool_is_unknown() {
+        let (lm, _) = scripted(vec![
+            step("Compute.", "calculator", "{\"expression\": \"1\"}"),
+            step("Done.", "finish", "{}"),
+            answer("None.", "none"),
+        ]);
+        let program = agent(None);
+        let mut runtime = Runtime::new(LmRegistry::new("scripted/task", Arc::new(lm)));
+        runtime.settings.json_fallback = false;
+        let output = program
+            .run_traced(
+                &program.initial_state(),
+                &Example::new().with("question", "?"),
+                &runtime,
+            )
+            .await;
+        assert_eq!(
+            output.result.unwrap().outputs.text("answer").as_deref(),
+            Some("none")
+        );
+        let trajectory = output
+            .trace
+            .steps
+            .last()
+            .unwrap()
+            .inputs
+            .text(TRAJECTORY_FIELD)
+            .unwrap();
+        assert!(
+            trajectory.contains("could not be read") || trajectory.contains("There is no tool"),
+            "{trajectory}"
+        );
+    }
+}

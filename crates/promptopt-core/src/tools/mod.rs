@@ -1,0 +1,254 @@
+//! Tools a program's stages may call: a name, a description, a JSON schema of the arguments and
+//! an async call. A [`Toolbox`] holds a run's tools and makes every call safe to feed back to a
+//! model: the arguments are checked against the schema, each call has a timeout, the run has a
+//! call budget, and every failure is a [`ToolError`] whose text becomes the observation (a tool
+//! never crashes a run).
+//!
+//! Built in: [`calculator::Calculator`] (arithmetic only, no code evaluation) and
+//! [`search::Search`] (BM25 over a local JSONL collection).
+//!
+//! ```
+//! use promptopt_core::tools::{calculator::Calculator, Toolbox};
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let toolbox = Toolbox::new(vec![std::sync::Arc::new(Calculator::default())]);
+//! let answer = toolbox.call("calculator", &json!({"expression": "6 * 7"})).await;
+//! assert_eq!(answer.unwrap(), "42");
+//! let refused = toolbox.call("calculator", &json!({"expr": "6 * 7"})).await.unwrap_err();
+//! assert!(refused.to_string().contains("`expression`"));
+//! # });
+//! ```
+
+pub mod calculator;
+mod schema;
+pub mod search;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use schema::check_arguments;
+
+/// Why a tool call gave no result; its text is what the model is told.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The model named a tool the stage does not have.
+    #[error("There is no tool `{name}`; the tools are: {available}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The tools there are, comma-separated.
+        available: String,
+    },
+    /// The arguments break the tool's schema.
+    #[error("The arguments of `{tool}` do not fit its schema: {message}")]
+    BadArguments {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tool ran and failed.
+    #[error("`{tool}` failed: {message}")]
+    Failed {
+        /// The tool.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+    /// The tool did not answer in time.
+    #[error("`{tool}` did not answer within {seconds} s")]
+    Timeout {
+        /// The tool.
+        tool: String,
+        /// The limit.
+        seconds: f64,
+    },
+    /// The run has used all its tool calls.
+    #[error("The run's budget of {limit} tool calls is spent")]
+    BudgetSpent {
+        /// The budget.
+        limit: u64,
+    },
+}
+
+/// A tool.
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// Its name, as the model calls it.
+    fn name(&self) -> &str;
+    /// What it does, for the model.
+    fn description(&self) -> &str;
+    /// The JSON schema of its arguments (an object).
+    fn parameters(&self) -> &Value;
+    /// Calls it with arguments that fit [`Tool::parameters`].
+    async fn call(&self, arguments: &Value) -> Result<String, ToolError>;
+}
+
+/// A shared tool.
+pub type SharedTool = Arc<dyn Tool>;
+
+/// How long a call may take when the toolbox does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A run's tools, with a timeout per call and a budget of calls.
+pub struct Toolbox {
+    tools: Vec<SharedTool>,
+    timeout: Duration,
+    budget: Option<u64>,
+    calls: AtomicU64,
+}
+
+impl std::fmt::Debug for Toolbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Toolbox")
+            .field("tools", &self.names())
+            .field("timeout", &self.timeout)
+            .field("budget", &self.budget)
+            .field("calls", &self.calls())
+            .finish()
+    }
+}
+
+impl Toolbox {
+    /// A toolbox of `tools` with the default timeout and no budget.
+    pub fn new(tools: Vec<SharedTool>) -> Self {
+        Self {
+            tools,
+            timeout: DEFAULT_TIMEOUT,
+            budget: None,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Each call's time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The calls allowed in all.
+    pub fn with_budget(mut self, calls: u64) -> Self {
+        self.budget = Some(calls);
+        self
+    }
+
+    /// The tools, in order.
+    pub fn tools(&self) -> &[SharedTool] {
+        &self.tools
+    }
+
+    /// Their names.
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.iter().map(|t| t.name()).collect()
+    }
+
+    /// The tool called `name`.
+    pub fn get(&self, name: &str) -> Option<&SharedTool> {
+        self.tools.iter().find(|t| t.name() == name)
+    }
+
+    /// Calls made so far (refused ones included: they cost a step).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls `name` with `arguments`: checked against its schema, within the timeout and the
+    /// budget.
+    pub async fn call(&self, name: &str, arguments: &Value) -> Result<String, ToolError> {
+        let made = self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(limit) = self.budget {
+            if made >= limit {
+                return Err(ToolError::BudgetSpent { limit });
+            }
+        }
+        let tool = self.get(name).ok_or_else(|| ToolError::Unknown {
+            name: name.to_string(),
+            available: self.names().join(", "),
+        })?;
+        check_arguments(tool.parameters(), arguments).map_err(|message| {
+            ToolError::BadArguments {
+                tool: name.to_string(),
+                message,
+            }
+        })?;
+        match tokio::time::timeout(self.timeout, tool.call(arguments)).await {
+            Ok(result) => result,
+            Err(_) => Err(ToolError::Timeout {
+                tool: name.to_string(),
+                seconds: self.timeout.as_secs_f64(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    struct Sleepy;
+
+    #[async_trait]
+    impl Tool for Sleepy {
+        fn name(&self) -> &str {
+            "sleepy"
+        }
+        fn description(&self) -> &str {
+            "Never answers in time."
+        }
+        fn parameters(&self) -> &Value {
+            static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+            EMPTY.get_or_init(|| json!({"type": "object", "properties": {}}))
+        }
+        async fn call(&self, _arguments: &Value) -> Result<String, ToolError> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok("late".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_tools_bad_arguments_timeouts_and_the_budget_are_observations() {
+        let toolbox = Toolbox::new(vec![
+            Arc::new(calculator::Calculator::default()),
+            Arc::new(Sleepy),
+        ])
+        .with_timeout(Duration::from_millis(50))
+        .with_budget(4);
+        let e = toolbox.call("shell", &json!({})).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "There is no tool `shell`; the tools are: calculator, sleepy"
+        );
+        let e = toolbox
+            .call("calculator", &json!({"expression": 42}))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("`expression` must be a string"),
+            "{e}"
+        );
+        let e = toolbox.call("sleepy", &json!({})).await.unwrap_err();
+        assert_eq!(e.to_string(), "`sleepy` did not answer within 0.05 s");
+        assert_eq!(
+            toolbox
+                .call("calculator", &json!({"expression": "2+2"}))
+                .await
+                .unwrap(),
+            "4"
+        );
+        let e = toolbox
+            .call("calculator", &json!({"expression": "2+2"}))
+            .await
+            .unwrap_err();
+        assert_eq!(e, ToolError::BudgetSpent { limit: 4 });
+        assert_eq!(toolbox.calls(), 5);
+    }
+}
