@@ -179,6 +179,7 @@ impl LmArgs {
                     max_tokens: self.max_tokens,
                     seed: None,
                     use_cache: !self.no_cache,
+                    tools: Vec::new(),
                 }),
         )
     }

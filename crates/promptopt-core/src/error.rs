@@ -131,6 +131,15 @@ pub enum CoreError {
         message: String,
     },
 
+    /// A declared tool cannot be built.
+    #[error("Invalid tool `{tool}`: {message}")]
+    InvalidTool {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The program state lacks a predictor of the program.
     #[error("The program state has no entry for predictor `{name}`")]
     MissingPredictorState {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use promptopt_core::adapter::AdapterKind;
 use promptopt_core::metrics::{self, CommandMetric};
+use promptopt_core::tools::{ToolSpec, Toolbox};
 use promptopt_core::{
     Dataset, EvalMemo, Example, Field, Metric, Prediction, Program, ProgramState, RunSettings,
     Runtime, Strategy, Trace,
@@ -225,10 +226,22 @@ impl Pipeline {
             .as_deref()
             .and_then(AdapterKind::from_name)
             .unwrap_or_else(|| AdapterKind::default_for_model(request.task_model()));
+        // The tools, their files found from the request's folder, built now so that a missing
+        // collection is an error before any model call.
+        let tools: Vec<ToolSpec> = request
+            .tools
+            .iter()
+            .cloned()
+            .map(|t| t.resolved(Some(&base)))
+            .collect();
+        if !tools.is_empty() {
+            Toolbox::shared(&tools)?;
+        }
         let settings = RunSettings {
             adapter,
             max_tokens: request.constraints.as_ref().and_then(|c| c.max_tokens),
             seed: None,
+            tools,
             ..RunSettings::default()
         };
         let program = if request.program.is_empty() {
@@ -247,6 +260,7 @@ impl Pipeline {
                 .cloned()
                 .map(|spec| spec.into_stage(&known))
                 .collect::<Result<Vec<_>, _>>()?;
+            check_stage_tools(&stages, &settings.tools)?;
             Program::new(
                 dataset.input_keys.clone(),
                 stages,
@@ -576,6 +590,7 @@ impl Pipeline {
                     max_tokens: prepared.settings.max_tokens,
                 },
             );
+            artifact.tools = prepared.settings.tools.clone();
             artifact.metrics = json!({
                 "metric": metric_name,
                 "baseline_score": baseline_metrics.score,
@@ -852,4 +867,37 @@ fn logged_predictions(val: &[Example], report: &EvalReport) -> Vec<LoggedPredict
             score: r.normalized,
         })
         .collect()
+}
+
+/// Every tool a stage names is declared in the request's `tools`, and a `react` stage names at
+/// least one.
+fn check_stage_tools(
+    stages: &[promptopt_core::Stage],
+    tools: &[ToolSpec],
+) -> Result<(), OptimizeError> {
+    let declared: Vec<&str> = tools.iter().map(|t| t.builtin.as_str()).collect();
+    for stage in stages {
+        let invalid = |message: String| {
+            OptimizeError::Core(promptopt_core::CoreError::InvalidProgram {
+                stage: stage.name.clone(),
+                message,
+            })
+        };
+        if let Some(unknown) = stage.tools.iter().find(|t| !declared.contains(&t.as_str())) {
+            return Err(invalid(format!(
+                "it names the tool `{unknown}`, which the request's `tools` do not declare ({})",
+                if declared.is_empty() {
+                    "none are".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            )));
+        }
+        if stage.module == Strategy::React && stage.tools.is_empty() {
+            return Err(invalid(
+                "a `react` stage needs `tools`: the names of tools the request declares".into(),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -292,6 +292,10 @@ pub struct OptimizationRequest {
     /// input keys to the output keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub program: Vec<StageSpec>,
+    /// The tools `react` stages may call: `{builtin: calculator}`, `{builtin: search, corpus:
+    /// docs.jsonl}` (paths relative to the request's folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<promptopt_core::tools::ToolSpec>,
     /// What to achieve.
     #[serde(default)]
     pub objective: Objective,

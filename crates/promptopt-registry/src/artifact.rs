@@ -102,6 +102,10 @@ pub struct ModelArtifact {
     /// Where it came from.
     #[serde(default)]
     pub provenance: Provenance,
+    /// The tools its `react` stages call (built-in tools and their settings): `predict` builds
+    /// them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<promptopt_core::tools::ToolSpec>,
 }
 
 impl ModelArtifact {
@@ -125,6 +129,15 @@ impl ModelArtifact {
             metadata: Map::new(),
             tags: BTreeMap::new(),
             provenance: Provenance::default(),
+            tools: Vec::new(),
+        }
+    }
+
+    /// The run settings of this model: its [`ModelSettings`] and its tools.
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            tools: self.tools.clone(),
+            ..self.model.run_settings()
         }
     }
 

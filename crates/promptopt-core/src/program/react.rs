@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 use super::{Stage, StageCall};
-use crate::tools::{SharedTool, ToolError};
+use crate::tools::{SharedTool, ToolError, Toolbox};
 use crate::{CoreError, Example, Field, PredictorState, Signature, Strategy, Trace};
 
 /// Tool calls at most when the stage does not say.
@@ -51,13 +51,13 @@ fn render_trajectory(steps: &[Step]) -> String {
 
 /// The tools the stage may call: those its state names (what `tool_selection` chooses), else
 /// those the stage names, found in the run's toolbox.
-fn stage_tools(call: &StageCall<'_>) -> Vec<SharedTool> {
+fn stage_tools(call: &StageCall<'_>, toolbox: Option<&Toolbox>) -> Vec<SharedTool> {
     let names = if call.predictor.tools.is_empty() {
         &call.stage.tools
     } else {
         &call.predictor.tools
     };
-    let Some(toolbox) = &call.runtime.tools else {
+    let Some(toolbox) = toolbox else {
         return Vec::new();
     };
     names
@@ -125,7 +125,14 @@ fn arguments_of(value: Option<&Value>) -> Result<Value, String> {
 impl StageCall<'_> {
     /// Runs a `react` stage (see the module documentation).
     pub(super) async fn run_react(&self, trace: &mut Trace) -> Result<Example, CoreError> {
-        let tools = stage_tools(self);
+        // The runtime's toolbox, else the one the settings declare.
+        let declared = match &self.runtime.tools {
+            Some(_) => None,
+            None if self.runtime.settings.tools.is_empty() => None,
+            None => Some(Toolbox::shared(&self.runtime.settings.tools)?),
+        };
+        let toolbox: Option<&Toolbox> = self.runtime.tools.as_deref().or(declared.as_deref());
+        let tools = stage_tools(self, toolbox);
         let mut names: Vec<String> = tools.iter().map(|t| t.name().to_string()).collect();
         names.push(FINISH.to_string());
         let step_stage = Stage {
@@ -186,7 +193,7 @@ impl StageCall<'_> {
             }
             let (arguments, observation) = match arguments_of(outputs.get(NEXT_TOOL_ARGS)) {
                 Ok(arguments) => {
-                    let observation = match &self.runtime.tools {
+                    let observation = match toolbox {
                         Some(toolbox) if names.contains(&tool) => {
                             toolbox.call(&tool, &arguments).await
                         }

@@ -89,6 +89,9 @@ pub struct RunSettings {
     pub seed: Option<u64>,
     /// Whether calls may be answered from the cache.
     pub use_cache: bool,
+    /// The tools `react` stages may call, as declared (built once per process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::tools::ToolSpec>,
 }
 
 impl Default for RunSettings {
@@ -100,6 +103,7 @@ impl Default for RunSettings {
             max_tokens: None,
             seed: None,
             use_cache: true,
+            tools: Vec::new(),
         }
     }
 }

@@ -24,12 +24,17 @@ pub mod calculator;
 mod schema;
 pub mod search;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::CoreError;
 
 pub use schema::check_arguments;
 
@@ -187,12 +192,181 @@ impl Toolbox {
     }
 }
 
+/// A tool as a request (or a saved model) declares it: a built-in tool, with its settings.
+///
+/// ```yaml
+/// tools:
+///   - {builtin: calculator}
+///   - {builtin: search, corpus: docs.jsonl, description: "Searches the product manual."}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// `calculator` or `search`.
+    pub builtin: String,
+    /// The JSONL collection `search` looks in (relative to the request's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<PathBuf>,
+    /// A description for the model instead of the tool's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A tool with another description (what a request or an optimizer chose).
+struct Described {
+    inner: SharedTool,
+    description: String,
+}
+
+#[async_trait]
+impl Tool for Described {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn description(&self) -> &str {
+        &self.description
+    }
+    fn parameters(&self) -> &Value {
+        self.inner.parameters()
+    }
+    async fn call(&self, arguments: &Value) -> Result<String, ToolError> {
+        self.inner.call(arguments).await
+    }
+}
+
+impl ToolSpec {
+    /// The spec with its corpus path made absolute against `base` (a request's folder).
+    pub fn resolved(mut self, base: Option<&Path>) -> Self {
+        if let (Some(corpus), Some(base)) = (&self.corpus, base) {
+            if corpus.is_relative() {
+                self.corpus = Some(base.join(corpus));
+            }
+        }
+        self
+    }
+
+    /// Builds the tool.
+    pub fn build(&self) -> Result<SharedTool, CoreError> {
+        let tool: SharedTool = match (self.builtin.as_str(), &self.corpus) {
+            ("calculator", None) => Arc::new(calculator::Calculator::default()),
+            ("calculator", Some(_)) => {
+                return Err(CoreError::InvalidTool {
+                    tool: self.builtin.clone(),
+                    message: "`calculator` takes no `corpus`".into(),
+                })
+            }
+            ("search", Some(corpus)) => Arc::new(search::Search::from_jsonl(corpus)?),
+            ("search", None) => {
+                return Err(CoreError::InvalidTool {
+                    tool: self.builtin.clone(),
+                    message: "`search` needs a `corpus`: a JSONL file of `{\"text\": ...}` lines"
+                        .into(),
+                })
+            }
+            (other, _) => {
+                return Err(CoreError::InvalidTool {
+                    tool: other.to_string(),
+                    message:
+                        "no such built-in tool (the built-in tools are `calculator` and `search`)"
+                            .into(),
+                })
+            }
+        };
+        Ok(match &self.description {
+            Some(description) => Arc::new(Described {
+                inner: tool,
+                description: description.clone(),
+            }),
+            None => tool,
+        })
+    }
+}
+
+impl Toolbox {
+    /// The toolbox of `specs` (default timeout, no budget); two specs of one name are refused.
+    pub fn from_specs(specs: &[ToolSpec]) -> Result<Self, CoreError> {
+        let mut tools: Vec<SharedTool> = Vec::new();
+        for spec in specs {
+            let tool = spec.build()?;
+            if tools.iter().any(|t| t.name() == tool.name()) {
+                return Err(CoreError::InvalidTool {
+                    tool: tool.name().to_string(),
+                    message: "declared twice".into(),
+                });
+            }
+            tools.push(tool);
+        }
+        Ok(Self::new(tools))
+    }
+
+    /// The toolbox of `specs`, built once per process (a search collection is read and indexed
+    /// once, however many runs use it).
+    pub fn shared(specs: &[ToolSpec]) -> Result<Arc<Toolbox>, CoreError> {
+        static BUILT: OnceLock<Mutex<HashMap<Vec<ToolSpec>, Arc<Toolbox>>>> = OnceLock::new();
+        let cache = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(found) = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(specs)
+        {
+            return Ok(Arc::clone(found));
+        }
+        let built = Arc::new(Self::from_specs(specs)?);
+        cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(specs.to_vec(), Arc::clone(&built));
+        Ok(built)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn specs_build_tools_and_bad_ones_say_why() {
+        let specs: Vec<ToolSpec> =
+            serde_yaml_like(r#"[{"builtin": "calculator", "description": "Does sums."}]"#);
+        let toolbox = Toolbox::from_specs(&specs).unwrap();
+        assert_eq!(toolbox.names(), ["calculator"]);
+        assert_eq!(
+            toolbox.get("calculator").unwrap().description(),
+            "Does sums."
+        );
+        let bad = |json: &str| {
+            Toolbox::from_specs(&serde_yaml_like(json))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(r#"[{"builtin": "shell"}]"#).contains("no such built-in tool"));
+        assert!(bad(r#"[{"builtin": "search"}]"#).contains("needs a `corpus`"));
+        assert!(
+            bad(r#"[{"builtin": "calculator"}, {"builtin": "calculator"}]"#)
+                .contains("declared twice")
+        );
+        let missing = bad(r#"[{"builtin": "search", "corpus": "/nonexistent/docs.jsonl"}]"#);
+        assert!(missing.contains("/nonexistent/docs.jsonl"), "{missing}");
+        let unknown = serde_json::from_str::<ToolSpec>(r#"{"builtin": "search", "mcp": {}}"#);
+        assert!(unknown.unwrap_err().to_string().contains("mcp"));
+        let relative = ToolSpec {
+            builtin: "search".into(),
+            corpus: Some("docs.jsonl".into()),
+            description: None,
+        }
+        .resolved(Some(Path::new("/data")));
+        assert_eq!(relative.corpus.unwrap(), Path::new("/data/docs.jsonl"));
+        let a = Toolbox::shared(&specs).unwrap();
+        let b = Toolbox::shared(&specs).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    fn serde_yaml_like(json: &str) -> Vec<ToolSpec> {
+        serde_json::from_str(json).unwrap()
+    }
 
     struct Sleepy;
 

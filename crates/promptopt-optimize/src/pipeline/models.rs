@@ -32,7 +32,7 @@ impl Pipeline {
             LmRegistry::new(artifact.model.model.clone(), self.lm.clone())
                 .with_fallback(self.lm.clone()),
         )
-        .with_settings(artifact.model.run_settings())
+        .with_settings(artifact.run_settings())
     }
 
     /// Runs a saved model (`name`, `name@1.2.3`, `name@latest`, `name@production`) on one
@@ -84,7 +84,7 @@ impl Pipeline {
             artifact.model.model.clone(),
             metric,
         )
-        .settings(artifact.model.run_settings())
+        .settings(artifact.run_settings())
         .concurrency(self.concurrency)
         .events(self.events.clone())
         .budget(Arc::new(Budget::with_cancel(

@@ -364,7 +364,7 @@ fn offline_runtime(artifact: &ModelArtifact) -> Runtime {
         ))
     }));
     let lms = LmRegistry::new(artifact.model.model.clone(), lm.clone()).with_fallback(lm);
-    Runtime::new(lms).with_settings(artifact.model.run_settings())
+    Runtime::new(lms).with_settings(artifact.run_settings())
 }
 
 /// Each input field `f` with the value `{f}`.

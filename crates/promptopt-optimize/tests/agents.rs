@@ -1,0 +1,147 @@
+//! Agent programs through the pipeline: a `react` stage with the built-in calculator, optimized
+//! with BootstrapFewShot against a scripted model, saved with its tools, and run again by
+//! `predict`; requests whose tools do not fit are refused before any model call.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use promptopt_core::Example;
+use promptopt_lm::{ChatRequest, ScriptedLm};
+use promptopt_optimize::{OptimizationRequest, Pipeline};
+use promptopt_registry::Registry;
+
+/// The field `name`'s value in a chat-adapter message.
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let marker = format!("[[ ## {name} ## ]]\n");
+    let start = text.rfind(&marker)? + marker.len();
+    let rest = &text[start..];
+    Some(rest.split("\n\n[[ ##").next().unwrap_or(rest).trim())
+}
+
+/// An agent that reads "What is A times B?", calls the calculator, then finishes and answers
+/// with the last observation; it asks the calculator only when its prompt has no demos, and
+/// answers from the demos' habit (A times B) otherwise.
+fn agent_lm(calls: Arc<AtomicU64>) -> ScriptedLm {
+    ScriptedLm::new(move |request: &ChatRequest| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let system = &request.messages[0].content;
+        let last = &request.messages.last().unwrap().content;
+        let trajectory = field(last, "trajectory").unwrap_or_default();
+        if system.contains("You are an agent") {
+            if trajectory.contains("Observation 1:") {
+                return Ok("[[ ## next_thought ## ]]\nDone.\n\n[[ ## next_tool_name ## ]]\nfinish\n\n[[ ## next_tool_args ## ]]\n{}\n\n[[ ## completed ## ]]".into());
+            }
+            let question = field(last, "question").unwrap_or_default();
+            let numbers: Vec<&str> = question
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let expression = numbers.join(" * ");
+            return Ok(format!("[[ ## next_thought ## ]]\nMultiply.\n\n[[ ## next_tool_name ## ]]\ncalculator\n\n[[ ## next_tool_args ## ]]\n{{\"expression\": \"{expression}\"}}\n\n[[ ## completed ## ]]"));
+        }
+        // The extraction: the answer is the observation.
+        let observation = trajectory
+            .lines()
+            .find_map(|l| l.strip_prefix("Observation 1: "))
+            .unwrap_or("unknown");
+        Ok(format!(
+            "[[ ## reasoning ## ]]\nThe calculator said {observation}.\n\n[[ ## answer ## ]]\n{observation}\n\n[[ ## completed ## ]]"
+        ))
+    })
+}
+
+fn request(extra: &str) -> OptimizationRequest {
+    let mut examples = String::new();
+    for (a, b) in [
+        (12, 4),
+        (7, 8),
+        (15, 3),
+        (9, 9),
+        (21, 2),
+        (6, 7),
+        (13, 5),
+        (8, 11),
+    ] {
+        examples.push_str(&format!(
+            "  - {{question: \"What is {a} times {b}?\", answer: \"{}\"}}\n",
+            a * b
+        ));
+    }
+    let text = format!(
+        "name: multiply\nevaluation_metric: exact_match\nalgorithm: bootstrapfewshot\nmodel: scripted/agent\nadapter: chat\nseed: 3\ninput_keys: [question]\noutput_keys: [answer]\n{extra}\ntraining_examples:\n{examples}"
+    );
+    OptimizationRequest::from_yaml_str(&text).unwrap()
+}
+
+const AGENT: &str = "tools: [{builtin: calculator}]\nprogram:\n  - {name: solve, module: react, signature: \"question -> answer\", tools: [calculator], max_iters: 3, instructions: Answer the arithmetic question.}";
+
+#[tokio::test]
+async fn a_react_program_optimizes_saves_its_tools_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let pipeline = Pipeline::new(
+        Arc::new(agent_lm(Arc::clone(&calls))),
+        Registry::new(dir.path()),
+    )
+    .with_concurrency(2);
+    let result = pipeline.optimize(&request(AGENT)).await.unwrap();
+    assert_eq!(result.optimized_metrics.score, 1.0, "{result:#?}");
+    let model = result.model_id.clone().unwrap();
+    let artifact = pipeline.load_model("multiply", None).unwrap();
+    assert_eq!(artifact.tools.len(), 1);
+    assert_eq!(artifact.tools[0].builtin, "calculator");
+    // Successful trajectories are the stage's demos.
+    let demos = &artifact.state.predictor("solve").unwrap().demos;
+    assert!(!demos.is_empty());
+    assert!(
+        demos.iter().any(|d| d
+            .text("trajectory")
+            .is_some_and(|t| t.contains("Tool 1: calculator"))),
+        "{demos:?}"
+    );
+    // `predict` rebuilds the calculator from the saved model.
+    let (prediction, trace) = pipeline
+        .predict(
+            &model,
+            &Example::new().with("question", "What is 17 times 3?"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(prediction.text("answer").as_deref(), Some("51"));
+    assert!(trace.steps.iter().any(|s| s.predictor == "solve.react"));
+}
+
+#[tokio::test]
+async fn tools_that_do_not_fit_are_refused_before_any_model_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let pipeline = Pipeline::new(
+        Arc::new(agent_lm(Arc::clone(&calls))),
+        Registry::new(dir.path()),
+    );
+    for (extra, expected) in [
+        (
+            "program:\n  - {name: solve, module: react, signature: \"question -> answer\", tools: [calculator]}",
+            "it names the tool `calculator`, which the request's `tools` do not declare (none are)",
+        ),
+        (
+            "tools: [{builtin: calculator}]\nprogram:\n  - {name: solve, module: react, signature: \"question -> answer\"}",
+            "a `react` stage needs `tools`",
+        ),
+        (
+            "tools: [{builtin: search}]\nprogram:\n  - {name: solve, module: react, signature: \"question -> answer\", tools: [search]}",
+            "`search` needs a `corpus`",
+        ),
+        (
+            "tools: [{builtin: search, corpus: missing-docs.jsonl}]\nprogram:\n  - {name: solve, module: react, signature: \"question -> answer\", tools: [search]}",
+            "missing-docs.jsonl",
+        ),
+        ("tools: [{builtin: shell}]", "no such built-in tool"),
+    ] {
+        let error = pipeline.optimize(&request(extra)).await.unwrap_err().to_string();
+        assert!(error.contains(expected), "{extra}: {error}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(Registry::new(dir.path()).list().unwrap().is_empty());
+}
