@@ -140,6 +140,15 @@ pub enum CoreError {
         message: String,
     },
 
+    /// An MCP server named by a request cannot be started, reached or listed.
+    #[error("The MCP server `{server}` {message}")]
+    ToolServer {
+        /// The server's command line or URL.
+        server: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The program state lacks a predictor of the program.
     #[error("The program state has no entry for predictor `{name}`")]
     MissingPredictorState {

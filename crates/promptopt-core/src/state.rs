@@ -40,6 +40,10 @@ pub struct PredictorState {
     /// The tools this predictor may use, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// Descriptions shown to the model instead of the tools' own, by tool name (what
+    /// `tool_selection` rewrites).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_descriptions: BTreeMap<String, String>,
 }
 
 impl PredictorState {
@@ -51,6 +55,7 @@ impl PredictorState {
             strategy: Strategy::Predict,
             model: None,
             tools: Vec::new(),
+            tool_descriptions: BTreeMap::new(),
         }
     }
 }

@@ -152,7 +152,7 @@ impl Pipeline {
         self.events.emit(&event);
     }
 
-    fn prepare(&self, request: &OptimizationRequest) -> Result<Prepared, OptimizeError> {
+    async fn prepare(&self, request: &OptimizationRequest) -> Result<Prepared, OptimizeError> {
         let base = request.base_dir.clone().unwrap_or_else(|| ".".into());
         let train_examples = request.training_examples.load(&base)?;
         let source = match &request.training_examples {
@@ -226,17 +226,25 @@ impl Pipeline {
             .as_deref()
             .and_then(AdapterKind::from_name)
             .unwrap_or_else(|| AdapterKind::default_for_model(request.task_model()));
-        // The tools, their files found from the request's folder, built now so that a missing
-        // collection is an error before any model call.
+        // The tools, their files found from the request's folder, built now (MCP servers
+        // started) so that a missing collection or a server that does not start is an error
+        // before any model call.
         let tools: Vec<ToolSpec> = request
             .tools
             .iter()
             .cloned()
             .map(|t| t.resolved(Some(&base)))
             .collect();
-        if !tools.is_empty() {
-            Toolbox::shared(&tools)?;
-        }
+        let declared: Vec<String> = if tools.is_empty() {
+            Vec::new()
+        } else {
+            Toolbox::shared(&tools)
+                .await?
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
         let settings = RunSettings {
             adapter,
             max_tokens: request.constraints.as_ref().and_then(|c| c.max_tokens),
@@ -260,7 +268,7 @@ impl Pipeline {
                 .cloned()
                 .map(|spec| spec.into_stage(&known))
                 .collect::<Result<Vec<_>, _>>()?;
-            check_stage_tools(&stages, &settings.tools)?;
+            check_stage_tools(&stages, &declared)?;
             Program::new(
                 dataset.input_keys.clone(),
                 stages,
@@ -362,7 +370,7 @@ impl Pipeline {
         }
         let config = request.effective_algorithm_config();
         let optimizer = build_optimizer(request.algorithm, &config)?;
-        let prepared = self.prepare(request)?;
+        let prepared = self.prepare(request).await?;
         let mut warnings = Self::warnings(request, &prepared);
         for w in &warnings {
             self.emit(Event::Warning { message: w.clone() });
@@ -873,9 +881,8 @@ fn logged_predictions(val: &[Example], report: &EvalReport) -> Vec<LoggedPredict
 /// least one.
 fn check_stage_tools(
     stages: &[promptopt_core::Stage],
-    tools: &[ToolSpec],
+    declared: &[String],
 ) -> Result<(), OptimizeError> {
-    let declared: Vec<&str> = tools.iter().map(|t| t.builtin.as_str()).collect();
     for stage in stages {
         let invalid = |message: String| {
             OptimizeError::Core(promptopt_core::CoreError::InvalidProgram {
@@ -883,7 +890,7 @@ fn check_stage_tools(
                 message,
             })
         };
-        if let Some(unknown) = stage.tools.iter().find(|t| !declared.contains(&t.as_str())) {
+        if let Some(unknown) = stage.tools.iter().find(|t| !declared.contains(t)) {
             return Err(invalid(format!(
                 "it names the tool `{unknown}`, which the request's `tools` do not declare ({})",
                 if declared.is_empty() {

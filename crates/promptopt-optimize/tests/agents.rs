@@ -37,6 +37,11 @@ fn agent_lm(calls: Arc<AtomicU64>) -> ScriptedLm {
                 .split(|c: char| !c.is_ascii_digit())
                 .filter(|s| !s.is_empty())
                 .collect();
+            // With the MCP fixture's `add`, sums; else products with the calculator.
+            if system.contains("`add`") {
+                let (a, b) = (numbers[0], numbers[1]);
+                return Ok(format!("[[ ## next_thought ## ]]\nAdd.\n\n[[ ## next_tool_name ## ]]\nadd\n\n[[ ## next_tool_args ## ]]\n{{\"a\": {a}, \"b\": {b}}}\n\n[[ ## completed ## ]]"));
+            }
             let expression = numbers.join(" * ");
             return Ok(format!("[[ ## next_thought ## ]]\nMultiply.\n\n[[ ## next_tool_name ## ]]\ncalculator\n\n[[ ## next_tool_args ## ]]\n{{\"expression\": \"{expression}\"}}\n\n[[ ## completed ## ]]"));
         }
@@ -52,6 +57,10 @@ fn agent_lm(calls: Arc<AtomicU64>) -> ScriptedLm {
 }
 
 fn request(extra: &str) -> OptimizationRequest {
+    request_of(extra, "times", |a, b| a * b)
+}
+
+fn request_of(extra: &str, verb: &str, op: fn(u32, u32) -> u32) -> OptimizationRequest {
     let mut examples = String::new();
     for (a, b) in [
         (12, 4),
@@ -64,8 +73,8 @@ fn request(extra: &str) -> OptimizationRequest {
         (8, 11),
     ] {
         examples.push_str(&format!(
-            "  - {{question: \"What is {a} times {b}?\", answer: \"{}\"}}\n",
-            a * b
+            "  - {{question: \"What is {a} {verb} {b}?\", answer: \"{}\"}}\n",
+            op(a, b)
         ));
     }
     let text = format!(
@@ -90,7 +99,7 @@ async fn a_react_program_optimizes_saves_its_tools_and_predicts() {
     let model = result.model_id.clone().unwrap();
     let artifact = pipeline.load_model("multiply", None).unwrap();
     assert_eq!(artifact.tools.len(), 1);
-    assert_eq!(artifact.tools[0].builtin, "calculator");
+    assert_eq!(artifact.tools[0].builtin.as_deref(), Some("calculator"));
     // Successful trajectories are the stage's demos.
     let demos = &artifact.state.predictor("solve").unwrap().demos;
     assert!(!demos.is_empty());
@@ -144,4 +153,81 @@ async fn tools_that_do_not_fit_are_refused_before_any_model_call() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert!(Registry::new(dir.path()).list().unwrap().is_empty());
+}
+
+/// The `mcp_fixture` server of promptopt-core's examples (built by `cargo test --workspace`;
+/// built here when this crate's tests run alone).
+fn mcp_fixture() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/mcp_fixture");
+    if !path.is_file() {
+        let built = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "promptopt-core", "--example", "mcp_fixture"])
+            .status()
+            .unwrap();
+        assert!(built.success());
+    }
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn a_react_program_with_an_mcp_tool_optimizes_saves_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let pipeline = Pipeline::new(
+        Arc::new(agent_lm(Arc::clone(&calls))),
+        Registry::new(dir.path()),
+    );
+    let fixture = mcp_fixture();
+    let agent = format!(
+        "tools: [{{mcp: {{command: \"{fixture}\", tools: [add, capital]}}}}]\nprogram:\n  - {{name: solve, module: react, signature: \"question -> answer\", tools: [add], max_iters: 3, instructions: Answer the arithmetic question.}}"
+    );
+    let result = pipeline
+        .optimize(&request_of(&agent, "plus", |a, b| a + b))
+        .await
+        .unwrap();
+    assert_eq!(result.optimized_metrics.score, 1.0, "{result:#?}");
+    let artifact = pipeline.load_model("multiply", None).unwrap();
+    let server = artifact.tools[0].mcp.as_ref().unwrap();
+    assert_eq!(server.command.as_deref(), Some(fixture.as_str()));
+    assert_eq!(server.tools, ["add", "capital"]);
+    let (prediction, trace) = pipeline
+        .predict(
+            &result.model_id.unwrap(),
+            &Example::new().with("question", "What is 17 plus 30?"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(prediction.text("answer").as_deref(), Some("47"));
+    assert!(trace.steps.iter().any(|s| s.predictor == "solve.react"));
+    // A stage naming a tool the server does not give, and a server that does not start, are
+    // refused before any model call.
+    let before = calls.load(Ordering::SeqCst);
+    let wrong = format!(
+        "tools: [{{mcp: {{command: \"{fixture}\"}}}}]\nprogram:\n  - {{name: solve, module: react, signature: \"question -> answer\", tools: [weather]}}"
+    );
+    let e = pipeline
+        .optimize(&request(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`weather`") && e.contains("add, capital, fails, slow"),
+        "{e}"
+    );
+    let missing = "tools: [{mcp: {command: ./no-such-server}}]\nprogram:\n  - {name: solve, module: react, signature: \"question -> answer\", tools: [add]}";
+    let e = pipeline
+        .optimize(&request(missing))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no-such-server") && e.contains("could not be started"),
+        "{e}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), before);
 }

@@ -87,11 +87,15 @@ fn step_instructions(stage: &Stage, predictor: &PredictorState, tools: &[SharedT
         outputs.join(", "),
     );
     for (i, tool) in tools.iter().enumerate() {
+        let description = predictor
+            .tool_descriptions
+            .get(tool.name())
+            .map_or(tool.description(), String::as_str);
         text.push_str(&format!(
             "{}. `{}`: {} Arguments: {}\n",
             i + 1,
             tool.name(),
-            tool.description(),
+            description.trim(),
             tool.parameters()
         ));
     }
@@ -129,7 +133,7 @@ impl StageCall<'_> {
         let declared = match &self.runtime.tools {
             Some(_) => None,
             None if self.runtime.settings.tools.is_empty() => None,
-            None => Some(Toolbox::shared(&self.runtime.settings.tools)?),
+            None => Some(Toolbox::shared(&self.runtime.settings.tools).await?),
         };
         let toolbox: Option<&Toolbox> = self.runtime.tools.as_deref().or(declared.as_deref());
         let tools = stage_tools(self, toolbox);
@@ -157,6 +161,7 @@ impl StageCall<'_> {
             strategy: Strategy::Predict,
             model: self.predictor.model.clone(),
             tools: Vec::new(),
+            tool_descriptions: Default::default(),
         };
         let max_iters = self.stage.max_iters.unwrap_or(DEFAULT_MAX_ITERS);
         let mut steps: Vec<Step> = Vec::new();

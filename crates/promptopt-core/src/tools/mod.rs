@@ -21,13 +21,14 @@
 //! ```
 
 pub mod calculator;
+pub mod mcp;
 mod schema;
 pub mod search;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -192,30 +193,46 @@ impl Toolbox {
     }
 }
 
-/// A tool as a request (or a saved model) declares it: a built-in tool, with its settings.
+/// A tool as a request (or a saved model) declares it: a built-in tool with its settings, or an
+/// MCP server whose tools are all used (or those it lists).
 ///
 /// ```yaml
 /// tools:
 ///   - {builtin: calculator}
 ///   - {builtin: search, corpus: docs.jsonl, description: "Searches the product manual."}
+///   - mcp: {command: python3, args: [weather_server.py]}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
     /// `calculator` or `search`.
-    pub builtin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// An MCP server whose tools to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<mcp::McpServer>,
     /// The JSONL collection `search` looks in (relative to the request's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<PathBuf>,
-    /// A description for the model instead of the tool's own.
+    /// A description for the model instead of the tool's own (built-in tools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
 /// A tool with another description (what a request or an optimizer chose).
-struct Described {
+pub struct Described {
     inner: SharedTool,
     description: String,
+}
+
+impl Described {
+    /// `inner`, described as `description`.
+    pub fn new(inner: SharedTool, description: impl Into<String>) -> Self {
+        Self {
+            inner,
+            description: description.into(),
+        }
+    }
 }
 
 #[async_trait]
@@ -235,87 +252,126 @@ impl Tool for Described {
 }
 
 impl ToolSpec {
-    /// The spec with its corpus path made absolute against `base` (a request's folder).
+    /// The built-in tool `name`.
+    pub fn builtin(name: impl Into<String>) -> Self {
+        Self {
+            builtin: Some(name.into()),
+            mcp: None,
+            corpus: None,
+            description: None,
+        }
+    }
+
+    /// The tools of an MCP server.
+    pub fn mcp(server: mcp::McpServer) -> Self {
+        Self {
+            builtin: None,
+            mcp: Some(server),
+            corpus: None,
+            description: None,
+        }
+    }
+
+    /// The spec with its paths (a corpus, an MCP server's command and files) made absolute
+    /// against `base` (a request's folder).
     pub fn resolved(mut self, base: Option<&Path>) -> Self {
-        if let (Some(corpus), Some(base)) = (&self.corpus, base) {
+        let Some(base) = base else {
+            return self;
+        };
+        if let Some(corpus) = &self.corpus {
             if corpus.is_relative() {
                 self.corpus = Some(base.join(corpus));
             }
         }
+        self.mcp = self.mcp.map(|server| server.resolved(base));
         self
     }
 
-    /// Builds the tool.
-    pub fn build(&self) -> Result<SharedTool, CoreError> {
-        let tool: SharedTool = match (self.builtin.as_str(), &self.corpus) {
-            ("calculator", None) => Arc::new(calculator::Calculator::default()),
-            ("calculator", Some(_)) => {
-                return Err(CoreError::InvalidTool {
-                    tool: self.builtin.clone(),
-                    message: "`calculator` takes no `corpus`".into(),
-                })
-            }
-            ("search", Some(corpus)) => Arc::new(search::Search::from_jsonl(corpus)?),
-            ("search", None) => {
-                return Err(CoreError::InvalidTool {
-                    tool: self.builtin.clone(),
-                    message: "`search` needs a `corpus`: a JSONL file of `{\"text\": ...}` lines"
-                        .into(),
-                })
-            }
-            (other, _) => {
-                return Err(CoreError::InvalidTool {
-                    tool: other.to_string(),
-                    message:
-                        "no such built-in tool (the built-in tools are `calculator` and `search`)"
-                            .into(),
-                })
-            }
+    /// How errors name the entry.
+    fn label(&self) -> String {
+        match (&self.builtin, &self.mcp) {
+            (Some(name), _) => name.clone(),
+            (None, Some(server)) => format!("mcp: {}", server.label()),
+            (None, None) => "(empty)".into(),
+        }
+    }
+
+    /// Builds the tools of this entry: one built-in tool, or an MCP server's tools (the server
+    /// started now).
+    pub async fn build(&self) -> Result<Vec<SharedTool>, CoreError> {
+        let invalid = |message: &str| CoreError::InvalidTool {
+            tool: self.label(),
+            message: message.into(),
         };
-        Ok(match &self.description {
-            Some(description) => Arc::new(Described {
-                inner: tool,
-                description: description.clone(),
-            }),
+        let tool: SharedTool = match (&self.builtin, &self.mcp) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("an entry is either `builtin` or `mcp`, not both"))
+            }
+            (None, None) => return Err(invalid("an entry needs `builtin` or `mcp`")),
+            (None, Some(server)) => {
+                if self.corpus.is_some() || self.description.is_some() {
+                    return Err(invalid(
+                        "an `mcp` entry takes no `corpus` or `description` (its tools describe themselves; `tool_selection` can rewrite them)",
+                    ));
+                }
+                return server.connect().await;
+            }
+            (Some(name), None) => match (name.as_str(), &self.corpus) {
+                ("calculator", None) => Arc::new(calculator::Calculator::default()),
+                ("calculator", Some(_)) => return Err(invalid("`calculator` takes no `corpus`")),
+                ("search", Some(corpus)) => Arc::new(search::Search::from_jsonl(corpus)?),
+                ("search", None) => {
+                    return Err(invalid(
+                        "`search` needs a `corpus`: a JSONL file of `{\"text\": ...}` lines",
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        "no such built-in tool (the built-in tools are `calculator` and `search`)",
+                    ))
+                }
+            },
+        };
+        Ok(vec![match &self.description {
+            Some(description) => Arc::new(Described::new(tool, description.clone())),
             None => tool,
-        })
+        }])
     }
 }
 
 impl Toolbox {
-    /// The toolbox of `specs` (default timeout, no budget); two specs of one name are refused.
-    pub fn from_specs(specs: &[ToolSpec]) -> Result<Self, CoreError> {
+    /// The toolbox of `specs` (default timeout, no budget), MCP servers started now; two tools
+    /// of one name are refused.
+    pub async fn from_specs(specs: &[ToolSpec]) -> Result<Self, CoreError> {
         let mut tools: Vec<SharedTool> = Vec::new();
         for spec in specs {
-            let tool = spec.build()?;
-            if tools.iter().any(|t| t.name() == tool.name()) {
-                return Err(CoreError::InvalidTool {
-                    tool: tool.name().to_string(),
-                    message: "declared twice".into(),
-                });
+            for tool in spec.build().await? {
+                if tools.iter().any(|t| t.name() == tool.name()) {
+                    return Err(CoreError::InvalidTool {
+                        tool: tool.name().to_string(),
+                        message: "declared twice".into(),
+                    });
+                }
+                tools.push(tool);
             }
-            tools.push(tool);
         }
         Ok(Self::new(tools))
     }
 
     /// The toolbox of `specs`, built once per process (a search collection is read and indexed
-    /// once, however many runs use it).
-    pub fn shared(specs: &[ToolSpec]) -> Result<Arc<Toolbox>, CoreError> {
-        static BUILT: OnceLock<Mutex<HashMap<Vec<ToolSpec>, Arc<Toolbox>>>> = OnceLock::new();
-        let cache = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-        if let Some(found) = cache
+    /// once, an MCP server started once, however many runs use them).
+    pub async fn shared(specs: &[ToolSpec]) -> Result<Arc<Toolbox>, CoreError> {
+        static BUILT: OnceLock<tokio::sync::Mutex<HashMap<Vec<ToolSpec>, Arc<Toolbox>>>> =
+            OnceLock::new();
+        let mut cache = BUILT
+            .get_or_init(|| tokio::sync::Mutex::new(HashMap::new()))
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(specs)
-        {
+            .await;
+        if let Some(found) = cache.get(specs) {
             return Ok(Arc::clone(found));
         }
-        let built = Arc::new(Self::from_specs(specs)?);
-        cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(specs.to_vec(), Arc::clone(&built));
+        let built = Arc::new(Self::from_specs(specs).await?);
+        cache.insert(specs.to_vec(), Arc::clone(&built));
         Ok(built)
     }
 }
@@ -327,40 +383,51 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn specs_build_tools_and_bad_ones_say_why() {
+    #[tokio::test]
+    async fn specs_build_tools_and_bad_ones_say_why() {
         let specs: Vec<ToolSpec> =
             serde_yaml_like(r#"[{"builtin": "calculator", "description": "Does sums."}]"#);
-        let toolbox = Toolbox::from_specs(&specs).unwrap();
+        let toolbox = Toolbox::from_specs(&specs).await.unwrap();
         assert_eq!(toolbox.names(), ["calculator"]);
         assert_eq!(
             toolbox.get("calculator").unwrap().description(),
             "Does sums."
         );
-        let bad = |json: &str| {
+        async fn bad(json: &str) -> String {
             Toolbox::from_specs(&serde_yaml_like(json))
+                .await
                 .unwrap_err()
                 .to_string()
-        };
-        assert!(bad(r#"[{"builtin": "shell"}]"#).contains("no such built-in tool"));
-        assert!(bad(r#"[{"builtin": "search"}]"#).contains("needs a `corpus`"));
+        }
+        assert!(bad(r#"[{"builtin": "shell"}]"#)
+            .await
+            .contains("no such built-in tool"));
+        assert!(bad(r#"[{"builtin": "search"}]"#)
+            .await
+            .contains("needs a `corpus`"));
         assert!(
             bad(r#"[{"builtin": "calculator"}, {"builtin": "calculator"}]"#)
+                .await
                 .contains("declared twice")
         );
-        let missing = bad(r#"[{"builtin": "search", "corpus": "/nonexistent/docs.jsonl"}]"#);
+        assert!(bad(r#"[{}]"#).await.contains("needs `builtin` or `mcp`"));
+        assert!(
+            bad(r#"[{"builtin": "calculator", "mcp": {"command": "x"}}]"#)
+                .await
+                .contains("not both")
+        );
+        let missing = bad(r#"[{"builtin": "search", "corpus": "/nonexistent/docs.jsonl"}]"#).await;
         assert!(missing.contains("/nonexistent/docs.jsonl"), "{missing}");
-        let unknown = serde_json::from_str::<ToolSpec>(r#"{"builtin": "search", "mcp": {}}"#);
-        assert!(unknown.unwrap_err().to_string().contains("mcp"));
+        let unknown = serde_json::from_str::<ToolSpec>(r#"{"builtin": "search", "shell": {}}"#);
+        assert!(unknown.unwrap_err().to_string().contains("shell"));
         let relative = ToolSpec {
-            builtin: "search".into(),
             corpus: Some("docs.jsonl".into()),
-            description: None,
+            ..ToolSpec::builtin("search")
         }
         .resolved(Some(Path::new("/data")));
         assert_eq!(relative.corpus.unwrap(), Path::new("/data/docs.jsonl"));
-        let a = Toolbox::shared(&specs).unwrap();
-        let b = Toolbox::shared(&specs).unwrap();
+        let a = Toolbox::shared(&specs).await.unwrap();
+        let b = Toolbox::shared(&specs).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b));
     }
 
