@@ -7,6 +7,9 @@
 //! mcp_fixture --http 0     # serves streamable HTTP on 127.0.0.1 (0: a free port); prints the URL
 //! ```
 
+// A server: printing its URL for the caller is its job.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

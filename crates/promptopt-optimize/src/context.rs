@@ -31,6 +31,7 @@ pub struct OptimizeContext {
     budget: Arc<Budget>,
     events: Arc<dyn EventSink>,
     memo: EvalMemo,
+    select_tools: bool,
 }
 
 impl std::fmt::Debug for OptimizeContext {
@@ -61,9 +62,17 @@ pub struct OptimizeContextBuilder {
     budget: Option<Arc<Budget>>,
     events: Arc<dyn EventSink>,
     memo: Option<EvalMemo>,
+    select_tools: bool,
 }
 
 impl OptimizeContextBuilder {
+    /// Whether the optimizer also chooses the tools of `react` stages and how each is described
+    /// (the `tool_selection` target).
+    pub fn select_tools(mut self, select: bool) -> Self {
+        self.select_tools = select;
+        self
+    }
+
     /// The memo of evaluations (default: a fresh one): pass one preloaded from a checkpoint to
     /// skip the evaluations an interrupted run completed.
     pub fn memo(mut self, memo: EvalMemo) -> Self {
@@ -148,6 +157,7 @@ impl OptimizeContextBuilder {
             budget,
             events: self.events,
             memo: self.memo.unwrap_or_default(),
+            select_tools: self.select_tools,
         }
     }
 }
@@ -181,6 +191,7 @@ impl OptimizeContext {
             budget: None,
             events: Arc::new(NullSink),
             memo: None,
+            select_tools: false,
         }
     }
 
@@ -205,6 +216,12 @@ impl OptimizeContext {
         let mut ctx = self.clone();
         ctx.seed = seed;
         ctx
+    }
+
+    /// Whether the tools of `react` stages are chosen and described (the `tool_selection`
+    /// target).
+    pub fn select_tools(&self) -> bool {
+        self.select_tools
     }
 
     /// The program.

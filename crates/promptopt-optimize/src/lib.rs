@@ -48,6 +48,7 @@ mod random_search;
 mod request;
 mod result;
 pub mod select;
+pub mod tool_choice;
 
 pub use bootstrap::{BootstrapFewShot, BootstrapRun};
 pub use budget::{Budget, BudgetLimits, BudgetedLm, CancelFlag};

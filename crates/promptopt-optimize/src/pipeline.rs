@@ -355,10 +355,13 @@ impl Pipeline {
             stage: "load".into(),
             total: None,
         });
-        if request.has_target(Target::ToolSelection) {
-            return Err(OptimizeError::Unsupported(
-                "Target `tool_selection` (programs with tools)".into(),
-            ));
+        if request.has_target(Target::ToolSelection)
+            && !matches!(request.algorithm, Algorithm::Miprov2 | Algorithm::Gepa)
+        {
+            return Err(OptimizeError::Unsupported(format!(
+                "Target `tool_selection` with algorithm `{}` (tools are chosen and described by `miprov2` and `gepa`)",
+                request.algorithm.as_str()
+            )));
         }
         if request.has_target(Target::PromptTemplate)
             && !matches!(request.algorithm, Algorithm::Miprov2 | Algorithm::Gepa)
@@ -371,6 +374,18 @@ impl Pipeline {
         let config = request.effective_algorithm_config();
         let optimizer = build_optimizer(request.algorithm, &config)?;
         let prepared = self.prepare(request).await?;
+        if request.has_target(Target::ToolSelection)
+            && !prepared
+                .program
+                .stages()
+                .iter()
+                .any(|s| s.module == Strategy::React && !s.tools.is_empty())
+        {
+            return Err(OptimizeError::InvalidRequest {
+                location: None,
+                message: "`tool_selection` chooses the tools of `react` stages, and the program has none: add a `program` stage with `module: react` and `tools`".into(),
+            });
+        }
         let mut warnings = Self::warnings(request, &prepared);
         for w in &warnings {
             self.emit(Event::Warning { message: w.clone() });
@@ -430,6 +445,7 @@ impl Pipeline {
         .events(events.clone())
         .budget(baseline_budget.clone())
         .memo(self.memo.clone().unwrap_or_default())
+        .select_tools(request.has_target(Target::ToolSelection))
         .build();
         let baseline = self
             .stage(&mut stages, "baseline", &baseline_budget, async {

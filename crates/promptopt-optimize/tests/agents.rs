@@ -25,42 +25,52 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 fn agent_lm(calls: Arc<AtomicU64>) -> ScriptedLm {
     ScriptedLm::new(move |request: &ChatRequest| {
         calls.fetch_add(1, Ordering::SeqCst);
-        let system = &request.messages[0].content;
-        let last = &request.messages.last().unwrap().content;
-        let trajectory = field(last, "trajectory").unwrap_or_default();
-        if system.contains("You are an agent") {
-            if trajectory.contains("Observation 1:") {
-                return Ok("[[ ## next_thought ## ]]\nDone.\n\n[[ ## next_tool_name ## ]]\nfinish\n\n[[ ## next_tool_args ## ]]\n{}\n\n[[ ## completed ## ]]".into());
-            }
-            let question = field(last, "question").unwrap_or_default();
-            let numbers: Vec<&str> = question
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|s| !s.is_empty())
-                .collect();
-            // With the MCP fixture's `add`, sums; else products with the calculator.
-            if system.contains("`add`") {
-                let (a, b) = (numbers[0], numbers[1]);
-                return Ok(format!("[[ ## next_thought ## ]]\nAdd.\n\n[[ ## next_tool_name ## ]]\nadd\n\n[[ ## next_tool_args ## ]]\n{{\"a\": {a}, \"b\": {b}}}\n\n[[ ## completed ## ]]"));
-            }
-            let expression = numbers.join(" * ");
-            return Ok(format!("[[ ## next_thought ## ]]\nMultiply.\n\n[[ ## next_tool_name ## ]]\ncalculator\n\n[[ ## next_tool_args ## ]]\n{{\"expression\": \"{expression}\"}}\n\n[[ ## completed ## ]]"));
-        }
-        // The extraction: the answer is the observation.
-        let observation = trajectory
-            .lines()
-            .find_map(|l| l.strip_prefix("Observation 1: "))
-            .unwrap_or("unknown");
-        Ok(format!(
-            "[[ ## reasoning ## ]]\nThe calculator said {observation}.\n\n[[ ## answer ## ]]\n{observation}\n\n[[ ## completed ## ]]"
-        ))
+        Ok(agent_reply(request))
     })
 }
 
-fn request(extra: &str) -> OptimizationRequest {
-    request_of(extra, "times", |a, b| a * b)
+/// The agent's reply to `request`.
+fn agent_reply(request: &ChatRequest) -> String {
+    let system = &request.messages[0].content;
+    let last = &request.messages.last().unwrap().content;
+    let trajectory = field(last, "trajectory").unwrap_or_default();
+    if system.contains("You are an agent") {
+        if trajectory.contains("Observation 1:") {
+            return "[[ ## next_thought ## ]]\nDone.\n\n[[ ## next_tool_name ## ]]\nfinish\n\n[[ ## next_tool_args ## ]]\n{}\n\n[[ ## completed ## ]]".into();
+        }
+        let question = field(last, "question").unwrap_or_default();
+        let numbers: Vec<&str> = question
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // With the MCP fixture's `add`, sums; else products with the calculator.
+        if system.contains("`add`") {
+            let (a, b) = (numbers[0], numbers[1]);
+            return format!("[[ ## next_thought ## ]]\nAdd.\n\n[[ ## next_tool_name ## ]]\nadd\n\n[[ ## next_tool_args ## ]]\n{{\"a\": {a}, \"b\": {b}}}\n\n[[ ## completed ## ]]");
+        }
+        let expression = numbers.join(" * ");
+        return format!("[[ ## next_thought ## ]]\nMultiply.\n\n[[ ## next_tool_name ## ]]\ncalculator\n\n[[ ## next_tool_args ## ]]\n{{\"expression\": \"{expression}\"}}\n\n[[ ## completed ## ]]");
+    }
+    // The extraction: the answer is the observation.
+    let observation = trajectory
+        .lines()
+        .find_map(|l| l.strip_prefix("Observation 1: "))
+        .unwrap_or("unknown");
+    format!(
+            "[[ ## reasoning ## ]]\nThe calculator said {observation}.\n\n[[ ## answer ## ]]\n{observation}\n\n[[ ## completed ## ]]"
+        )
 }
 
-fn request_of(extra: &str, verb: &str, op: fn(u32, u32) -> u32) -> OptimizationRequest {
+fn request(extra: &str) -> OptimizationRequest {
+    request_of("bootstrapfewshot", extra, "times", |a, b| a * b)
+}
+
+fn request_of(
+    algorithm: &str,
+    extra: &str,
+    verb: &str,
+    op: fn(u32, u32) -> u32,
+) -> OptimizationRequest {
     let mut examples = String::new();
     for (a, b) in [
         (12, 4),
@@ -78,7 +88,7 @@ fn request_of(extra: &str, verb: &str, op: fn(u32, u32) -> u32) -> OptimizationR
         ));
     }
     let text = format!(
-        "name: multiply\nevaluation_metric: exact_match\nalgorithm: bootstrapfewshot\nmodel: scripted/agent\nadapter: chat\nseed: 3\ninput_keys: [question]\noutput_keys: [answer]\n{extra}\ntraining_examples:\n{examples}"
+        "name: multiply\nevaluation_metric: exact_match\nalgorithm: {algorithm}\nmodel: scripted/agent\nadapter: chat\nseed: 3\ninput_keys: [question]\noutput_keys: [answer]\n{extra}\ntraining_examples:\n{examples}"
     );
     OptimizationRequest::from_yaml_str(&text).unwrap()
 }
@@ -187,7 +197,9 @@ async fn a_react_program_with_an_mcp_tool_optimizes_saves_and_predicts() {
         "tools: [{{mcp: {{command: \"{fixture}\", tools: [add, capital]}}}}]\nprogram:\n  - {{name: solve, module: react, signature: \"question -> answer\", tools: [add], max_iters: 3, instructions: Answer the arithmetic question.}}"
     );
     let result = pipeline
-        .optimize(&request_of(&agent, "plus", |a, b| a + b))
+        .optimize(&request_of("bootstrapfewshot", &agent, "plus", |a, b| {
+            a + b
+        }))
         .await
         .unwrap();
     assert_eq!(result.optimized_metrics.score, 1.0, "{result:#?}");
@@ -230,4 +242,69 @@ async fn a_react_program_with_an_mcp_tool_optimizes_saves_and_predicts() {
         "{e}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), before);
+}
+
+/// An agent misled by a distractor: while the MCP fixture's `capital` is offered it asks it
+/// (and answers its "unknown"); with the calculator alone it multiplies. As the prompt model,
+/// it describes the calculator anew and hides `capital` when asked about the tools, and writes
+/// plain instructions otherwise.
+fn misled_lm() -> ScriptedLm {
+    ScriptedLm::new(move |request: &ChatRequest| {
+        let system = &request.messages[0].content;
+        let last = &request.messages.last().unwrap().content;
+        if system.contains("rewrite the descriptions") {
+            return Ok("```\ncalculator: Evaluates an arithmetic expression such as 12 * 4 exactly.\ncapital: UNUSED\n```".into());
+        }
+        if system.contains("You are an agent") {
+            if system.contains("`capital`") && !last.contains("Observation 1:") {
+                return Ok("[[ ## next_thought ## ]]\nLook it up.\n\n[[ ## next_tool_name ## ]]\ncapital\n\n[[ ## next_tool_args ## ]]\n{\"country\": \"Numbers\"}\n\n[[ ## completed ## ]]".into());
+            }
+            return Ok(agent_reply(request));
+        }
+        if field(last, "trajectory").is_some() {
+            return Ok(agent_reply(request));
+        }
+        Ok("```\nAnswer the arithmetic question with the calculator.\n```".into())
+    })
+}
+
+#[tokio::test]
+async fn tool_selection_hides_a_misleading_tool_with_miprov2_and_gepa() {
+    let fixture = mcp_fixture();
+    for (algorithm, config) in [
+        (
+            "miprov2",
+            "{num_candidates: 2, num_iterations: 8, max_bootstrapped_demos: 0, max_labeled_demos: 0, minibatch: false}",
+        ),
+        ("gepa", "{max_metric_calls: 120, reflection_minibatch_size: 3}"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::new(Arc::new(misled_lm()), Registry::new(dir.path()));
+        let agent = format!(
+            "target: tool_selection\nalgorithm_config: {config}\ntools: [{{builtin: calculator}}, {{mcp: {{command: \"{fixture}\", tools: [capital]}}}}]\nprogram:\n  - {{name: solve, module: react, signature: \"question -> answer\", tools: [calculator, capital], max_iters: 3, instructions: Answer the arithmetic question.}}"
+        );
+        let request = request_of(algorithm, &agent, "times", |a, b| a * b);
+        let result = pipeline.optimize(&request).await.unwrap();
+        assert_eq!(result.baseline_metrics.score, 0.0, "{algorithm}");
+        assert_eq!(result.optimized_metrics.score, 1.0, "{algorithm}: {result:#?}");
+        let artifact = pipeline.load_model("multiply", None).unwrap();
+        let solve = artifact.state.predictor("solve").unwrap();
+        assert_eq!(solve.tools, ["calculator"], "{algorithm}");
+        // The saved model offers the chosen tools: `predict` multiplies.
+        let (prediction, _) = pipeline
+            .predict(
+                result.model_id.as_deref().unwrap(),
+                &Example::new().with("question", "What is 17 times 3?"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(prediction.text("answer").as_deref(), Some("51"), "{algorithm}");
+        if algorithm == "gepa" {
+            // GEPA's reflection rewrote the calculator's description too.
+            assert!(
+                solve.tool_descriptions["calculator"].starts_with("Evaluates an arithmetic"),
+                "{solve:?}"
+            );
+        }
+    }
 }

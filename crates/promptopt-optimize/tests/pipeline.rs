@@ -175,7 +175,15 @@ async fn a_bad_request_is_rejected_and_nothing_is_saved() {
     let err = p.optimize(&r).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Target `tool_selection` (programs with tools) is not supported yet"
+        "Target `tool_selection` with algorithm `bootstrapfewshot` (tools are chosen and described by `miprov2` and `gepa`) is not supported yet"
+    );
+    r.algorithm = promptopt_optimize::Algorithm::Gepa;
+    let err = p.optimize(&r).await.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "`tool_selection` chooses the tools of `react` stages, and the program has none"
+        ),
+        "{err}"
     );
     assert!(p.registry().list().unwrap().is_empty());
 }

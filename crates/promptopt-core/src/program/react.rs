@@ -129,13 +129,8 @@ fn arguments_of(value: Option<&Value>) -> Result<Value, String> {
 impl StageCall<'_> {
     /// Runs a `react` stage (see the module documentation).
     pub(super) async fn run_react(&self, trace: &mut Trace) -> Result<Example, CoreError> {
-        // The runtime's toolbox, else the one the settings declare.
-        let declared = match &self.runtime.tools {
-            Some(_) => None,
-            None if self.runtime.settings.tools.is_empty() => None,
-            None => Some(Toolbox::shared(&self.runtime.settings.tools).await?),
-        };
-        let toolbox: Option<&Toolbox> = self.runtime.tools.as_deref().or(declared.as_deref());
+        let toolbox = self.runtime.toolbox().await?;
+        let toolbox = toolbox.as_deref();
         let tools = stage_tools(self, toolbox);
         let mut names: Vec<String> = tools.iter().map(|t| t.name().to_string()).collect();
         names.push(FINISH.to_string());

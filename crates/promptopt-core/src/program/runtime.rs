@@ -129,6 +129,20 @@ impl Runtime {
         }
     }
 
+    /// The toolbox of `react` stages: the one given, else the one the settings declare (built
+    /// once per process; `None` without tools).
+    pub async fn toolbox(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::tools::Toolbox>>, crate::CoreError> {
+        match &self.tools {
+            Some(tools) => Ok(Some(std::sync::Arc::clone(tools))),
+            None if self.settings.tools.is_empty() => Ok(None),
+            None => crate::tools::Toolbox::shared(&self.settings.tools)
+                .await
+                .map(Some),
+        }
+    }
+
     /// Builder: the tools of `react` stages.
     pub fn with_tools(mut self, tools: std::sync::Arc<crate::tools::Toolbox>) -> Self {
         self.tools = Some(tools);

@@ -10,9 +10,12 @@ use super::blame::blamed_stage;
 use super::config::{GepaConfig, ModuleSelector};
 use super::frontier::retire_for_cap;
 use super::merge::{accept_merge, merge_subsample, plan_merge, Lineage};
-use super::reflection::{extract_instructions, reflection_messages, reflective_dataset, Rollout};
+use super::reflection::{
+    extract_instructions, reflection_messages, reflective_dataset, render_records, Rollout,
+};
 use super::selection::{best_by_average, select_parent};
 use super::state::{CandidateEntry, IterationRecord, Origin, RunState};
+use crate::tool_choice::{parse_tool_reply, tool_messages, AgentStage, ToolEdit};
 use crate::{Event, OptimizeContext, OptimizeError, StopReason};
 
 /// Stream offset of the reflection model's sampling seeds.
@@ -35,6 +38,8 @@ pub(crate) struct Engine<'a> {
     pub val: &'a [Example],
     pub predictors: Vec<String>,
     pub reflection_model: String,
+    /// With `tool_selection`: the agent stages, whose tools the reflection may describe or hide.
+    pub agents: Vec<AgentStage>,
 }
 
 fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
@@ -283,6 +288,66 @@ impl Engine<'_> {
         }
     }
 
+    /// `tool_selection`: the reflection model reads the same examples (the stage's trajectories,
+    /// scores and feedback) and may describe tools anew or hide them. `None` when the call failed
+    /// (warned) or the reply changes nothing or is discarded (warned).
+    async fn reflect_tools(
+        &self,
+        state: &mut RunState,
+        agent: &AgentStage,
+        predictor: &promptopt_core::PredictorState,
+        records: &[super::reflection::ReflectiveRecord],
+    ) -> Result<Option<ToolEdit>, OptimizeError> {
+        let (examples, shown) = render_records(records);
+        let evidence = format!(
+            "Here is how the step did on {shown} example(s): the inputs it received (its \
+`trajectory` shows each tool it called, the arguments and what the tool answered), what it \
+generated, the score and feedback. Look for tools that were chosen wrongly, called with wrong \
+arguments or misunderstood.\n\n{examples}"
+        );
+        let request = ChatRequest::new(
+            self.reflection_model.clone(),
+            tool_messages(agent, predictor, &evidence),
+        )
+        .with_temperature(1.0)
+        .with_max_tokens(self.config.reflection_max_tokens)
+        .with_seed(
+            self.ctx
+                .seed()
+                .wrapping_add(REFLECTION_SEED_OFFSET)
+                .wrapping_add(state.iteration)
+                .wrapping_add(1),
+        );
+        self.ctx.check()?;
+        state.reflection_calls += 1;
+        let reply = match self.ctx.prompt_lm().chat(&request).await {
+            Ok(reply) => reply,
+            Err(LmError::BudgetExhausted(m)) => {
+                return Err(stopped(self.ctx, LmError::BudgetExhausted(m)))
+            }
+            Err(error) => {
+                self.ctx.warn(format!(
+                    "GEPA iteration {}: the tool reflection for `{}` failed: {error}",
+                    state.iteration + 1,
+                    agent.predictor
+                ));
+                return Ok(None);
+            }
+        };
+        match parse_tool_reply(reply.text(), agent, predictor) {
+            Ok(edit) if !edit.is_empty() => Ok(Some(edit)),
+            Ok(_) => Ok(None),
+            Err(why) => {
+                self.ctx.warn(format!(
+                    "GEPA iteration {}: the tool reflection for `{}` was discarded: {why}",
+                    state.iteration + 1,
+                    agent.predictor
+                ));
+                Ok(None)
+            }
+        }
+    }
+
     /// A reflective mutation.
     async fn reflect(
         &self,
@@ -387,6 +452,22 @@ impl Engine<'_> {
                     }
                 }
                 _ => {}
+            }
+            if let Some(agent) = self.agents.iter().find(|a| a.predictor == *name) {
+                let Some(predictor) = child.predictor(name) else {
+                    continue;
+                };
+                if let Some(edit) = self
+                    .reflect_tools(state, agent, predictor, &records)
+                    .await?
+                {
+                    if let Some(p) = child.predictor_mut(name) {
+                        edit.apply(agent, p);
+                        if !rewritten.contains(name) {
+                            rewritten.push(name.clone());
+                        }
+                    }
+                }
             }
         }
         record.predictors = rewritten.clone();

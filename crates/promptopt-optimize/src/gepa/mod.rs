@@ -194,6 +194,11 @@ impl Gepa {
                 .reflection_lm
                 .clone()
                 .unwrap_or_else(|| ctx.prompt_model().to_string()),
+            agents: if ctx.select_tools() {
+                crate::tool_choice::agent_stages(ctx).await?
+            } else {
+                Vec::new()
+            },
         };
 
         let started = std::time::Instant::now();

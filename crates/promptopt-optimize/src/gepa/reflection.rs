@@ -177,17 +177,7 @@ pub fn reflection_messages(
 ) -> Vec<Message> {
     let system = "You are an expert prompt engineer. You study how one step of a language-model \
 program behaved on real examples and rewrite that step's instructions so it does better.";
-    let mut examples = String::new();
-    let mut shown = 0;
-    for record in records.iter().take(MAX_EXAMPLES) {
-        let rendered = render_record(shown + 1, record);
-        if shown > 0 && examples.len() + rendered.len() > MAX_EXAMPLES_CHARS {
-            break;
-        }
-        examples.push_str(&rendered);
-        examples.push('\n');
-        shown += 1;
-    }
+    let (examples, shown) = render_records(records);
     let user = format!(
         "The step `{predictor}` currently works under these instructions:\n\n```\n{}\n```\n\n\
 Here is how it did on {shown} example(s): the inputs it received, what it generated, the score \
@@ -202,6 +192,23 @@ Answer with the new instructions only, inside a single block fenced with ```.",
         truncate(instructions, MAX_INSTRUCTION_CHARS)
     );
     vec![Message::system(system), Message::user(user)]
+}
+
+/// The records as the reflection shows them, within [`MAX_EXAMPLES`] and
+/// [`MAX_EXAMPLES_CHARS`], and how many were shown.
+pub(crate) fn render_records(records: &[ReflectiveRecord]) -> (String, usize) {
+    let mut examples = String::new();
+    let mut shown = 0;
+    for record in records.iter().take(MAX_EXAMPLES) {
+        let rendered = render_record(shown + 1, record);
+        if shown > 0 && examples.len() + rendered.len() > MAX_EXAMPLES_CHARS {
+            break;
+        }
+        examples.push_str(&rendered);
+        examples.push('\n');
+        shown += 1;
+    }
+    (examples, shown)
 }
 
 /// The new instructions in a reflection reply: the text between the first fence and the last

@@ -38,7 +38,8 @@ pub mod search;
 pub mod tpe;
 
 use async_trait::async_trait;
-use promptopt_core::{Example, ProgramState};
+use promptopt_core::{Example, PredictorState, ProgramState};
+use promptopt_lm::{ChatRequest, LmError};
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,7 @@ pub use demos::{DemoCandidates, DemoSet, DemoSetKind, DemoSettings};
 pub use proposer::{GroundedProposer, Proposal, ProposerCalls, ProposerSettings, Tip};
 pub use search::{SearchSettings, SearchSpace, TrialLog};
 
+use crate::tool_choice::{self, ToolChoice};
 use crate::{
     AlgorithmConfig, Event, OptimizeContext, OptimizeError, Optimizer, OptimizerOutcome,
     OutcomeBuilder, TrialKind,
@@ -96,6 +98,22 @@ pub struct MiproRun {
     pub bootstrap_runs: usize,
     /// Prompt-model calls by purpose.
     pub proposer_calls: ProposerCalls,
+    /// With `tool_selection`: per `react` stage, the tool descriptions the prompt model
+    /// rewrote (empty when its reply was discarded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_proposals: Vec<ToolProposal>,
+}
+
+/// The prompt model's rewrite of one `react` stage's tool descriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolProposal {
+    /// The stage.
+    pub predictor: String,
+    /// The new descriptions, by tool.
+    pub descriptions: std::collections::BTreeMap<String, String>,
+    /// Why the reply was discarded, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
 }
 
 impl MiproV2 {
@@ -209,6 +227,7 @@ impl MiproV2 {
             trials: Vec::new(),
             bootstrap_runs: demos.bootstrap_runs,
             proposer_calls: ProposerCalls::default(),
+            tool_proposals: Vec::new(),
         };
 
         // Step 2: instruction proposals.
@@ -251,11 +270,27 @@ impl MiproV2 {
             return Ok(run);
         }
 
+        // With `tool_selection`: rewritten tool descriptions, and the ways of offering each
+        // agent stage's tools.
+        let tools = if ctx.select_tools() {
+            match propose_tools(ctx, initial, &trainset, config.temperature, &mut run).await {
+                Ok(tools) => tools,
+                Err(error) => {
+                    let reason = error.stop_reason().ok_or(error)?;
+                    run.outcome = outcome.finish(Some(reason));
+                    return Ok(run);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+
         // Step 3: the search.
         let space = SearchSpace {
             predictors: predictors.iter().map(|p| p.name.clone()).collect(),
             instructions: run.instructions.clone(),
             demo_sets: (!plan.zero_shot).then(|| demos.sets.clone()),
+            tools,
         };
         let search_settings = SearchSettings {
             num_trials: plan.num_trials,
@@ -363,6 +398,92 @@ async fn propose_all(
         }
     }
     Ok(())
+}
+
+/// Training inputs shown to the prompt model when it rewrites tool descriptions.
+const TOOL_EVIDENCE_EXAMPLES: usize = 3;
+
+/// Per agent stage, asks the prompt model to rewrite its tools' descriptions (from a few
+/// training inputs) and returns the search's tool choices: every subset of the stage's tools,
+/// with their own descriptions and with the rewritten ones. A failed call (other than a stop)
+/// or an unusable reply leaves the stage with its own descriptions.
+async fn propose_tools(
+    ctx: &OptimizeContext,
+    initial: &ProgramState,
+    trainset: &[Example],
+    temperature: f64,
+    run: &mut MiproRun,
+) -> Result<Vec<(usize, Vec<ToolChoice>)>, OptimizeError> {
+    let agents = tool_choice::agent_stages(ctx).await?;
+    let order: Vec<String> = ctx
+        .program()
+        .input_keys()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let mut evidence = String::from("Inputs the step will get:\n");
+    for example in trainset.iter().take(TOOL_EVIDENCE_EXAMPLES) {
+        let inputs = example.project(&order);
+        evidence.push_str(&format!(
+            "\n{}\n",
+            proposer::render_example(&inputs, &order)
+        ));
+    }
+    let names: Vec<String> = ctx.predictors().into_iter().map(|p| p.name).collect();
+    let mut out = Vec::new();
+    for agent in &agents {
+        let Some(index) = names.iter().position(|n| *n == agent.predictor) else {
+            continue;
+        };
+        let default = PredictorState::new(String::new());
+        let predictor = initial.predictor(&agent.predictor).unwrap_or(&default);
+        ctx.check()?;
+        let request = ChatRequest::new(
+            ctx.prompt_model(),
+            tool_choice::tool_messages(agent, predictor, &evidence),
+        )
+        .with_temperature(temperature as f32)
+        .with_max_tokens(proposer::MAX_REPLY_TOKENS);
+        let reply = match ctx.prompt_lm().chat(&request).await {
+            Ok(reply) => tool_choice::parse_tool_reply(reply.text(), agent, predictor),
+            Err(LmError::BudgetExhausted(_)) => {
+                return Err(OptimizeError::Stopped(
+                    ctx.budget()
+                        .stopped_reason()
+                        .unwrap_or(crate::StopReason::BudgetCalls),
+                ))
+            }
+            Err(error) => Err(format!("the call failed: {error}")),
+        };
+        let (descriptions, discarded) = match reply {
+            Ok(edit) => (edit.descriptions, None),
+            Err(why) => {
+                ctx.warn(format!(
+                    "The tool descriptions proposed for `{}` were discarded: {why}",
+                    agent.predictor
+                ));
+                (Default::default(), Some(why))
+            }
+        };
+        let choices = tool_choice::choices(agent, &descriptions);
+        for (i, choice) in choices.iter().enumerate() {
+            ctx.emit(Event::CandidateProposed {
+                candidate: i,
+                description: format!(
+                    "tool choice {i} for `{}`: {}",
+                    agent.predictor,
+                    choice.describe()
+                ),
+            });
+        }
+        run.tool_proposals.push(ToolProposal {
+            predictor: agent.predictor.clone(),
+            descriptions,
+            discarded,
+        });
+        out.push((index, choices));
+    }
+    Ok(out)
 }
 
 #[async_trait]

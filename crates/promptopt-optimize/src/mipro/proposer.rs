@@ -33,7 +33,7 @@ const MAX_COMPLETE_ANSWERS: usize = 5;
 /// Characters kept of each field value shown to the prompt model.
 const MAX_VALUE_CHARS: usize = 600;
 /// Token bound of the proposer's replies.
-const MAX_REPLY_TOKENS: u32 = 512;
+pub(crate) const MAX_REPLY_TOKENS: u32 = 512;
 
 /// A prompting tip given to one proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::demos::DemoSet;
 use super::tpe::{CategoricalParam, TpeConfig, TpeSampler};
+use crate::tool_choice::ToolChoice;
 use crate::{Event, OptimizeContext, OptimizeError, OutcomeBuilder, StopReason, TrialKind};
 
 /// One search trial as logged.
@@ -45,6 +46,10 @@ pub struct SearchSpace {
     pub instructions: Vec<Vec<String>>,
     /// Per predictor, its demo sets (index 0 is the empty set); `None` in zero-shot mode.
     pub demo_sets: Option<Vec<Vec<DemoSet>>>,
+    /// With `tool_selection`: per `react` predictor (its index in `predictors`), the ways of
+    /// offering its tools (index 0 is the stage as declared); their parameters follow the
+    /// others.
+    pub tools: Vec<(usize, Vec<ToolChoice>)>,
 }
 
 impl SearchSpace {
@@ -61,7 +66,20 @@ impl SearchSpace {
                 params.push(CategoricalParam::new(format!("{i}_predictor_demos"), n));
             }
         }
+        for (i, choices) in &self.tools {
+            params.push(CategoricalParam::new(
+                format!("{i}_predictor_tools"),
+                choices.len().max(1),
+            ));
+        }
         params
+    }
+
+    /// The tool choice `params` selects for predictor `i`, if it has tools to choose.
+    fn tool_choice(&self, i: usize, params: &[usize]) -> Option<&ToolChoice> {
+        let base = self.predictors.len() * self.stride();
+        let (k, (_, choices)) = self.tools.iter().enumerate().find(|(_, (p, _))| *p == i)?;
+        choices.get(params.get(base + k).copied().unwrap_or(0))
     }
 
     /// The parameter names in order.
@@ -95,6 +113,9 @@ impl SearchSpace {
                     predictor.demos = set.demos.clone();
                 }
             }
+            if let Some(choice) = self.tool_choice(i, params) {
+                choice.apply(predictor);
+            }
         }
         state
     }
@@ -107,7 +128,11 @@ impl SearchSpace {
             .enumerate()
             .map(|(i, name)| {
                 let instruction = params.get(i * stride).copied().unwrap_or(0);
-                match &self.demo_sets {
+                let tools = self
+                    .tool_choice(i, params)
+                    .map(|c| format!(", {}", c.describe()))
+                    .unwrap_or_default();
+                let text = match &self.demo_sets {
                     Some(sets) => {
                         let set = params.get(i * stride + 1).copied().unwrap_or(0);
                         let n = sets
@@ -117,7 +142,8 @@ impl SearchSpace {
                         format!("{name}: instruction {instruction}, demo set {set} ({n} demos)")
                     }
                     None => format!("{name}: instruction {instruction}"),
-                }
+                };
+                format!("{text}{tools}")
             })
             .collect::<Vec<_>>()
             .join("; ")
