@@ -63,9 +63,17 @@ pub struct OptimizeContextBuilder {
     events: Arc<dyn EventSink>,
     memo: Option<EvalMemo>,
     select_tools: bool,
+    tools: Option<Arc<promptopt_core::tools::Toolbox>>,
 }
 
 impl OptimizeContextBuilder {
+    /// The toolbox of `react` stages for this run (one with a call budget); without it, the
+    /// tools the settings declare.
+    pub fn tools(mut self, tools: Option<Arc<promptopt_core::tools::Toolbox>>) -> Self {
+        self.tools = tools;
+        self
+    }
+
     /// Whether the optimizer also chooses the tools of `react` stages and how each is described
     /// (the `tool_selection` target).
     pub fn select_tools(mut self, select: bool) -> Self {
@@ -141,8 +149,11 @@ impl OptimizeContextBuilder {
         let (raw_prompt_lm, prompt_model) = self
             .prompt
             .unwrap_or_else(|| (self.task_lm.clone(), self.task_model.clone()));
-        let runtime = Runtime::new(budgeted_registry(&self.task_model, &self.task_lm, &budget))
+        let mut runtime = Runtime::new(budgeted_registry(&self.task_model, &self.task_lm, &budget))
             .with_settings(self.settings);
+        if let Some(tools) = self.tools {
+            runtime = runtime.with_tools(tools);
+        }
         OptimizeContext {
             program: self.program,
             raw_task_lm: self.task_lm,
@@ -192,6 +203,7 @@ impl OptimizeContext {
             events: Arc::new(NullSink),
             memo: None,
             select_tools: false,
+            tools: None,
         }
     }
 

@@ -80,6 +80,8 @@ struct Prepared {
     program: Program,
     settings: RunSettings,
     initial: ProgramState,
+    /// The run's tools (with the call budget, when the request sets one).
+    toolbox: Option<Arc<Toolbox>>,
 }
 
 impl DatasetSummary {
@@ -235,15 +237,25 @@ impl Pipeline {
             .cloned()
             .map(|t| t.resolved(Some(&base)))
             .collect();
-        let declared: Vec<String> = if tools.is_empty() {
-            Vec::new()
+        let toolbox = if tools.is_empty() {
+            None
         } else {
-            Toolbox::shared(&tools)
-                .await?
-                .names()
-                .into_iter()
-                .map(str::to_string)
-                .collect()
+            Some(Toolbox::shared(&tools).await?)
+        };
+        let declared: Vec<String> = toolbox
+            .iter()
+            .flat_map(|t| t.names())
+            .map(str::to_string)
+            .collect();
+        // A call budget makes a toolbox of the run's own (the shared one counts every run).
+        let toolbox = match (
+            toolbox,
+            request.constraints.as_ref().and_then(|c| c.max_tool_calls),
+        ) {
+            (Some(shared), Some(limit)) => Some(Arc::new(
+                Toolbox::new(shared.tools().to_vec()).with_budget(limit),
+            )),
+            (toolbox, _) => toolbox,
         };
         let settings = RunSettings {
             adapter,
@@ -294,6 +306,7 @@ impl Pipeline {
             program,
             settings,
             initial,
+            toolbox,
         })
     }
 
@@ -446,6 +459,7 @@ impl Pipeline {
         .budget(baseline_budget.clone())
         .memo(self.memo.clone().unwrap_or_default())
         .select_tools(request.has_target(Target::ToolSelection))
+        .tools(prepared.toolbox.clone())
         .build();
         let baseline = self
             .stage(&mut stages, "baseline", &baseline_budget, async {
@@ -550,6 +564,17 @@ impl Pipeline {
         warnings.extend(failed_examples_warning("starting", &baseline));
         if winner.fingerprint() != prepared.initial.fingerprint() {
             warnings.extend(failed_examples_warning("optimized", &winner_report));
+        }
+        if let (Some(toolbox), Some(limit)) = (
+            &prepared.toolbox,
+            request.constraints.as_ref().and_then(|c| c.max_tool_calls),
+        ) {
+            if toolbox.calls() > limit {
+                warnings.push(format!(
+                    "The run's budget of {limit} tool calls was spent; {} later calls were answered that the budget is spent",
+                    toolbox.calls() - limit
+                ));
+            }
         }
         if stop_reason.is_some() {
             warnings.push(format!(

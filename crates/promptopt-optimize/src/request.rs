@@ -209,6 +209,10 @@ pub struct Constraints {
     /// Most prompt plus completion tokens for the optimization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_total_tokens: Option<u64>,
+    /// Most tool calls of `react` stages for the whole run; past it, each call is answered with
+    /// an observation saying the budget is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u64>,
 }
 
 /// A metric computed by an external command (the guide's `CustomMetric`).

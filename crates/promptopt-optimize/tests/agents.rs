@@ -308,3 +308,26 @@ async fn tool_selection_hides_a_misleading_tool_with_miprov2_and_gepa() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tool_call_budget_limits_the_whole_run_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let pipeline = Pipeline::new(
+        Arc::new(agent_lm(Arc::clone(&calls))),
+        Registry::new(dir.path()),
+    );
+    // Eight examples, one calculator call each for the baseline alone: a budget of 1 runs out.
+    let budgeted = format!("{AGENT}\nconstraints: {{max_tool_calls: 1}}");
+    let result = pipeline.optimize(&request(&budgeted)).await.unwrap();
+    assert!(result.baseline_metrics.score < 1.0, "{result:#?}");
+    let warning = result
+        .warnings
+        .iter()
+        .find(|w| w.contains("budget of 1 tool calls was spent"))
+        .unwrap_or_else(|| panic!("{:?}", result.warnings));
+    assert!(warning.contains("later calls were answered"), "{warning}");
+    // Without the budget the same run scores every example.
+    let free = pipeline.optimize(&request(AGENT)).await.unwrap();
+    assert_eq!(free.baseline_metrics.score, 1.0);
+}

@@ -211,6 +211,10 @@ pub struct ToolSpec {
     /// An MCP server whose tools to use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<mcp::McpServer>,
+    /// The name the model calls a built-in tool by instead of its own (two `search` tools over
+    /// different collections need two names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The JSONL collection `search` looks in (relative to the request's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<PathBuf>,
@@ -219,29 +223,22 @@ pub struct ToolSpec {
     pub description: Option<String>,
 }
 
-/// A tool with another description (what a request or an optimizer chose).
-pub struct Described {
+/// A tool under another name or description (what a request chose).
+struct Renamed {
     inner: SharedTool,
-    description: String,
-}
-
-impl Described {
-    /// `inner`, described as `description`.
-    pub fn new(inner: SharedTool, description: impl Into<String>) -> Self {
-        Self {
-            inner,
-            description: description.into(),
-        }
-    }
+    name: Option<String>,
+    description: Option<String>,
 }
 
 #[async_trait]
-impl Tool for Described {
+impl Tool for Renamed {
     fn name(&self) -> &str {
-        self.inner.name()
+        self.name.as_deref().unwrap_or_else(|| self.inner.name())
     }
     fn description(&self) -> &str {
-        &self.description
+        self.description
+            .as_deref()
+            .unwrap_or_else(|| self.inner.description())
     }
     fn parameters(&self) -> &Value {
         self.inner.parameters()
@@ -257,6 +254,7 @@ impl ToolSpec {
         Self {
             builtin: Some(name.into()),
             mcp: None,
+            name: None,
             corpus: None,
             description: None,
         }
@@ -267,6 +265,7 @@ impl ToolSpec {
         Self {
             builtin: None,
             mcp: Some(server),
+            name: None,
             corpus: None,
             description: None,
         }
@@ -309,9 +308,9 @@ impl ToolSpec {
             }
             (None, None) => return Err(invalid("an entry needs `builtin` or `mcp`")),
             (None, Some(server)) => {
-                if self.corpus.is_some() || self.description.is_some() {
+                if self.corpus.is_some() || self.description.is_some() || self.name.is_some() {
                     return Err(invalid(
-                        "an `mcp` entry takes no `corpus` or `description` (its tools describe themselves; `tool_selection` can rewrite them)",
+                        "an `mcp` entry takes no `corpus`, `name` or `description` (its tools name and describe themselves; `tool_selection` can rewrite the descriptions)",
                     ));
                 }
                 return server.connect().await;
@@ -332,9 +331,26 @@ impl ToolSpec {
                 }
             },
         };
-        Ok(vec![match &self.description {
-            Some(description) => Arc::new(Described::new(tool, description.clone())),
-            None => tool,
+        if let Some(name) = &self.name {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid || name == crate::program::react::FINISH {
+                return Err(invalid(
+                    "a tool `name` is 1 to 64 letters, digits, `_` or `-`, and not `finish`",
+                ));
+            }
+        }
+        Ok(vec![if self.name.is_none() && self.description.is_none() {
+            tool
+        } else {
+            Arc::new(Renamed {
+                inner: tool,
+                name: self.name.clone(),
+                description: self.description.clone(),
+            })
         }])
     }
 }
@@ -420,6 +436,24 @@ mod tests {
         assert!(missing.contains("/nonexistent/docs.jsonl"), "{missing}");
         let unknown = serde_json::from_str::<ToolSpec>(r#"{"builtin": "search", "shell": {}}"#);
         assert!(unknown.unwrap_err().to_string().contains("shell"));
+        let renamed: Vec<ToolSpec> = serde_yaml_like(
+            r#"[{"builtin": "calculator", "name": "arith"}, {"builtin": "calculator"}]"#,
+        );
+        let toolbox = Toolbox::from_specs(&renamed).await.unwrap();
+        assert_eq!(toolbox.names(), ["arith", "calculator"]);
+        assert_eq!(
+            toolbox
+                .call("arith", &serde_json::json!({"expression": "2*3"}))
+                .await
+                .unwrap(),
+            "6"
+        );
+        assert!(bad(r#"[{"builtin": "calculator", "name": "finish"}]"#)
+            .await
+            .contains("not `finish`"));
+        assert!(bad(r#"[{"builtin": "calculator", "name": "a b"}]"#)
+            .await
+            .contains("1 to 64 letters"));
         let relative = ToolSpec {
             corpus: Some("docs.jsonl".into()),
             ..ToolSpec::builtin("search")
