@@ -226,6 +226,7 @@ impl Lm for Engine {
             choices.push(Choice {
                 content: output.text,
                 finish_reason: output.finish_reason,
+                tool_calls: Vec::new(),
             });
         }
         Ok(ChatResponse {

@@ -117,6 +117,21 @@ pub struct ChatRequest {
     /// Per-call cache opt-out. Not part of the cache key.
     #[serde(skip, default = "yes")]
     pub use_cache: bool,
+    /// Functions the model may call natively (OpenAI, Anthropic and Gemini); a reply that calls
+    /// one carries it in [`Choice::tool_calls`](crate::Choice::tool_calls).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDefinition>,
+}
+
+/// A function offered to the model for native function calling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The JSON schema of its arguments (an object).
+    pub parameters: serde_json::Value,
 }
 
 fn one() -> u32 {
@@ -147,6 +162,7 @@ impl ChatRequest {
             response_format: None,
             rollout_id: None,
             use_cache: true,
+            tools: Vec::new(),
         }
     }
 
@@ -171,6 +187,12 @@ impl ChatRequest {
     /// Sets the seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Builder: functions the model may call natively.
+    pub fn with_tools(mut self, tools: Vec<ToolDefinition>) -> Self {
+        self.tools = tools;
         self
     }
 

@@ -25,6 +25,29 @@ pub struct Choice {
     pub content: String,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// The functions the model called natively (see [`ChatRequest::tools`](crate::ChatRequest)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A native function call in a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The function.
+    pub name: String,
+    /// Its arguments (a JSON object; a string when the model's arguments were not JSON).
+    pub arguments: serde_json::Value,
+}
+
+impl Choice {
+    /// A reply of `content` that stopped for `finish_reason` and calls no function.
+    pub fn text(content: impl Into<String>, finish_reason: FinishReason) -> Self {
+        Self {
+            content: content.into(),
+            finish_reason,
+            tool_calls: Vec::new(),
+        }
+    }
 }
 
 /// Token counts of one call.

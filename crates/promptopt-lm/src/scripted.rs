@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Usage};
+use crate::{ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, ToolCall, Usage};
 
-type Responder = dyn Fn(&ChatRequest) -> Result<String, LmError> + Send + Sync;
+type Responder = dyn Fn(&ChatRequest) -> Result<(String, Vec<ToolCall>), LmError> + Send + Sync;
 
 /// A language model whose replies come from a function of the request.
 ///
@@ -52,6 +52,17 @@ impl ScriptedLm {
     pub fn new(
         responder: impl Fn(&ChatRequest) -> Result<String, LmError> + Send + Sync + 'static,
     ) -> Self {
+        Self::calling(move |request| responder(request).map(|text| (text, Vec::new())))
+    }
+
+    /// A model that answers each request with text and native function calls (see
+    /// [`ChatRequest::tools`]).
+    pub fn calling(
+        responder: impl Fn(&ChatRequest) -> Result<(String, Vec<ToolCall>), LmError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
         Self {
             responder: Arc::new(responder),
             calls: Arc::new(AtomicU64::new(0)),
@@ -85,7 +96,7 @@ fn words(text: &str) -> u64 {
 impl Lm for ScriptedLm {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let content = (self.responder)(request)?;
+        let (content, tool_calls) = (self.responder)(request)?;
         let prompt_tokens = request.messages.iter().map(|m| words(&m.content)).sum();
         let (content, finish_reason) = match request.max_tokens {
             Some(max) if words(&content) > u64::from(max) => {
@@ -103,6 +114,7 @@ impl Lm for ScriptedLm {
             .map(|_| Choice {
                 content: content.clone(),
                 finish_reason: finish_reason.clone(),
+                tool_calls: tool_calls.clone(),
             })
             .collect();
         Ok(ChatResponse {

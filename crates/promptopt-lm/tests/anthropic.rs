@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{fast_config, MockServer, Reply};
-use promptopt_lm::{open_provider, ChatRequest, FinishReason, LmConfig, LmError, LmStack, Message};
+use promptopt_lm::{
+    open_provider, ChatRequest, FinishReason, LmConfig, LmError, LmStack, Message, ToolCall,
+    ToolDefinition,
+};
 use serde_json::json;
 
 fn message(stop_reason: &str) -> serde_json::Value {
@@ -188,5 +191,46 @@ fn a_missing_key_names_the_variable() {
     assert_eq!(
         error.to_string(),
         "Missing API key for `anthropic`: set the environment variable `ANTHROPIC_API_KEY`"
+    );
+}
+
+#[tokio::test]
+async fn tools_are_sent_with_input_schemas_and_tool_use_blocks_are_read() {
+    let reply = json!({
+        "id": "msg_02",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [
+            {"type": "text", "text": "I will compute it."},
+            {"type": "tool_use", "id": "toolu_1", "name": "calculator", "input": {"expression": "6 * 7"}}
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 30, "output_tokens": 12}
+    });
+    let server = MockServer::start(vec![Reply::json(200, reply)]).await;
+    let lm = open_provider("anthropic/claude-3-5-haiku-latest", &config(&server)).unwrap();
+    let request = request().with_tools(vec![ToolDefinition {
+        name: "calculator".into(),
+        description: "Evaluates arithmetic.".into(),
+        parameters: json!({"type": "object", "properties": {"expression": {"type": "string"}}}),
+    }]);
+    let response = lm.chat(&request).await.unwrap();
+    assert_eq!(
+        server.requests()[0].json()["tools"],
+        json!([{
+            "name": "calculator",
+            "description": "Evaluates arithmetic.",
+            "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}}}
+        }])
+    );
+    assert_eq!(response.text(), "I will compute it.");
+    assert_eq!(response.choices[0].finish_reason, FinishReason::Stop);
+    assert_eq!(
+        response.choices[0].tool_calls,
+        [ToolCall {
+            name: "calculator".into(),
+            arguments: json!({"expression": "6 * 7"})
+        }]
     );
 }

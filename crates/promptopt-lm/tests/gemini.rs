@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{fast_config, MockServer, Reply};
 use promptopt_lm::{
     open_provider, ChatRequest, FinishReason, LmConfig, LmError, LmStack, Message, ResponseFormat,
+    ToolCall, ToolDefinition,
 };
 use serde_json::json;
 
@@ -194,4 +195,44 @@ fn either_key_variable_works_and_a_missing_key_names_both() {
     assert!(error
         .to_string()
         .contains("`GOOGLE_API_KEY` or `GEMINI_API_KEY`"));
+}
+
+#[tokio::test]
+async fn tools_are_sent_as_function_declarations_and_calls_are_read() {
+    let reply = json!({
+        "candidates": [{
+            "content": {"role": "model", "parts": [
+                {"text": "Computing."},
+                {"functionCall": {"name": "calculator", "args": {"expression": "6 * 7"}}}
+            ]},
+            "finishReason": "STOP"
+        }],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 8},
+        "modelVersion": "gemini-2.0-flash"
+    });
+    let server = MockServer::start(vec![Reply::json(200, reply)]).await;
+    let lm = open_provider("gemini/gemini-2.0-flash", &config(&server)).unwrap();
+    let request = ChatRequest::new("gemini/gemini-2.0-flash", vec![Message::user("6 times 7?")])
+        .with_tools(vec![ToolDefinition {
+            name: "calculator".into(),
+            description: "Evaluates arithmetic.".into(),
+            parameters: json!({"type": "object", "properties": {"expression": {"type": "string"}}}),
+        }]);
+    let response = lm.chat(&request).await.unwrap();
+    assert_eq!(
+        server.requests()[0].json()["tools"],
+        json!([{"functionDeclarations": [{
+            "name": "calculator",
+            "description": "Evaluates arithmetic.",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}
+        }]}])
+    );
+    assert_eq!(response.text(), "Computing.");
+    assert_eq!(
+        response.choices[0].tool_calls,
+        [ToolCall {
+            name: "calculator".into(),
+            arguments: json!({"expression": "6 * 7"})
+        }]
+    );
 }

@@ -61,6 +61,7 @@ impl Lm for Flaky {
             choices: vec![Choice {
                 content: "ok".into(),
                 finish_reason: FinishReason::Stop,
+                tool_calls: Vec::new(),
             }],
             usage: self.usage,
             latency: self.work,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{fast_config, MockServer, Reply};
 use promptopt_lm::{
     open_provider, ChatRequest, FinishReason, LmConfig, LmError, LmStack, Message, ResponseFormat,
+    ToolCall, ToolDefinition,
 };
 use serde_json::json;
 
@@ -310,4 +311,57 @@ async fn key_and_base_url_come_from_the_environment() {
         Some("Bearer sk-from-env")
     );
     assert_eq!(seen.json()["model"], json!("gpt-4o-mini"));
+}
+
+#[tokio::test]
+async fn tools_are_sent_as_functions_and_calls_are_read() {
+    let reply = json!({
+        "model": "gpt-4o-mini",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "calculator", "arguments": "{\"expression\": \"6 * 7\"}"}
+            }, {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "search", "arguments": "not json"}
+            }]},
+            "finish_reason": "tool_calls"
+        }]
+    });
+    let server = MockServer::start(vec![Reply::json(200, reply)]).await;
+    let lm = open_provider("openai/gpt-4o-mini", &official(&server)).unwrap();
+    let request = ChatRequest::new("openai/gpt-4o-mini", vec![Message::user("6 times 7?")])
+        .with_tools(vec![ToolDefinition {
+            name: "calculator".into(),
+            description: "Evaluates arithmetic.".into(),
+            parameters: json!({"type": "object", "properties": {"expression": {"type": "string"}}}),
+        }]);
+    let response = lm.chat(&request).await.unwrap();
+    assert_eq!(
+        server.requests()[0].json()["tools"],
+        json!([{"type": "function", "function": {
+            "name": "calculator",
+            "description": "Evaluates arithmetic.",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}
+        }}])
+    );
+    let choice = &response.choices[0];
+    assert_eq!(choice.content, "");
+    assert_eq!(choice.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        choice.tool_calls,
+        [
+            ToolCall {
+                name: "calculator".into(),
+                arguments: json!({"expression": "6 * 7"})
+            },
+            ToolCall {
+                name: "search".into(),
+                arguments: json!("not json")
+            }
+        ]
+    );
 }

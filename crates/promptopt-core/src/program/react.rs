@@ -8,6 +8,7 @@
 //! `STAGE.react`, the extraction as the stage itself, so that a successful run's extraction,
 //! trajectory included, is the stage's demo.
 
+use promptopt_lm::ToolDefinition;
 use serde_json::Value;
 
 use super::{Stage, StageCall};
@@ -87,10 +88,7 @@ fn step_instructions(stage: &Stage, predictor: &PredictorState, tools: &[SharedT
         outputs.join(", "),
     );
     for (i, tool) in tools.iter().enumerate() {
-        let description = predictor
-            .tool_descriptions
-            .get(tool.name())
-            .map_or(tool.description(), String::as_str);
+        let description = described(predictor, tool);
         text.push_str(&format!(
             "{}. `{}`: {} Arguments: {}\n",
             i + 1,
@@ -104,6 +102,23 @@ fn step_instructions(stage: &Stage, predictor: &PredictorState, tools: &[SharedT
         tools.len() + 1
     ));
     text
+}
+
+/// The description `predictor` shows for `tool`: its optimized one, else the tool's own.
+fn described<'a>(predictor: &'a PredictorState, tool: &'a SharedTool) -> &'a str {
+    predictor
+        .tool_descriptions
+        .get(tool.name())
+        .map_or(tool.description(), String::as_str)
+}
+
+/// Whether `model`'s provider calls functions natively (OpenAI, Anthropic, Gemini): then each
+/// step offers the tools as functions instead of asking for them as fields of the reply.
+pub fn native_tools(model: &str) -> bool {
+    matches!(
+        model.split_once('/').map(|(provider, _)| provider),
+        Some("openai" | "anthropic" | "gemini")
+    )
 }
 
 /// The stage's inputs plus the trajectory.
@@ -127,6 +142,88 @@ fn arguments_of(value: Option<&Value>) -> Result<Value, String> {
 }
 
 impl StageCall<'_> {
+    /// One agent step through native function calling: the reply's text is the thought, its
+    /// first function call the tool and arguments (no call: `finish`). Recorded in the trace
+    /// with the same outputs as a step written as fields.
+    async fn native_step(
+        &self,
+        step_stage: &Stage,
+        step_predictor: &PredictorState,
+        fields: &Example,
+        tools: &[SharedTool],
+        trace: &mut Trace,
+    ) -> Result<Example, CoreError> {
+        // The thought is the one field written as text; the tool is a function call.
+        let thought_stage = Stage {
+            signature: Signature::new(
+                step_stage.signature.inputs.clone(),
+                vec![Field::text(NEXT_THOUGHT)],
+            ),
+            ..step_stage.clone()
+        };
+        let call = StageCall::new(&thought_stage, step_predictor, fields, self.runtime)?;
+        let adapter = call.first_adapter();
+        let mut definitions: Vec<ToolDefinition> = tools
+            .iter()
+            .map(|t| ToolDefinition {
+                name: t.name().to_string(),
+                description: described(self.predictor, t).to_string(),
+                parameters: t.parameters().clone(),
+            })
+            .collect();
+        definitions.push(ToolDefinition {
+            name: FINISH.into(),
+            description: "Ends the steps; the outputs are written next.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        });
+        let mut request = call.request(adapter.as_ref()).with_tools(definitions);
+        request.response_format = None;
+        let started = std::time::Instant::now();
+        let response = call
+            .lm
+            .chat(&request)
+            .await
+            .map_err(|source| CoreError::Lm {
+                predictor: step_stage.name.clone(),
+                source,
+            })?;
+        let latency = started.elapsed();
+        let raw = response.text().to_string();
+        let thought = adapter
+            .parse(&thought_stage.signature, Strategy::Predict, &raw)
+            .ok()
+            .and_then(|o| o.get(NEXT_THOUGHT).map(crate::value_to_text))
+            .unwrap_or_else(|| raw.trim().to_string());
+        let called = response
+            .choices
+            .first()
+            .and_then(|c| c.tool_calls.first())
+            .cloned();
+        let (tool, arguments) = match called {
+            Some(c) => (c.name, c.arguments),
+            None => (FINISH.to_string(), serde_json::json!({})),
+        };
+        let mut outputs = Example::new();
+        outputs.insert(NEXT_THOUGHT, Value::String(thought));
+        outputs.insert(NEXT_TOOL_NAME, Value::String(tool.clone()));
+        outputs.insert(NEXT_TOOL_ARGS, arguments.clone());
+        trace.steps.push(crate::TraceStep {
+            predictor: step_stage.name.clone(),
+            inputs: call.inputs.clone(),
+            request,
+            raw: format!("{raw}\n[call] {tool} {arguments}")
+                .trim()
+                .to_string(),
+            outputs: Some(outputs.clone()),
+            parse_error: None,
+            usage: response.usage,
+            latency,
+            cost_usd: response.cost_usd,
+            cache_hit: response.cache_hit,
+        });
+        Ok(outputs)
+    }
+
     /// Runs a `react` stage (see the module documentation).
     pub(super) async fn run_react(&self, trace: &mut Trace) -> Result<Example, CoreError> {
         let toolbox = self.runtime.toolbox().await?;
@@ -164,7 +261,13 @@ impl StageCall<'_> {
             let mut fields = self.inputs.clone();
             fields.insert(TRAJECTORY_FIELD, Value::String(render_trajectory(&steps)));
             let call = StageCall::new(&step_stage, &step_predictor, &fields, self.runtime)?;
-            let outputs = match call.run_plain(trace).await {
+            let step = if native_tools(call.model) {
+                self.native_step(&step_stage, &step_predictor, &fields, &tools, trace)
+                    .await
+            } else {
+                call.run_plain(trace).await
+            };
+            let outputs = match step {
                 Ok(outputs) => outputs,
                 Err(CoreError::Parse { message, raw, .. }) => {
                     steps.push(Step {
@@ -434,6 +537,83 @@ mod tests {
         assert!(
             trajectory.contains("could not be read") || trajectory.contains("There is no tool"),
             "{trajectory}"
+        );
+    }
+
+    #[tokio::test]
+    async fn providers_with_function_calling_get_the_tools_as_functions() {
+        use promptopt_lm::ToolCall;
+        assert!(native_tools("openai/gpt-4o-mini"));
+        assert!(native_tools("anthropic/claude-sonnet-4"));
+        assert!(native_tools("gemini/gemini-2.5-flash"));
+        assert!(!native_tools("local/smollm2-135m"));
+        let seen = Arc::new(Mutex::new(Vec::<ChatRequest>::new()));
+        let log = Arc::clone(&seen);
+        let lm = ScriptedLm::calling(move |request| {
+            let mut log = log.lock().unwrap();
+            log.push(request.clone());
+            Ok(match log.len() {
+                1 => (
+                    "I multiply.".to_string(),
+                    vec![ToolCall {
+                        name: "calculator".into(),
+                        arguments: serde_json::json!({"expression": "12 * 4"}),
+                    }],
+                ),
+                // No function call: the agent is done.
+                2 => ("I have it.".to_string(), Vec::new()),
+                _ => (answer("The calculator says 48.", "48"), Vec::new()),
+            })
+        });
+        let toolbox = Toolbox::new(vec![Arc::new(Calculator::default())]);
+        let runtime = Runtime::new(LmRegistry::new("openai/gpt-test", Arc::new(lm)))
+            .with_tools(Arc::new(toolbox));
+        let program = agent(None);
+        let mut state = program.initial_state();
+        state
+            .predictor_mut("agent")
+            .unwrap()
+            .tool_descriptions
+            .insert("calculator".into(), "Multiplies and adds exactly.".into());
+        let input = Example::new().with("question", "What is 12 times 4?");
+        let output = program.run_traced(&state, &input, &runtime).await;
+        let outputs = output.result.unwrap().outputs;
+        assert_eq!(outputs.text("answer").as_deref(), Some("48"));
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests.len(), 3);
+        // Steps offer the tools (with the optimized description) and `finish` as functions.
+        let offered: Vec<(&str, &str)> = requests[0]
+            .tools
+            .iter()
+            .map(|t| (t.name.as_str(), t.description.as_str()))
+            .collect();
+        assert_eq!(
+            offered,
+            [
+                ("calculator", "Multiplies and adds exactly."),
+                ("finish", "Ends the steps; the outputs are written next.")
+            ]
+        );
+        assert_eq!(
+            requests[0].tools[0].parameters["required"],
+            serde_json::json!(["expression"])
+        );
+        assert!(last_user(&requests[1]).contains("Observation 1: 48"));
+        // The extraction is a plain call.
+        assert!(requests[2].tools.is_empty());
+        let step = &output.trace.steps[0];
+        assert_eq!(step.predictor, "agent.react");
+        let recorded = step.outputs.as_ref().unwrap();
+        assert_eq!(recorded.text(NEXT_TOOL_NAME).as_deref(), Some("calculator"));
+        assert_eq!(recorded.text(NEXT_THOUGHT).as_deref(), Some("I multiply."));
+        assert_eq!(
+            output.trace.steps[1]
+                .outputs
+                .as_ref()
+                .unwrap()
+                .text(NEXT_TOOL_NAME)
+                .as_deref(),
+            Some(FINISH)
         );
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{model_part, Settings};
 use crate::http::{join_url, Endpoint};
-use crate::{ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Role, Usage};
+use crate::{ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Role, ToolCall, Usage};
 
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -58,8 +58,19 @@ impl AnthropicLm {
             .filter(|b| b.kind == "text")
             .filter_map(|b| b.text.as_deref())
             .collect::<String>();
+        let tool_calls = wire
+            .content
+            .iter()
+            .filter(|b| b.kind == "tool_use")
+            .filter_map(|b| {
+                Some(ToolCall {
+                    name: b.name.clone()?,
+                    arguments: b.input.clone().unwrap_or_else(|| serde_json::json!({})),
+                })
+            })
+            .collect();
         let finish_reason = match wire.stop_reason.as_deref() {
-            Some("end_turn" | "stop_sequence") | None => FinishReason::Stop,
+            Some("end_turn" | "stop_sequence" | "tool_use") | None => FinishReason::Stop,
             Some("max_tokens") => FinishReason::Length,
             Some("refusal") => FinishReason::ContentFilter,
             Some(other) => FinishReason::Other(other.to_owned()),
@@ -75,6 +86,7 @@ impl AnthropicLm {
             Choice {
                 content,
                 finish_reason,
+                tool_calls,
             },
             usage,
             wire.model,
@@ -98,6 +110,9 @@ struct WireRequest<'a> {
     top_k: Option<u32>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
+    /// Native function calling: `[{"name", "description", "input_schema"}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +145,12 @@ struct WireBlock {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// A `tool_use` block's function.
+    #[serde(default)]
+    name: Option<String>,
+    /// A `tool_use` block's arguments.
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,6 +201,17 @@ impl Lm for AnthropicLm {
             top_p: request.top_p,
             top_k: request.top_k,
             stop_sequences: &request.stop,
+            tools: request
+                .tools
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "description": t.description,
+                        "input_schema": t.parameters,
+                    })
+                })
+                .collect(),
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| LmError::InvalidRequest(format!("Could not encode the request: {e}")))?;

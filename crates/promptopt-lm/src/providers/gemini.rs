@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{model_part, Settings};
 use crate::http::{join_url, Endpoint};
 use crate::{
-    ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, ResponseFormat, Role, Usage,
+    ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, ResponseFormat, Role, ToolCall,
+    Usage,
 };
 
 const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -60,6 +61,9 @@ struct WireRequest<'a> {
     system_instruction: Option<Content<'a>>,
     #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
     generation_config: GenerationConfig<'a>,
+    /// Native function calling: `[{"functionDeclarations": [...]}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -139,11 +143,21 @@ struct CandidateContent {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct CandidatePart {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
     thought: Option<bool>,
+    #[serde(default)]
+    function_call: Option<FunctionCall>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCall {
+    name: String,
+    #[serde(default)]
+    args: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +233,21 @@ impl Lm for GeminiLm {
                 response_mime_type: mime,
                 response_schema: schema,
             },
+            tools: if request.tools.is_empty() {
+                Vec::new()
+            } else {
+                vec![serde_json::json!({
+                    "functionDeclarations": request
+                        .tools
+                        .iter()
+                        .map(|t| serde_json::json!({
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        }))
+                        .collect::<Vec<_>>()
+                })]
+            },
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| LmError::InvalidRequest(format!("Could not encode the request: {e}")))?;
@@ -236,19 +265,27 @@ impl Lm for GeminiLm {
         let choices = wire
             .candidates
             .into_iter()
-            .map(|c| Choice {
-                content: c
+            .map(|c| {
+                let parts: Vec<CandidatePart> = c
                     .content
-                    .map(|content| {
-                        content
-                            .parts
-                            .into_iter()
-                            .filter(|p| p.thought != Some(true))
-                            .filter_map(|p| p.text)
-                            .collect()
+                    .map(|content| content.parts)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| p.thought != Some(true))
+                    .collect();
+                let tool_calls = parts
+                    .iter()
+                    .filter_map(|p| p.function_call.as_ref())
+                    .map(|f| ToolCall {
+                        name: f.name.clone(),
+                        arguments: f.args.clone().unwrap_or_else(|| serde_json::json!({})),
                     })
-                    .unwrap_or_default(),
-                finish_reason: finish_reason(c.finish_reason.as_deref()),
+                    .collect();
+                Choice {
+                    content: parts.into_iter().filter_map(|p| p.text).collect(),
+                    finish_reason: finish_reason(c.finish_reason.as_deref()),
+                    tool_calls,
+                }
             })
             .collect();
         let u = wire.usage_metadata.unwrap_or_default();

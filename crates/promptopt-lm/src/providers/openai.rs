@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{model_part, Settings};
 use crate::http::{join_url, Endpoint};
 use crate::{
-    ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Message, ResponseFormat, Usage,
+    ChatRequest, ChatResponse, Choice, FinishReason, Lm, LmError, Message, ResponseFormat,
+    ToolCall, Usage,
 };
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -68,6 +69,9 @@ struct WireRequest<'a> {
     response_format: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guided_choice: Option<&'a [String]>,
+    /// Native function calling: `[{"type": "function", "function": {...}}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +98,35 @@ struct WireMessage {
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    /// JSON text.
+    #[serde(default)]
+    arguments: String,
+}
+
+impl WireToolCall {
+    fn into_call(self) -> ToolCall {
+        let text = self.function.arguments;
+        ToolCall {
+            name: self.function.name,
+            arguments: if text.trim().is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +203,20 @@ impl Lm for OpenAiLm {
             n: (request.n != 1).then_some(request.n),
             response_format: request.response_format.as_ref().and_then(response_format),
             guided_choice: guided_choice(request.response_format.as_ref(), self.official),
+            tools: request
+                .tools
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        },
+                    })
+                })
+                .collect(),
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| LmError::InvalidRequest(format!("Could not encode the request: {e}")))?;
@@ -183,20 +230,29 @@ impl Lm for OpenAiLm {
             .choices
             .into_iter()
             .map(|c| {
-                let (content, refusal) = c.message.map_or((None, None), |m| (m.content, m.refusal));
-                let reason = finish_reason(c.finish_reason.as_deref());
+                let (content, refusal, calls) = c.message.map_or((None, None, Vec::new()), |m| {
+                    (m.content, m.refusal, m.tool_calls)
+                });
+                let reason = match c.finish_reason.as_deref() {
+                    Some("tool_calls" | "function_call") => FinishReason::Stop,
+                    other => finish_reason(other),
+                };
+                let tool_calls = calls.into_iter().map(WireToolCall::into_call).collect();
                 match (content, refusal) {
                     (Some(content), _) => Choice {
                         content,
                         finish_reason: reason,
+                        tool_calls,
                     },
                     (None, Some(refusal)) => Choice {
                         content: refusal,
                         finish_reason: FinishReason::ContentFilter,
+                        tool_calls,
                     },
                     (None, None) => Choice {
                         content: String::new(),
                         finish_reason: reason,
+                        tool_calls,
                     },
                 }
             })
