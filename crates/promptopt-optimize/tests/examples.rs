@@ -310,3 +310,54 @@ async fn a_stage_that_reads_a_field_nobody_writes_is_an_error_before_any_call() 
     );
     assert_eq!(lm.calls(), 0);
 }
+
+/// An agent that calls the first tool it is offered once, then finishes and answers "42"; as
+/// the prompt model it keeps the tools and writes plain instructions.
+fn agent() -> ScriptedLm {
+    ScriptedLm::new(|request| {
+        let system = &request.messages[0].content;
+        let all: String = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        if system.contains("rewrite the descriptions") {
+            return Ok("```\ncalculator: Evaluates an arithmetic expression exactly.\n```".into());
+        }
+        if system.contains("You are an agent") {
+            // The turns adapter asks for each field in turn; a reply carries all three.
+            return Ok(if all.contains("Observation 1:") {
+                "next_thought: Done.\nnext_tool_name: finish\nnext_tool_args: {}".into()
+            } else {
+                "next_thought: Compute.\nnext_tool_name: calculator\nnext_tool_args: {\"expression\": \"6 * 7\"}".into()
+            });
+        }
+        if all.contains("trajectory") {
+            return Ok("reasoning: The tool said 42.\nanswer: 42".into());
+        }
+        Ok("Solve the problem step by step.".into())
+    })
+}
+
+#[tokio::test]
+async fn the_agent_examples_load_their_tools_and_run_as_written() {
+    for (file, stage, tools) in [
+        ("tools-math.yaml", "solve", 3),
+        ("tools-search.yaml", "answer", 2),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let request = OptimizationRequest::from_path(examples_dir().join(file)).unwrap();
+        let p = Pipeline::new(Arc::new(agent()), Registry::new(home.path())).with_concurrency(4);
+        let result = p.optimize(&request).await;
+        let result = result.unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(result.test_metrics.is_some(), "{file}");
+        let artifact = p.load_model(&request.name.clone().unwrap(), None).unwrap();
+        assert_eq!(artifact.tools.len(), tools, "{file}");
+        // The winner offers a non-empty subset of the declared tools.
+        let offered = &artifact.state.predictor(stage).unwrap().tools;
+        assert!(
+            !offered.is_empty() && offered.len() <= tools,
+            "{file}: {offered:?}"
+        );
+    }
+}
