@@ -121,8 +121,13 @@ impl McpServer {
                     .map_err(|e| self.fail(format!("did not complete the MCP handshake: {e}")))?
             }
             (None, Some(url)) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(self.fail("`url` must be an http:// or https:// address"));
+                if url.starts_with("https://") {
+                    return Err(self.fail(
+                        "is an `https://` address, which the MCP client does not support yet: use a stdio `command`, or `http://` on loopback or a trusted network",
+                    ));
+                }
+                if !url.starts_with("http://") {
+                    return Err(self.fail("`url` must be an `http://` address"));
                 }
                 let transport = StreamableHttpClientTransport::from_uri(url.as_str());
                 ().serve(transport)
@@ -342,5 +347,14 @@ mod tests {
         };
         let e = neither.connect().await.err().unwrap().to_string();
         assert!(e.contains("needs a `command`"), "{e}");
+        let tls = McpServer {
+            command: None,
+            args: Vec::new(),
+            url: Some("https://tools.example.com/mcp".into()),
+            tools: Vec::new(),
+            startup_timeout_s: None,
+        };
+        let e = tls.connect().await.err().unwrap().to_string();
+        assert!(e.contains("`https://` address"), "{e}");
     }
 }
