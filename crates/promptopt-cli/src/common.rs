@@ -203,7 +203,9 @@ impl LmArgs {
                 .await
                 .map_err(Exit::failed);
         }
-        let mut config = LmConfig::default();
+        let mut config = LmConfig::default()
+            .with_env_overrides(|name| std::env::var(name).ok())
+            .map_err(Exit::usage)?;
         if let Some(url) = &self.base_url {
             config = config.with_base_url(provider, url.clone());
         }
@@ -231,13 +233,7 @@ pub(crate) async fn build_lm(
     no_cache: bool,
     gpu: Option<&GpuConfig>,
 ) -> anyhow::Result<SharedLm> {
-    let mut config = LmConfig::default();
-    if let Some(retries) = std::env::var("PROMPTOPT_LM_MAX_RETRIES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-    {
-        config.retry.max_retries = retries;
-    }
+    let mut config = LmConfig::default().with_env_overrides(|name| std::env::var(name).ok())?;
     if no_cache {
         config.cache.enabled = false;
     } else {

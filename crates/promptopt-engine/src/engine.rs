@@ -236,6 +236,7 @@ impl Lm for Engine {
             latency: started.elapsed(),
             cost_usd: Some(0.0),
             cache_hit: false,
+            retries: 0,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layers::FaultConfig;
 use crate::pricing::ModelPrice;
 
 /// An API key. Its `Debug` output is redacted and it is never serialized.
@@ -144,6 +145,9 @@ pub struct LmConfig {
     pub cache: CacheConfig,
     /// Prices that replace or extend the built-in table, keyed by `provider/model`.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// Faults to inject into a share of the calls, for reliability tests; `None` injects none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultConfig>,
 }
 
 impl Default for LmConfig {
@@ -157,6 +161,7 @@ impl Default for LmConfig {
             tokens_per_minute: None,
             cache: CacheConfig::default(),
             prices: BTreeMap::new(),
+            faults: None,
         }
     }
 }
@@ -188,6 +193,42 @@ impl LmConfig {
     /// The per-attempt timeout, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
+    }
+
+    /// Applies the overrides that `env` gives (a binary passes `std::env::var`):
+    /// `PROMPTOPT_LM_MAX_RETRIES` (a count) and `PROMPTOPT_LM_FAULTS` (a [`FaultConfig`] as
+    /// JSON, for reliability tests and benchmarks).
+    ///
+    /// ```
+    /// let config = promptopt_lm::LmConfig::default()
+    ///     .with_env_overrides(|name| match name {
+    ///         "PROMPTOPT_LM_FAULTS" => Some(r#"{"rate": 0.2, "seed": 3}"#.into()),
+    ///         _ => None,
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(config.faults.unwrap().rate, 0.2);
+    /// ```
+    pub fn with_env_overrides(
+        mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::LmError> {
+        if let Some(value) = env("PROMPTOPT_LM_MAX_RETRIES") {
+            self.retry.max_retries = value.trim().parse().map_err(|_| {
+                crate::LmError::InvalidRequest(format!(
+                    "`PROMPTOPT_LM_MAX_RETRIES` must be a count, not `{value}`"
+                ))
+            })?;
+        }
+        if let Some(value) = env("PROMPTOPT_LM_FAULTS") {
+            let faults: FaultConfig = serde_json::from_str(&value).map_err(|e| {
+                crate::LmError::InvalidRequest(format!(
+                    "`PROMPTOPT_LM_FAULTS` is not a fault configuration: {e}"
+                ))
+            })?;
+            faults.validate().map_err(crate::LmError::InvalidRequest)?;
+            self.faults = Some(faults);
+        }
+        Ok(self)
     }
 }
 

@@ -92,12 +92,21 @@ pub enum LmError {
     /// The cache failed.
     #[error("Cache error: {0}")]
     Cache(String),
+    /// A retryable error that persisted through every retry.
+    #[error("{last} (gave up after {retries} {})", if *retries == 1 { "retry" } else { "retries" })]
+    GaveUp {
+        /// Retries made after the first attempt.
+        retries: u32,
+        /// The last attempt's error.
+        last: Box<LmError>,
+    },
 }
 
 impl LmError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
+            LmError::GaveUp { last, .. } => last.is_retryable(),
             LmError::Http { status, .. } => matches!(status, 408 | 409 | 425 | 429 | 500..=599),
             LmError::Connect { .. }
             | LmError::Timeout { .. }
@@ -110,14 +119,30 @@ impl LmError {
     /// request (its prompt), not of the server, so evaluations score it as a failed example.
     pub fn is_context_overflow(&self) -> bool {
         matches!(
-            self,
+            self.last_attempt(),
             LmError::ContextOverflow { .. } | LmError::PromptTooLong { .. }
         )
     }
 
+    /// The error of the last attempt: this one, unless the retry layer gave up after retries.
+    pub fn last_attempt(&self) -> &LmError {
+        match self {
+            LmError::GaveUp { last, .. } => last.last_attempt(),
+            other => other,
+        }
+    }
+
+    /// Retries made before this error was returned.
+    pub fn retries(&self) -> u32 {
+        match self {
+            LmError::GaveUp { retries, .. } => *retries,
+            _ => 0,
+        }
+    }
+
     /// How long the provider asked us to wait before retrying, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
+        match self.last_attempt() {
             LmError::Http { retry_after, .. } => *retry_after,
             _ => None,
         }

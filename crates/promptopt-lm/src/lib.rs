@@ -62,7 +62,7 @@ mod usage;
 pub use config::{ApiKey, CacheConfig, LmConfig, ProviderConfig, RetryConfig};
 pub use error::LmError;
 pub use gpu::GpuConfig;
-pub use layers::{cache_key, CacheStats, ResponseCache};
+pub use layers::{cache_key, CacheStats, FaultConfig, FaultKind, ResponseCache};
 pub use lm::{Lm, SharedLm};
 pub use pricing::{ModelPrice, PriceTable};
 pub use providers::{open_provider, open_provider_with_env, KNOWN_PROVIDERS};

@@ -93,6 +93,13 @@ pub struct ChatResponse {
     /// Whether the reply came from promptopt's own cache.
     #[serde(default)]
     pub cache_hit: bool,
+    /// Failed attempts the retry layer made before this reply.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ChatResponse {

@@ -124,6 +124,7 @@ impl Lm for ScriptedLm {
             latency: Duration::ZERO,
             cost_usd: self.cost_per_call,
             cache_hit: false,
+            retries: 0,
         })
     }
 }

@@ -8,8 +8,8 @@ use parking_lot::RwLock;
 
 use crate::config::LmConfig;
 use crate::layers::{
-    CacheLayer, ConcurrencyLimit, CostLayer, RateLimit, ResponseCache, RetryLayer, RetryPolicy,
-    TimeoutLayer,
+    CacheLayer, ConcurrencyLimit, CostLayer, FaultLayer, RateLimit, ResponseCache, RetryLayer,
+    RetryPolicy, TimeoutLayer,
 };
 use crate::pricing::PriceTable;
 use crate::providers::{open_provider, KNOWN_PROVIDERS};
@@ -93,8 +93,8 @@ impl Lm for ProviderRouter {
     }
 }
 
-/// Builds the full stack: accounting, cache, retry, concurrency limit, rate limit and timeout
-/// around a base model.
+/// Builds the full stack: accounting, cache, retry, concurrency limit, rate limit, timeout and
+/// (when configured) injected faults around a base model.
 ///
 /// The base is a [`ProviderRouter`] over the remote providers unless [`LmStack::with_base`]
 /// gives one; [`LmStack::with_backend`] plugs a backend (the embedded engine for `local`) into
@@ -202,6 +202,11 @@ impl LmStack {
             Some(base) => base,
             None => Arc::new(ProviderRouter::new(config.clone(), self.backends)),
         };
+        if let Some(faults) = config.faults.clone().filter(|f| f.rate > 0.0) {
+            faults.validate().map_err(LmError::InvalidRequest)?;
+            let hang = config.timeout().is_some();
+            lm = Arc::new(FaultLayer::new(lm, faults, hang));
+        }
         if let Some(limit) = config.timeout() {
             lm = Arc::new(TimeoutLayer::new(lm, limit));
         }

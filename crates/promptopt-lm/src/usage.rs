@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ChatResponse;
+use crate::{ChatResponse, LmError};
 
 /// Counters shared by everything that calls models through one stack.
 ///
@@ -27,6 +27,7 @@ pub struct UsageTracker {
     cost_bits: AtomicU64,
     cache_hits: AtomicU64,
     unknown_cost_calls: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// A copy of a [`UsageTracker`]'s counters at one moment.
@@ -48,6 +49,9 @@ pub struct UsageSnapshot {
     pub cache_hits: u64,
     /// Calls whose cost is unknown (not included in `cost_usd`).
     pub unknown_cost_calls: u64,
+    /// Failed attempts that were retried, of successful and failed calls.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 impl UsageTracker {
@@ -59,6 +63,8 @@ impl UsageTracker {
     /// Counts one successful call.
     pub fn record(&self, response: &ChatResponse) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.retries
+            .fetch_add(u64::from(response.retries), Ordering::Relaxed);
         if response.cache_hit {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return;
@@ -78,9 +84,11 @@ impl UsageTracker {
         }
     }
 
-    /// Counts one failed call.
-    pub fn record_error(&self) {
+    /// Counts one failed call, with the retries made before it failed.
+    pub fn record_error(&self, error: &LmError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.retries
+            .fetch_add(u64::from(error.retries()), Ordering::Relaxed);
     }
 
     fn add_cost(&self, cost: f64) {
@@ -121,6 +129,7 @@ impl UsageTracker {
             cost_usd: self.cost_usd(),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             unknown_cost_calls: self.unknown_cost_calls.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
         }
     }
 }

@@ -67,6 +67,7 @@ impl Lm for Flaky {
             latency: self.work,
             cost_usd: None,
             cache_hit: false,
+            retries: 0,
         })
     }
 }

@@ -284,7 +284,16 @@ async fn a_hung_connection_is_ended_by_the_timeout_layer() {
         .chat(&request())
         .await
         .unwrap_err();
-    assert!(matches!(error, LmError::Timeout { .. }), "{error:?}");
+    assert!(
+        matches!(error.last_attempt(), LmError::Timeout { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.retries(), 1);
+    assert!(error.is_retryable(), "a job may try the run again later");
+    assert!(
+        error.to_string().ends_with("(gave up after 1 retry)"),
+        "{error}"
+    );
     assert_eq!(server.hits(), 2, "a timeout is retried once");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(

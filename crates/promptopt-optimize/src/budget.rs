@@ -72,6 +72,8 @@ pub struct Budget {
     cost_bits: AtomicU64,
     iterations: AtomicU64,
     cache_hits: AtomicU64,
+    retries: AtomicU64,
+    failed_calls: AtomicU64,
     cancel: CancelFlag,
     /// The first reason the run stopped for, once it has (0 = none).
     stopped: AtomicU8,
@@ -96,6 +98,8 @@ impl Budget {
             cost_bits: AtomicU64::new(0f64.to_bits()),
             iterations: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
             cancel,
             stopped: AtomicU8::new(0),
         }
@@ -200,6 +204,26 @@ impl Budget {
         self.cache_hits.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Counts the failed attempts the retry layer made before a call's outcome.
+    pub fn record_retries(&self, retries: u32) {
+        self.retries.fetch_add(u64::from(retries), Ordering::SeqCst);
+    }
+
+    /// Counts one call that failed (after any retries); it is not a spent call.
+    pub fn record_failed_call(&self) {
+        self.failed_calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Failed attempts that were retried so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::SeqCst)
+    }
+
+    /// Calls that failed so far.
+    pub fn failed_calls(&self) -> u64 {
+        self.failed_calls.load(Ordering::SeqCst)
+    }
+
     /// Calls answered from a cache so far.
     pub fn cache_hits(&self) -> u64 {
         self.cache_hits.load(Ordering::SeqCst)
@@ -270,7 +294,17 @@ impl Lm for BudgetedLm {
         if let Err(reason) = self.budget.check() {
             return Err(LmError::BudgetExhausted(reason.to_string()));
         }
-        let response = self.inner.chat(request).await?;
+        let response = match self.inner.chat(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.budget.record_retries(error.retries());
+                if !matches!(error, LmError::BudgetExhausted(_)) {
+                    self.budget.record_failed_call();
+                }
+                return Err(error);
+            }
+        };
+        self.budget.record_retries(response.retries);
         let tokens = if response.cache_hit {
             0
         } else {

@@ -441,8 +441,12 @@ impl Pipeline {
         });
 
         // Baseline.
+        // The baseline spends from the run's cost limit first (the search gets what is left).
         let baseline_budget = Arc::new(Budget::with_cancel(
-            BudgetLimits::default(),
+            BudgetLimits {
+                max_cost_usd: constraints.max_cost_usd,
+                ..BudgetLimits::default()
+            },
             self.cancel.clone(),
         ));
         let base_ctx = OptimizeContext::builder(
@@ -720,6 +724,8 @@ impl Pipeline {
             lm_calls,
             total_tokens,
             cache_hits: budgets.iter().map(|b| b.cache_hits()).sum(),
+            retries: budgets.iter().map(|b| b.retries()).sum(),
+            failed_calls: budgets.iter().map(|b| b.failed_calls()).sum(),
             stages: stages.clone(),
             predictions: if request.log_predictions {
                 validation_results.clone()

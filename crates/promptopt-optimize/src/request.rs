@@ -188,7 +188,9 @@ impl DataSource {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
-    /// Most cost in USD for the whole run.
+    /// Most cost in USD of the baseline and the search together (the search gets what the
+    /// baseline left). The winner's validation and test evaluations come on top: about one
+    /// baseline's cost each, less what was already evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
     /// Candidates whose p95 latency per example exceeds this are rejected.

@@ -102,6 +102,13 @@ pub struct Analytics {
     pub total_tokens: u64,
     /// Calls answered from a cache or remembered evaluation.
     pub cache_hits: u64,
+    /// Failed attempts that the retry layer sent again (throttling, server errors, timeouts,
+    /// broken replies), of calls that then succeeded or failed.
+    #[serde(default)]
+    pub retries: u64,
+    /// Calls that failed even after their retries (not counted in `lm_calls`).
+    #[serde(default)]
+    pub failed_calls: u64,
     /// Per stage.
     pub stages: Vec<StageTiming>,
     /// Validation predictions of the optimized program (with `log_predictions`).

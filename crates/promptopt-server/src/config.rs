@@ -50,6 +50,7 @@ impl Default for PredictionLogConfig {
 /// max_body_bytes: 16777216
 /// request_timeout_seconds: 120
 /// max_concurrent_requests: 256
+/// max_failed_auth_per_minute: 20
 /// trusted_requests: false
 /// prediction_log: {spool_max_bytes: 67108864}
 /// gpu: {device_ids: [0], memory_fraction: 0.8, batch_size: 32}   # the embedded model's GPUs
@@ -75,6 +76,9 @@ pub struct ServeConfig {
     pub request_timeout_seconds: f64,
     /// Requests handled at once; more are answered 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Requests one client (IP address) may have refused as unauthorized in a minute; past it,
+    /// that client is answered 429 until the minute is over (0 turns this off).
+    pub max_failed_auth_per_minute: u32,
     /// Instances in one batch prediction.
     pub max_batch: usize,
     /// Accept optimization requests that name files on the server (dataset paths), custom metric
@@ -104,6 +108,7 @@ impl Default for ServeConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_seconds: 120.0,
             max_concurrent_requests: 256,
+            max_failed_auth_per_minute: 20,
             max_batch: 256,
             trusted_requests: false,
             prediction_log: PredictionLogConfig::default(),

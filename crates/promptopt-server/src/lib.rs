@@ -54,6 +54,7 @@ mod error;
 mod experiments;
 mod jobs;
 mod learning;
+mod lockout;
 mod metrics;
 mod middleware;
 mod models;
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) models: predict::ModelCache,
     pub(crate) limiter: Arc<Semaphore>,
+    /// Clients refused as unauthorized too often, answered 429 for a while.
+    pub(crate) lockout: lockout::Lockout,
     pub(crate) shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
     /// Experiments, feedback and the prediction log, when the server has a database.
@@ -130,6 +133,7 @@ impl Server {
     ) -> Self {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let limiter = Arc::new(Semaphore::new(config.max_concurrent_requests));
+        let lockout = lockout::Lockout::new(config.max_failed_auth_per_minute);
         Self {
             shared: Arc::new(Shared {
                 models: predict::ModelCache::new(registry.clone(), lms),
@@ -139,6 +143,7 @@ impl Server {
                 config,
                 metrics: Metrics::default(),
                 limiter,
+                lockout,
                 shutdown,
                 shutdown_tx,
                 experiments: None,
@@ -260,6 +265,7 @@ impl Server {
             shutdown.await;
             let _ = tx.send(true);
         };
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, router)
             .with_graceful_shutdown(signal)
             .await

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::lockout::client_of;
 use crate::AppState;
 
 /// The header carrying a request's id (taken from the client when it sends a sane one).
@@ -38,8 +39,9 @@ fn unlimited(route: &str) -> bool {
     matches!(route, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// Request id, concurrency limit (503 + `Retry-After` when saturated), timeout (504; event
-/// streams excepted), metrics and one access log line per request.
+/// Request id, the failed-authentication lockout (429), concurrency limit (503 + `Retry-After`
+/// when saturated), timeout (504; event streams excepted), metrics and one access log line per
+/// request.
 pub(crate) async fn around(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers());
@@ -49,6 +51,32 @@ pub(crate) async fn around(State(state): State<AppState>, req: Request, next: Ne
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
+    let client = client_of(&req);
+    let locked = if unlimited(&route) {
+        None
+    } else {
+        state.lockout.locked(client)
+    };
+    if let Some(wait) = locked {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failed_authentications",
+            format!(
+                "Too many requests from this client were refused as unauthorized; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        );
+        error.retry_after = Some(wait.as_secs().max(1));
+        return finish(
+            &state,
+            error.into_response(),
+            &id,
+            &route,
+            &method,
+            &path,
+            started,
+        );
+    }
     let permit = if unlimited(&route) {
         None
     } else {
@@ -85,6 +113,9 @@ pub(crate) async fn around(State(state): State<AppState>, req: Request, next: Ne
         }
     };
     drop(permit);
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.lockout.failed(client);
+    }
     finish(&state, response, &id, &route, &method, &path, started)
 }
 

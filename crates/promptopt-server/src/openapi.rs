@@ -28,6 +28,37 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every operation that can answer 401 can also answer 429: the client was refused as
+/// unauthorized too often in the last minute (`max_failed_auth_per_minute`).
+struct LockoutResponse;
+
+impl Modify for LockoutResponse {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            // The service routes answer a locked-out client too.
+            if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                let Some(utoipa::openapi::RefOr::T(unauthorized)) = responses.get("401") else {
+                    continue;
+                };
+                let mut locked = unauthorized.clone();
+                locked.description = "Too many requests from this client were refused as unauthorized in the last minute; see `Retry-After`".into();
+                responses.insert("429".into(), utoipa::openapi::RefOr::T(locked));
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -48,7 +79,7 @@ impl Modify for BearerAuth {
         middleware::healthz, middleware::readyz, middleware::metrics,
     ),
     components(schemas(crate::ErrorBody, crate::ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &LockoutResponse),
     tags(
         (name = "optimizations", description = "Queue optimization requests and follow them"),
         (name = "models", description = "Saved models, versions and aliases"),

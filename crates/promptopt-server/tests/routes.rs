@@ -888,3 +888,44 @@ async fn saturation_is_503_with_retry_after_and_slow_requests_time_out() {
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text);
     assert_eq!(r.error_code(), "timeout");
 }
+
+#[tokio::test]
+async fn guessing_tokens_locks_the_client_out_for_the_minute() {
+    let w = world(ServeConfig {
+        max_failed_auth_per_minute: 5,
+        ..ServeConfig::default()
+    });
+    for i in 0..5 {
+        let guess = format!("guess-{i}");
+        let r = send(&w.router, call("GET", "/v1/models", Some(&guess), None)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{i}");
+    }
+    // Past the limit even the right token is refused until the minute is over, so a guess
+    // that happens to be right gives nothing away.
+    for token in ["guess-5", "pred"] {
+        let r = send(&w.router, call("GET", "/v1/models", Some(token), None)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+        assert_eq!(r.error_code(), "too_many_failed_authentications");
+        let wait: u64 = r.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    // Health probes still answer.
+    let r = send(&w.router, call("GET", "/healthz", None, None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Refusals for a missing scope (403) are not guesses.
+    let w = world(ServeConfig {
+        max_failed_auth_per_minute: 2,
+        ..ServeConfig::default()
+    });
+    for _ in 0..5 {
+        let r = send(&w.router, call("GET", "/v1/jobs", Some("pred"), None)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    let r = send(&w.router, call("GET", "/v1/models", Some("pred"), None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

@@ -243,6 +243,7 @@ impl<L: Lm> Lm for CacheLayer<L> {
         let key = key_bytes(request)?;
         if let Ok(Some(mut response)) = self.cache.get_by_key(&key).await {
             response.cache_hit = true;
+            response.retries = 0;
             response.cost_usd = Some(0.0);
             response.latency = started.elapsed();
             return Ok(response);

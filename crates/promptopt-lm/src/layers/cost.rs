@@ -65,7 +65,7 @@ impl<L: Lm> Lm for CostLayer<L> {
                 Ok(response)
             }
             Err(error) => {
-                self.tracker.record_error();
+                self.tracker.record_error(&error);
                 Err(error)
             }
         }

@@ -47,7 +47,9 @@ impl Default for RetryPolicy {
 ///
 /// The wait before retry `k` (from 0) is drawn uniformly from the upper half of
 /// `min(initial · 2^k, max)`, with a seeded RNG; when the provider sent `Retry-After`, the wait is
-/// at least that long. Client errors such as 400 and 401 are returned at once.
+/// at least that long. Client errors such as 400 and 401 are returned at once. A reply records
+/// the retries that preceded it in [`ChatResponse::retries`]; an error after retries comes back as
+/// [`LmError::GaveUp`] with their number.
 #[derive(Debug)]
 pub struct RetryLayer<L> {
     inner: L,
@@ -89,13 +91,22 @@ impl<L: Lm> Lm for RetryLayer<L> {
         let mut retry = 0;
         loop {
             match self.inner.chat(request).await {
-                Ok(response) => return Ok(response),
+                Ok(mut response) => {
+                    response.retries = retry;
+                    return Ok(response);
+                }
                 Err(error) => match self.delay(retry, &error) {
                     Some(wait) => {
                         tokio::time::sleep(wait).await;
                         retry += 1;
                     }
-                    None => return Err(error),
+                    None if retry == 0 => return Err(error),
+                    None => {
+                        return Err(LmError::GaveUp {
+                            retries: retry,
+                            last: Box::new(error),
+                        })
+                    }
                 },
             }
         }

@@ -234,6 +234,7 @@ impl Lm for AnthropicLm {
             latency,
             cost_usd: None,
             cache_hit: false,
+            retries: 0,
         })
     }
 }

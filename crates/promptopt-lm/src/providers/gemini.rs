@@ -300,6 +300,7 @@ impl Lm for GeminiLm {
             latency: reply.latency,
             cost_usd: None,
             cache_hit: false,
+            retries: 0,
         })
     }
 

@@ -272,6 +272,7 @@ impl Lm for OpenAiLm {
             latency: reply.latency,
             cost_usd: None,
             cache_hit: false,
+            retries: 0,
         })
     }
 
