@@ -129,6 +129,14 @@ impl World {
         path
     }
 
+    fn submit_text(&self, name: &str, text: &str, extra: &[&str]) -> String {
+        let path = self.home.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["jobs", "submit", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.ok(&args).trim().to_string()
+    }
+
     fn submit(&self, name: &str, candidates: usize, extra: &[&str]) -> String {
         let path = self.write_request(name, candidates);
         let mut args = vec!["jobs", "submit", path.to_str().unwrap()];
@@ -404,6 +412,96 @@ fn a_killed_worker_job_is_finished_by_another_once() {
             "{both} calls over both attempts ({served_at_kill} before the kill), {once} for one run"
         );
     });
+}
+
+#[test]
+fn a_worker_killed_twenty_times_at_random_points_loses_and_repeats_nothing() {
+    use rand::{Rng, SeedableRng};
+
+    const KILLS: u64 = 20;
+    let text = long_request("battered");
+    let once = {
+        let w = World::new(None);
+        let id = w.submit_text("battered", &text, &[]);
+        let worker = w.worker("alone", &["--exit-when-empty"]);
+        w.wait_for(&id, "success", Duration::from_secs(120), |s| {
+            state(s) == "succeeded"
+        });
+        stop(worker);
+        w.lm.server.requests_served()
+    };
+    assert!(
+        once >= 150,
+        "the run is too short to kill {KILLS} times: {once} calls"
+    );
+    on_both(8, |w| {
+        w.lm.delay_ms.store(20, Ordering::SeqCst);
+        let id = w.submit_text("battered", &text, &["--max-attempts", "25"]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for k in 0..KILLS {
+            let mut worker = w.worker(&format!("w{k}"), &[]);
+            // Once this worker has taken the job over...
+            w.wait_for(&id, "its next attempt", Duration::from_secs(60), |s| {
+                s["attempts"].as_u64() == Some(k + 1) && state(s) == "running"
+            });
+            // ...a random point of its attempt: after 1 to 6 new model calls.
+            let target = w.lm.server.requests_served() + rng.gen_range(1..=6);
+            let started = Instant::now();
+            while w.lm.server.requests_served() < target {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "kill {k}: the attempt made no progress; {}",
+                    w.log(&format!("w{k}"))
+                );
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+        }
+        let last = w.worker("last", &[]);
+        let done = w.wait_for(&id, "success", Duration::from_secs(120), |s| {
+            state(s) == "succeeded"
+        });
+        stop(last);
+        assert_eq!(done["attempts"], KILLS + 1, "{done:#}");
+        assert_eq!(w.versions("battered"), 1);
+        // Each kill may repeat the one call it interrupted (the request's concurrency is 1);
+        // nothing else is asked twice.
+        let all = w.lm.server.requests_served();
+        assert!(
+            all <= once + KILLS,
+            "{all} calls over {} attempts, {once} for one run",
+            KILLS + 1
+        );
+    });
+}
+
+/// A request long enough to be killed many times: 24 training and 16 validation examples,
+/// 8 random-search candidates.
+fn long_request(name: &str) -> String {
+    let mut text = format!(
+        "name: {name}\nevaluation_metric: exact_match\nalgorithm: bootstrapfewshot_random_search\n\
+         model: openai/test-model\ninput_keys: [text]\noutput_keys: [label]\nconcurrency: 1\n\
+         algorithm_config: {{max_bootstrapped_demos: 2, max_labeled_demos: 2, num_candidate_programs: 8}}\n"
+    );
+    let words = [
+        "good", "bad", "great", "dull", "fine", "awful", "lovely", "boring",
+    ];
+    for (key, count) in [("training_examples", 24), ("validation_examples", 16)] {
+        text.push_str(&format!("{key}:\n"));
+        for i in 0..count {
+            let word = words[i % words.len()];
+            let label = if matches!(word, "bad" | "dull" | "awful" | "boring") {
+                "negative"
+            } else {
+                "positive"
+            };
+            text.push_str(&format!(
+                "  - {{text: \"a {word} film, {key} {i}\", label: {label}}}\n"
+            ));
+        }
+    }
+    text
 }
 
 /// How many model calls one uninterrupted run of `request("resumed", candidates)` makes.

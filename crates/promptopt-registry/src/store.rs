@@ -79,7 +79,11 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), RegistryError> {
         dir
     };
     let tmp = unique_tmp(dir, "file");
-    std::fs::write(&tmp, text).map_err(|e| RegistryError::io(&tmp, e))?;
+    if let Err(e) = std::fs::write(&tmp, text) {
+        // A full disk leaves a partial temporary file: remove it, keep the old file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(RegistryError::io(path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         RegistryError::io(path, e)
