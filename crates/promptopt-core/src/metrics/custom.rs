@@ -347,7 +347,7 @@ impl CommandMetric {
             }
         };
         drop(process);
-        parse_reply(&reply).map_err(|message| CallError::Failed(self.error(message)))
+        parse_metric_reply(&reply).map_err(|message| CallError::Failed(self.error(message)))
     }
 
     /// How many times the process was restarted after dying.
@@ -364,8 +364,18 @@ impl CommandMetric {
     }
 }
 
-/// Parses a reply line: a number or `{"score": number, "feedback": ...}`.
-fn parse_reply(reply: &str) -> Result<Score, String> {
+/// Parses one reply line of the custom-metric protocol: a number, or
+/// `{"score": number, "feedback": ...}`; anything else is an error naming what was answered.
+///
+/// ```
+/// use promptopt_core::metrics::parse_metric_reply;
+///
+/// assert_eq!(parse_metric_reply("0.5").unwrap().value, 0.5);
+/// let scored = parse_metric_reply(r#"{"score": 1, "feedback": "right"}"#).unwrap();
+/// assert_eq!(scored.feedback.as_deref(), Some("right"));
+/// assert!(parse_metric_reply("NaN").is_err());
+/// ```
+pub fn parse_metric_reply(reply: &str) -> Result<Score, String> {
     let shown: String = reply.trim().chars().take(200).collect();
     let bad = || {
         format!(
@@ -482,17 +492,17 @@ mod tests {
 
     #[test]
     fn parses_replies() {
-        assert_eq!(parse_reply("0.5").unwrap(), Score::new(0.5));
+        assert_eq!(parse_metric_reply("0.5").unwrap(), Score::new(0.5));
         assert_eq!(
-            parse_reply("{\"score\": 1, \"feedback\": \"good\"}").unwrap(),
+            parse_metric_reply("{\"score\": 1, \"feedback\": \"good\"}").unwrap(),
             Score::with_feedback(1.0, "good")
         );
-        let err = parse_reply("hello").unwrap_err();
+        let err = parse_metric_reply("hello").unwrap_err();
         assert!(
             err.starts_with("it answered `hello`; expected a number"),
             "{err}"
         );
-        assert!(parse_reply("{\"feedback\": \"x\"}").is_err());
+        assert!(parse_metric_reply("{\"feedback\": \"x\"}").is_err());
     }
 
     #[cfg(unix)]

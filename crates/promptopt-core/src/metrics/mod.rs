@@ -39,7 +39,7 @@ pub use bleu::{
     bleu_from_stats, corpus_bleu, segment_stats, sentence_bleu, tokenize_13a, Bleu, BleuStats,
 };
 pub use classification::{macro_f1, Accuracy, MacroF1};
-pub use custom::{CommandMetric, FnMetric, DEFAULT_COMMAND_TIMEOUT};
+pub use custom::{parse_metric_reply, CommandMetric, FnMetric, DEFAULT_COMMAND_TIMEOUT};
 pub use numeric::{extract_numbers, final_number, numbers_equal, NumericMatch};
 pub use porter::porter_stem;
 pub use ranking::{
