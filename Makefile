@@ -1,7 +1,7 @@
 # Benchmarks against DSPy (see docs/benchmarks.md). The tests and CI entry point is `.ci/run`.
 BENCH_PY := bench/.venv/bin/python
 
-.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking bench-jobs bench-serve
+.PHONY: bench bench-smoke bench-venv bench-overhead bench-optimizers bench-report bench-test bench-tracking bench-jobs bench-serve bench-soak
 
 bench-venv:
 	bench/setup-venv.sh
@@ -32,6 +32,11 @@ bench-jobs:
 
 bench-serve:
 	cd bench && python3 -m harness serve
+
+# Ten minutes of `promptopt serve` under paced predictions, feedback and an experiment: errors,
+# p99 and memory per minute (docs/reliability.md).
+bench-soak:
+	cd bench && python3 -m harness soak
 
 bench-report: bench-venv
 	cd bench && .venv/bin/python -m harness report

@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="the paced run's requests per second")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
 
+    p = sub.add_parser("soak", help="`promptopt serve` for minutes under predictions, feedback and an experiment")
+    p.add_argument("--minutes", type=int, default=10)
+    p.add_argument("--rate", type=float, default=1000.0, help="paced predictions per second")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+
     sub.add_parser("report", help="rewrite docs/benchmarks.md from bench/results/*.json")
 
     args = parser.parse_args(argv)
@@ -112,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         tracking.save(results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
         return 0
+    if args.command == "soak":
+        from . import soak
+
+        results = soak.run(minutes=args.minutes, rate=args.rate, build_first=not args.no_build)
+        print(soak.table(results))
+        problems = soak.check(results)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     if args.command == "serve":
         from . import serving
 

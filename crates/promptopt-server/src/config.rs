@@ -49,6 +49,7 @@ impl Default for PredictionLogConfig {
 ///   - {sha256: "9f86d08...", scopes: [predict]}             # stored hashed
 /// max_body_bytes: 16777216
 /// request_timeout_seconds: 120
+/// header_timeout_seconds: 30
 /// max_concurrent_requests: 256
 /// max_failed_auth_per_minute: 20
 /// trusted_requests: false
@@ -74,6 +75,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// How long one request may take before it is answered 504 (event streams excepted).
     pub request_timeout_seconds: f64,
+    /// How long a client may take to send a request's headers before its connection is closed
+    /// (slow-header clients would otherwise hold connections forever).
+    pub header_timeout_seconds: f64,
     /// Requests handled at once; more are answered 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Requests one client (IP address) may have refused as unauthorized in a minute; past it,
@@ -107,6 +111,7 @@ impl Default for ServeConfig {
             tokens: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_seconds: 120.0,
+            header_timeout_seconds: 30.0,
             max_concurrent_requests: 256,
             max_failed_auth_per_minute: 20,
             max_batch: 256,
@@ -137,6 +142,9 @@ impl ServeConfig {
         if !(self.request_timeout_seconds.is_finite() && self.request_timeout_seconds > 0.0) {
             return Err("`request_timeout_seconds` must be a positive number".into());
         }
+        if !(self.header_timeout_seconds.is_finite() && self.header_timeout_seconds > 0.0) {
+            return Err("`header_timeout_seconds` must be a positive number".into());
+        }
         if self.max_concurrent_requests == 0 {
             return Err("`max_concurrent_requests` must be at least 1".into());
         }
@@ -166,6 +174,11 @@ impl ServeConfig {
     /// The per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_seconds)
+    }
+
+    /// [`ServeConfig::header_timeout_seconds`] as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_seconds)
     }
 }
 

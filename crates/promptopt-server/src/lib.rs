@@ -54,6 +54,7 @@ mod error;
 mod experiments;
 mod jobs;
 mod learning;
+mod listen;
 mod lockout;
 mod metrics;
 mod middleware;
@@ -265,10 +266,8 @@ impl Server {
             shutdown.await;
             let _ = tx.send(true);
         };
-        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await
-            .map_err(ServerError::Serve)
+        let header_timeout = self.shared.config.header_timeout();
+        listen::serve(listener, router, signal, header_timeout).await;
+        Ok(())
     }
 }
