@@ -33,5 +33,5 @@ mod version;
 pub use artifact::{ModelArtifact, ModelSettings, Provenance, ARTIFACT_FILE, FORMAT_VERSION};
 pub use error::RegistryError;
 pub use store::{default_home, write_atomic, ModelSummary, Registry};
-pub use time::{now_rfc3339, rfc3339};
+pub use time::{civil_from_days, now_rfc3339, rfc3339};
 pub use version::{check_alias, check_name, ModelRef, Selector, Version, VersionSpec};
