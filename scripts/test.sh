@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh
 #
-# 1. Debian build prerequisites (cmake, clang, libclang-dev) when missing.
+# 1. Debian build prerequisites (cmake, clang, libclang-dev) when missing, and Chromium with its
+#    WebDriver for the web console's browser test (scripts/install-browser.sh).
 # 2. `.venv-ci`: pinned Python reference packages (rouge-score, sacrebleu, nltk) for the differential
 #    metric tests, the official `openai` client for the server compatibility test, pytest, and
 #    MLflow 3.18.0 (server and client) for the tracking tests. Debian's redis-server for the job queue.
@@ -22,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-prerequisites.sh
+scripts/install-browser.sh
 scripts/python-venv.sh
 scripts/fetch-model.sh gemma3-270m
 export PROMPTOPT_CI=1
