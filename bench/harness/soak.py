@@ -113,7 +113,7 @@ def run(minutes: int = 10, rate: float = 1000.0, connections: int = 16, build_fi
                     feedback.stop.set()
                     feedback.join(timeout=10)
                 experiment = _call(f"{base}/v1/experiments/soak", None, method="GET")
-                results["experiment"] = {k: experiment.get(k) for k in ("state", "variants")}
+                results["experiment"] = experiment
     finally:
         shutil.rmtree(home, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
