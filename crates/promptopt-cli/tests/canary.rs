@@ -85,43 +85,6 @@ fn promptopt(home: &Path, lm_url: &str, args: &[&str]) -> Output {
     command.output().unwrap()
 }
 
-/// Every file under `dir` whose bytes contain the canary.
-fn files_with_canary(dir: &Path) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .unwrap_or_default()
-                .windows(CANARY.len())
-                .any(|w| w == CANARY.as_bytes())
-            {
-                hits.push(path.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
-fn count_files(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_key_is_written_nowhere_in_a_full_run() {
     let lm = lm();
@@ -253,8 +216,9 @@ async fn a_canary_key_is_written_nowhere_in_a_full_run() {
     let _ = served.child.wait();
 
     // Nothing written anywhere carries the key, and there was plenty written.
-    assert!(count_files(h) > 10, "{} files", count_files(h));
-    assert_eq!(files_with_canary(h), Vec::<String>::new());
+    let written = common::files_under(h).len();
+    assert!(written > 10, "{written} files");
+    assert_eq!(common::files_containing(h, CANARY), Vec::<String>::new());
     let server_log = std::fs::read_to_string(&log_path).unwrap();
     assert!(server_log.contains("request"), "{server_log}");
     assert!(

@@ -7,39 +7,17 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{Field, Program, Signature};
 use promptopt_lm::testing::{FixedReplyServer, Reply};
-use promptopt_registry::{ModelArtifact, ModelSettings, Registry, VersionSpec};
+use promptopt_registry::Registry;
 use serde_json::{json, Value};
-
-fn save(registry: &Registry, instructions: &str) {
-    let program = Program::single(
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
-            .with_instructions(instructions),
-    );
-    let settings = ModelSettings {
-        model: "openai/test-model".into(),
-        adapter: AdapterKind::Turns,
-        temperature: Some(0.0),
-        max_tokens: None,
-    };
-    let artifact = ModelArtifact::new(
-        "tickets",
-        program.clone(),
-        program.initial_state(),
-        settings,
-    );
-    registry.save(artifact, VersionSpec::NextPatch).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_split_measure_and_stop_from_the_command_line() {
     let lm = FixedReplyServer::with_handler(|_| Reply::text("positive")).unwrap();
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::new(home.path());
-    save(&registry, "Classify.");
-    save(&registry, "Classify, carefully.");
+    common::save_classifier(&registry, "tickets", "Classify.");
+    common::save_classifier(&registry, "tickets", "Classify, carefully.");
     let mut served =
         common::spawn_serve(home.path(), &lm.base_url(), "adm", &[], &[], Stdio::null());
     let url = served.url.clone();

@@ -12,29 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{Field, Program, Signature};
 use promptopt_lm::testing::{FixedReplyServer, Reply};
-use promptopt_registry::{ModelArtifact, ModelSettings, Registry, VersionSpec};
+use promptopt_registry::Registry;
 use serde_json::{json, Value};
 
 /// The prediction log's in-memory queue plus one batch being written: what a crash may lose.
 const LOSS_BOUND: u64 = 65_536 + 512;
-
-fn save(registry: &Registry, instructions: &str) {
-    let program = Program::single(
-        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
-            .with_instructions(instructions),
-    );
-    let settings = ModelSettings {
-        model: "openai/test-model".into(),
-        adapter: AdapterKind::Turns,
-        temperature: Some(0.0),
-        max_tokens: None,
-    };
-    let artifact = ModelArtifact::new("kept", program.clone(), program.initial_state(), settings);
-    registry.save(artifact, VersionSpec::NextPatch).unwrap();
-}
 
 /// Rows in the server database's prediction log, read with Python's `sqlite3`.
 fn logged(home: &Path) -> u64 {
@@ -56,8 +39,8 @@ async fn a_server_killed_under_load_loses_no_acknowledged_prediction_beyond_its_
     let lm = FixedReplyServer::with_handler(|_| Reply::text("positive")).unwrap();
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::new(home.path());
-    save(&registry, "Classify.");
-    save(&registry, "Classify, carefully.");
+    common::save_classifier(&registry, "kept", "Classify.");
+    common::save_classifier(&registry, "kept", "Classify, carefully.");
     let served = common::spawn_serve(home.path(), &lm.base_url(), "adm", &[], &[], Stdio::null());
     let url = served.url.clone();
     let client = reqwest::Client::new();

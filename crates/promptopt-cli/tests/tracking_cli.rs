@@ -3,6 +3,8 @@
 //! A canary API key must not appear anywhere the run is written.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -77,27 +79,6 @@ fn optimize(home: &Path, lm_url: &str, tracking: Option<&str>, name: &str) -> Va
         &["optimize", file.to_str().unwrap(), "--json", "--no-cache"],
     ));
     serde_json::from_str(&out).unwrap()
-}
-
-/// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                hits.push(path.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 #[test]
@@ -190,7 +171,7 @@ fn runs_are_recorded_in_the_embedded_store_and_searched() {
     assert!(r["mlflow_run_id"].is_null());
     assert!(!off.path().join("mlruns").exists());
 
-    assert_eq!(files_containing(h, CANARY), Vec::<String>::new());
+    assert_eq!(common::files_containing(h, CANARY), Vec::<String>::new());
 }
 
 #[test]
@@ -307,5 +288,5 @@ fn runs_are_recorded_on_the_server_with_their_model_version_and_aliases() {
     ));
     assert!(err.contains("0 metric values"), "{err}");
     assert!(err.contains(&run_id), "{err}");
-    assert_eq!(files_containing(h, CANARY), Vec::<String>::new());
+    assert_eq!(common::files_containing(h, CANARY), Vec::<String>::new());
 }

@@ -1,11 +1,12 @@
 //! What the command-line tests share: starting the real `promptopt serve` on a free loopback
-//! port against a fake model server.
+//! port against a fake model server, saving a model without optimizing, and reading back what a run
+//! wrote.
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
 /// A running `promptopt serve`.
@@ -70,4 +71,60 @@ pub fn spawn_serve(
         url,
         _stdout: stdout,
     }
+}
+
+/// Saves the next patch version of `name`: a one-stage `text -> label` program on
+/// `openai/test-model` with `instructions`, without optimizing.
+pub fn save_classifier(registry: &promptopt_registry::Registry, name: &str, instructions: &str) {
+    use promptopt_core::{Field, Program, Signature};
+    let program = Program::single(
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
+            .with_instructions(instructions),
+    );
+    let settings = promptopt_registry::ModelSettings {
+        model: "openai/test-model".into(),
+        adapter: promptopt_core::adapter::AdapterKind::Turns,
+        temperature: Some(0.0),
+        max_tokens: None,
+    };
+    let artifact = promptopt_registry::ModelArtifact::new(
+        name,
+        program.clone(),
+        program.initial_state(),
+        settings,
+    );
+    registry
+        .save(artifact, promptopt_registry::VersionSpec::NextPatch)
+        .unwrap();
+}
+
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        })
+        .map(|path| path.display().to_string())
+        .collect()
 }
