@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::common::{build_lm, print_stdout, GpuArgs};
 use crate::gpu_args::{check_at_start, usable_gpu, GpuSources};
-use crate::worker_cmd::{wait_for_signal, CliModels};
+use crate::worker_cmd::{CliModels, Signals};
 
 /// Serve the HTTP API: optimizations, jobs, models, predictions.
 #[derive(Debug, clap::Args)]
@@ -161,6 +161,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth = if tokens.is_disabled() { "off" } else { "bearer tokens" },
         tokens = tokens.len(), workers = args.workers, "serving"
     );
+    // Listen for SIGTERM before saying we are up: a script that reads the address and signals
+    // at once must get the graceful shutdown, not the default action.
+    let mut signals = Signals::listen();
     // The address on stdout, for scripts that start the server on port 0.
     print_stdout(&format!("promptopt serve: listening on http://{local}"));
     tracing::info!(url = %format!("http://{local}/ui"), "web console");
@@ -182,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .with_database(&database)
     .await?;
     let shutdown = async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     };

@@ -104,10 +104,11 @@ fn default_worker_name() -> String {
 /// Turns SIGTERM and Ctrl-C into a shutdown; a second one exits at once.
 fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
+    let mut signals = Signals::listen();
     tokio::spawn(async move {
         let mut seen = 0;
         loop {
-            wait_for_signal().await;
+            signals.recv().await;
             seen += 1;
             if seen > 1 {
                 std::process::exit(130);
@@ -119,25 +120,53 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
     rx
 }
 
-#[cfg(unix)]
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and Ctrl-C, listened for from the moment this is made: a signal that arrives before
+/// anyone awaits [`Signals::recv`] is kept, not lost to the default action (which would kill
+/// the process without its graceful shutdown).
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers; call inside the runtime, before the process says it is ready.
+    pub(crate) fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
-        Err(_) => {
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for the next SIGTERM or Ctrl-C.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-#[cfg(not(unix))]
-pub(crate) async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs `promptopt worker`.
