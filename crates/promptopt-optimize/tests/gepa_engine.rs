@@ -10,7 +10,7 @@ use promptopt_core::{
     Example, Field, Metric, MetricInfo, Prediction, PredictorState, Program, ProgramState,
     RunSettings, Score, Signature, Stage, Trace,
 };
-use promptopt_lm::{ChatRequest, ScriptedLm};
+use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmError, ScriptedLm};
 use promptopt_optimize::gepa::{
     CandidateEntry, Gepa, GepaConfig, Origin, RunDir, RunState, STOP_FILE,
 };
@@ -144,8 +144,33 @@ struct Setup {
     ctx: OptimizeContext,
     task: ScriptedLm,
     reflect: ScriptedLm,
+    /// The reflection model as the run sees it: `reflect` behind a delay that counts the calls
+    /// in flight.
+    gauge: Arc<Gauge>,
     events: CollectSink,
     program: Program,
+}
+
+/// A model that waits `delay` before answering and keeps the most calls it had in flight.
+struct Gauge {
+    inner: ScriptedLm,
+    delay: std::time::Duration,
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Lm for Gauge {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let reply = self.inner.chat(request).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        reply
+    }
 }
 
 fn setup(
@@ -153,12 +178,28 @@ fn setup(
     budget: Budget,
     reflection: impl Fn(&ChatRequest) -> String + Send + Sync + 'static,
 ) -> Setup {
+    setup_delayed(seed, budget, reflection, std::time::Duration::ZERO)
+}
+
+/// [`setup`] with a reflection model that takes `delay` per call.
+fn setup_delayed(
+    seed: u64,
+    budget: Budget,
+    reflection: impl Fn(&ChatRequest) -> String + Send + Sync + 'static,
+    delay: std::time::Duration,
+) -> Setup {
     let program = Program::single(
         Signature::new(vec![Field::text("text")], vec![Field::text("label")])
             .with_instructions("Classify the text."),
     );
     let task = ScriptedLm::new(|r| Ok(task_reply(r)));
     let reflect = ScriptedLm::new(move |r| Ok(reflection(r)));
+    let gauge = Arc::new(Gauge {
+        inner: reflect.clone(),
+        delay,
+        now: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
+    });
     let events = CollectSink::new();
     let ctx = OptimizeContext::builder(
         program.clone(),
@@ -166,7 +207,7 @@ fn setup(
         "scripted/task",
         Arc::new(Exact),
     )
-    .prompt_model(Arc::new(reflect.clone()), "scripted/reflect")
+    .prompt_model(gauge.clone(), "scripted/reflect")
     .settings(turns())
     .seed(seed)
     .concurrency(3)
@@ -177,6 +218,7 @@ fn setup(
         ctx,
         task,
         reflect,
+        gauge,
         events,
         program,
     }
@@ -196,7 +238,12 @@ async fn reflection_improves_and_counts_every_metric_call() {
 
     let seed_score = run.state.candidates[0].average();
     assert_eq!(seed_score, 0.0);
-    assert!(run.outcome.best_score > 0.5, "{}", run.outcome.best_score);
+    assert!(
+        run.outcome.best_score > 0.5,
+        "{} {}",
+        run.outcome.best_score,
+        run.state.log.len()
+    );
     assert!(run.state.candidates.len() > 1);
     // The budget is never passed, and every metric call is one task-model call.
     assert!(run.state.budget.used <= 60);
@@ -610,4 +657,115 @@ async fn pool_cap_keeps_the_elite_and_other_selection_strategies_run() {
             assert_eq!(r.predictors, vec!["predict".to_string()]);
         }
     }
+}
+
+/// The metric calls of a run add up: V for the seed, 2b per reflective proposal, b per skipped
+/// one, V per accepted child (V = 6, b = 3). An evaluation the run already made (the same
+/// candidate on the same minibatch) counts but is answered from the memo, so the task model sees
+/// at most that many calls.
+fn assert_calls_add_up(run: &promptopt_optimize::gepa::GepaRun, s: &Setup, max: u64) {
+    let log = &run.state.log;
+    let reflective = log.iter().filter(|r| r.kind == "reflection").count() as u64;
+    let skipped = log.iter().filter(|r| r.kind == "skip").count() as u64;
+    let accepted = log.iter().filter(|r| r.accepted).count() as u64;
+    assert!(run.state.budget.used <= max);
+    assert!(s.task.calls() <= run.state.budget.used);
+    assert_eq!(run.state.reflection_calls, s.reflect.calls());
+    assert_eq!(
+        run.state.budget.used,
+        6 + reflective * 6 + skipped * 3 + accepted * 6
+    );
+}
+
+#[tokio::test]
+async fn parallel_proposals_run_a_round_together_within_the_same_budget() {
+    let (train, val) = data();
+    let settings = |p: usize| {
+        config(serde_json::json!({
+            "max_metric_calls": 120, "parallel_proposals": p, "use_merge": false
+        }))
+    };
+    let delay = std::time::Duration::from_millis(30);
+    let one = setup_delayed(7, Budget::unlimited(), learning_reflection, delay);
+    let serial = Gepa::new(settings(1))
+        .run(&one.ctx, &train, &val, &one.program.initial_state())
+        .await
+        .unwrap();
+    let four = setup_delayed(7, Budget::unlimited(), learning_reflection, delay);
+    let parallel = Gepa::new(settings(4))
+        .run(&four.ctx, &train, &val, &four.program.initial_state())
+        .await
+        .unwrap();
+    for (run, s) in [(&serial, &one), (&parallel, &four)] {
+        assert_calls_add_up(run, s, 120);
+        assert!(
+            run.outcome.best_score > 0.5,
+            "{} {}",
+            run.outcome.best_score,
+            run.state.log.len()
+        );
+    }
+    // One proposal at a time with P = 1; the reflections of a round are in flight together.
+    assert_eq!(one.gauge.peak.load(Ordering::SeqCst), 1);
+    assert!(four.gauge.peak.load(Ordering::SeqCst) > 1);
+    assert_eq!(serial.state.log.len() as u64, serial.state.iteration);
+    // A round's records share its iteration number; each slot has its own minibatch.
+    let rounds = parallel.state.iteration;
+    assert!(rounds < parallel.state.log.len() as u64, "{rounds} rounds");
+    for round in 1..=rounds {
+        let records: Vec<_> = parallel
+            .state
+            .log
+            .iter()
+            .filter(|r| r.iteration == round)
+            .collect();
+        assert!((1..=4).contains(&records.len()), "round {round}");
+        for (i, a) in records.iter().enumerate() {
+            for b in &records[i + 1..] {
+                assert_ne!(a.examples, b.examples, "round {round}");
+            }
+        }
+    }
+    assert_eq!(
+        parallel.outcome.candidates.len(),
+        parallel.state.candidates.len()
+    );
+    let events = four
+        .events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::GepaIteration { .. }))
+        .count();
+    assert_eq!(events, parallel.state.log.len());
+
+    // The same seed gives the same run.
+    let again = setup(7, Budget::unlimited(), learning_reflection);
+    let rerun = Gepa::new(settings(4))
+        .run(&again.ctx, &train, &val, &again.program.initial_state())
+        .await
+        .unwrap();
+    assert_eq!(rerun.state.log, parallel.state.log);
+    assert_eq!(rerun.outcome.best, parallel.outcome.best);
+}
+
+#[tokio::test]
+async fn a_round_admits_only_the_proposals_the_budget_holds() {
+    // Useless proposals: each costs 2b = 6. With 6 for the seed and 20 calls in all, the first
+    // round admits two slots (12 of the 14 left); the third would need 6 more with 2 left.
+    let s = setup(1, Budget::unlimited(), |_| {
+        "```\nBe vague.\n```".to_string()
+    });
+    let (train, val) = data();
+    let run = Gepa::new(config(serde_json::json!({
+        "max_metric_calls": 20, "parallel_proposals": 4
+    })))
+    .run(&s.ctx, &train, &val, &s.program.initial_state())
+    .await
+    .unwrap();
+    assert_eq!(run.state.iteration, 1);
+    assert_eq!(run.state.log.len(), 2);
+    assert_eq!(run.state.budget.used, 18);
+    assert_eq!(s.task.calls(), 18);
+    assert_eq!(s.reflect.calls(), 2);
+    assert_calls_add_up(&run, &s, 20);
 }

@@ -11,6 +11,12 @@
 //! | `elite_size` | the best candidates (by average validation score) that pruning never retires |
 //! | `tournament_size` | parent selection by tournament: that many frontier candidates drawn uniformly, the best average wins; unset: frequency-weighted draw over the frontier as GEPA does |
 //!
+//! `parallel_proposals` (default 1, GEPA's loop) makes each reflective iteration a round of that
+//! many proposals, each with its own parent and minibatch; their evaluations and reflection
+//! calls run at the same time, so a batching engine serves them together. Each proposal costs
+//! the same metric calls as an iteration of its own, so a budget buys about the same number of
+//! proposals in fewer rounds; with `num_generations`, each round counts as one generation.
+//!
 //! The budget counts metric calls (one example evaluated by one candidate) made by GEPA's own
 //! loop. `auto` sizes it for the loop itself (see [`AutoBudget::metric_calls`]).
 
@@ -40,10 +46,14 @@ pub const VALID_KEYS: &[&str] = &[
     "max_merge_invocations",
     "merge_subsample_size",
     "module_selector",
+    "parallel_proposals",
 ];
 
 /// Default cap on a reflection reply, in tokens: the room MIPROv2's proposer gives an instruction.
 pub const DEFAULT_REFLECTION_MAX_TOKENS: u32 = 512;
+
+/// Most reflective proposals one iteration may make at once.
+pub const MAX_PARALLEL_PROPOSALS: usize = 32;
 
 /// A budget preset for GEPA's own loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +178,8 @@ pub struct GepaConfig {
     pub merge_subsample_size: usize,
     /// Which predictors a mutation rewrites.
     pub module_selector: ModuleSelector,
+    /// Reflective proposals per iteration, evaluated together (1: GEPA's loop).
+    pub parallel_proposals: usize,
 }
 
 impl Default for GepaConfig {
@@ -191,6 +203,7 @@ impl Default for GepaConfig {
             max_merge_invocations: 5,
             merge_subsample_size: 5,
             module_selector: ModuleSelector::RoundRobin,
+            parallel_proposals: 1,
         }
     }
 }
@@ -242,6 +255,12 @@ impl GepaConfig {
         }
         if self.merge_subsample_size == 0 {
             return err("merge_subsample_size", "must be at least 1");
+        }
+        if !(1..=MAX_PARALLEL_PROPOSALS).contains(&self.parallel_proposals) {
+            return err(
+                "parallel_proposals",
+                &format!("must be between 1 and {MAX_PARALLEL_PROPOSALS}"),
+            );
         }
         if self.tournament_size == Some(0) {
             return err("tournament_size", "must be at least 1");
@@ -341,6 +360,20 @@ mod tests {
         assert!(parse(json!({"population_size": 3, "elite_size": 4})).is_err());
         assert!(parse(json!({"auto": "extreme"})).is_err());
         assert!(parse(json!({"reflection_max_tokens": 0})).is_err());
+        let e = parse(json!({"parallel_proposals": 0}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`parallel_proposals`") && e.contains("between 1 and 32"),
+            "{e}"
+        );
+        assert!(parse(json!({"parallel_proposals": 33})).is_err());
+        assert_eq!(
+            parse(json!({"parallel_proposals": 4}))
+                .unwrap()
+                .parallel_proposals,
+            4
+        );
         assert_eq!(
             parse(json!({"reflection_max_tokens": 128}))
                 .unwrap()

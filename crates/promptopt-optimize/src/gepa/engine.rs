@@ -1,31 +1,32 @@
-//! GEPA's loop: seed evaluation, then per iteration a merge (when one is due) or a reflective
-//! mutation, every step recorded in the run state.
+//! GEPA's loop: seed evaluation, then per iteration a merge (when one is due) or a round of
+//! reflective mutations (the `round` module), every step recorded in the run state.
 
 use promptopt_core::{Example, ProgramState};
 use promptopt_lm::{ChatRequest, LmError};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::blame::blamed_stage;
 use super::config::{GepaConfig, ModuleSelector};
 use super::frontier::retire_for_cap;
 use super::merge::{accept_merge, merge_subsample, plan_merge, Lineage};
-use super::reflection::{
-    extract_instructions, reflection_messages, reflective_dataset, render_records, Rollout,
-};
-use super::selection::{best_by_average, select_parent};
+use super::reflection::render_records;
 use super::state::{CandidateEntry, IterationRecord, Origin, RunState};
 use crate::tool_choice::{parse_tool_reply, tool_messages, AgentStage, ToolEdit};
 use crate::{Event, OptimizeContext, OptimizeError, StopReason};
 
 /// Stream offset of the reflection model's sampling seeds.
-const REFLECTION_SEED_OFFSET: u64 = 0x5EED_0000;
+pub(super) const REFLECTION_SEED_OFFSET: u64 = 0x5EED_0000;
 
 /// What one iteration ended with.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// It completed.
-    Done(Box<IterationRecord>),
+    /// It completed: one record per proposal (a merge: one).
+    Done {
+        /// The records, in slot order.
+        records: Vec<IterationRecord>,
+        /// An accepted child could not be validated within the budget: the run is over.
+        budget_spent: bool,
+    },
     /// The next evaluation would pass the metric-call budget: the run is over.
     OutOfMetricBudget,
 }
@@ -42,7 +43,7 @@ pub(crate) struct Engine<'a> {
     pub agents: Vec<AgentStage>,
 }
 
-fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
+pub(super) fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
     match error {
         LmError::BudgetExhausted(_) => OptimizeError::Stopped(
             ctx.budget()
@@ -53,7 +54,7 @@ fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
     }
 }
 
-fn pick(examples: &[Example], indices: &[usize]) -> Vec<Example> {
+pub(super) fn pick(examples: &[Example], indices: &[usize]) -> Vec<Example> {
     indices
         .iter()
         .filter_map(|&i| examples.get(i).cloned())
@@ -99,10 +100,10 @@ impl Engine<'_> {
                 return Ok(step);
             }
         }
-        self.reflect(state, &mut rng).await
+        self.reflect_round(state, &mut rng).await
     }
 
-    fn record(&self, state: &RunState, kind: &str) -> IterationRecord {
+    pub(super) fn record(&self, state: &RunState, kind: &str) -> IterationRecord {
         IterationRecord {
             iteration: state.iteration + 1,
             kind: kind.to_string(),
@@ -119,14 +120,26 @@ impl Engine<'_> {
         }
     }
 
-    fn finish(&self, state: &RunState, mut record: IterationRecord) -> Step {
+    /// The record with the pool's state after the iteration.
+    pub(super) fn finished(
+        &self,
+        state: &RunState,
+        mut record: IterationRecord,
+    ) -> IterationRecord {
         record.frontier_size = state.frontier().len();
         record.metric_calls = state.budget.used;
-        Step::Done(Box::new(record))
+        record
+    }
+
+    fn finish(&self, state: &RunState, record: IterationRecord) -> Step {
+        Step::Done {
+            records: vec![self.finished(state, record)],
+            budget_spent: false,
+        }
     }
 
     /// Adds a candidate, applies the pool cap, and announces it.
-    fn add_candidate(
+    pub(super) fn add_candidate(
         &self,
         state: &mut RunState,
         program: ProgramState,
@@ -253,7 +266,7 @@ impl Engine<'_> {
     }
 
     /// Which predictors a mutation of `parent` rewrites (advances its round-robin turn).
-    fn choose_predictors(
+    pub(super) fn choose_predictors(
         &self,
         state: &mut RunState,
         parent: usize,
@@ -291,9 +304,10 @@ impl Engine<'_> {
     /// `tool_selection`: the reflection model reads the same examples (the stage's trajectories,
     /// scores and feedback) and may describe tools anew or hide them. `None` when the call failed
     /// (warned) or the reply changes nothing or is discarded (warned).
-    async fn reflect_tools(
+    pub(super) async fn reflect_tools(
         &self,
-        state: &mut RunState,
+        iteration: u64,
+        seed: u64,
         agent: &AgentStage,
         predictor: &promptopt_core::PredictorState,
         records: &[super::reflection::ReflectiveRecord],
@@ -311,15 +325,8 @@ arguments or misunderstood.\n\n{examples}"
         )
         .with_temperature(1.0)
         .with_max_tokens(self.config.reflection_max_tokens)
-        .with_seed(
-            self.ctx
-                .seed()
-                .wrapping_add(REFLECTION_SEED_OFFSET)
-                .wrapping_add(state.iteration)
-                .wrapping_add(1),
-        );
+        .with_seed(seed);
         self.ctx.check()?;
-        state.reflection_calls += 1;
         let reply = match self.ctx.prompt_lm().chat(&request).await {
             Ok(reply) => reply,
             Err(LmError::BudgetExhausted(m)) => {
@@ -328,7 +335,7 @@ arguments or misunderstood.\n\n{examples}"
             Err(error) => {
                 self.ctx.warn(format!(
                     "GEPA iteration {}: the tool reflection for `{}` failed: {error}",
-                    state.iteration + 1,
+                    iteration + 1,
                     agent.predictor
                 ));
                 return Ok(None);
@@ -340,183 +347,11 @@ arguments or misunderstood.\n\n{examples}"
             Err(why) => {
                 self.ctx.warn(format!(
                     "GEPA iteration {}: the tool reflection for `{}` was discarded: {why}",
-                    state.iteration + 1,
+                    iteration + 1,
                     agent.predictor
                 ));
                 Ok(None)
             }
         }
-    }
-
-    /// A reflective mutation.
-    async fn reflect(
-        &self,
-        state: &mut RunState,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Step, OptimizeError> {
-        let frontier = state.frontier();
-        let averages = state.active_averages();
-        let parent = select_parent(
-            self.config.candidate_selection_strategy,
-            self.config.tournament_size,
-            &frontier,
-            &averages,
-            rng,
-        )
-        .or_else(|| best_by_average(&averages))
-        .unwrap_or(0);
-        let batch_ids = state.sampler.batch(state.iteration, self.ctx.seed());
-        let batch = pick(self.train, &batch_ids);
-        let b = batch.len() as u64;
-        if !state.budget.fits(2 * b) || !state.budget.reserve(b) {
-            return Ok(Step::OutOfMetricBudget);
-        }
-        let parent_state = state.candidates[parent].state.clone();
-        let parent_report = self.ctx.evaluate(&parent_state, &batch).await?;
-        let parent_scores = parent_report.subscores();
-        let mut record = self.record(state, "reflection");
-        record.parents = vec![parent];
-        record.examples = batch_ids.clone();
-        record.parent_scores = parent_scores.clone();
-        if self.config.skip_perfect_score
-            && !parent_scores.is_empty()
-            && parent_scores
-                .iter()
-                .all(|&s| s >= self.config.perfect_score)
-        {
-            record.kind = "skip".to_string();
-            record.note = "parent is perfect on the minibatch".to_string();
-            return Ok(self.finish(state, record));
-        }
-        let blamed = (self.config.module_selector == ModuleSelector::Blame)
-            .then(|| {
-                blamed_stage(
-                    &parent_report,
-                    &batch,
-                    self.ctx.program().output_keys(),
-                    &self.predictors,
-                )
-            })
-            .flatten();
-        let chosen = self.choose_predictors(state, parent, blamed, rng);
-        let rollouts: Vec<Rollout<'_>> = parent_report
-            .results
-            .iter()
-            .map(|r| Rollout {
-                trace: &r.trace,
-                score: r.score,
-                feedback: r.feedback.as_deref(),
-            })
-            .collect();
-        let mut child = parent_state.clone();
-        let mut rewritten = Vec::new();
-        for name in &chosen {
-            let records = reflective_dataset(name, &rollouts, rng);
-            if records.is_empty() {
-                continue;
-            }
-            let current = child
-                .predictor(name)
-                .map(|p| p.instructions.clone())
-                .unwrap_or_default();
-            let messages = reflection_messages(name, &current, &records);
-            let request = ChatRequest::new(self.reflection_model.clone(), messages)
-                .with_temperature(1.0)
-                .with_max_tokens(self.config.reflection_max_tokens)
-                .with_seed(
-                    self.ctx
-                        .seed()
-                        .wrapping_add(REFLECTION_SEED_OFFSET)
-                        .wrapping_add(state.iteration),
-                );
-            self.ctx.check()?;
-            state.reflection_calls += 1;
-            let reply = match self.ctx.prompt_lm().chat(&request).await {
-                Ok(reply) => reply,
-                Err(LmError::BudgetExhausted(m)) => {
-                    return Err(stopped(self.ctx, LmError::BudgetExhausted(m)))
-                }
-                Err(error) => {
-                    self.ctx.warn(format!(
-                        "GEPA iteration {}: the reflection call for `{name}` failed: {error}",
-                        state.iteration + 1
-                    ));
-                    continue;
-                }
-            };
-            match extract_instructions(reply.text()) {
-                Some(new) if new != current => {
-                    if let Some(p) = child.predictor_mut(name) {
-                        p.instructions = new;
-                        rewritten.push(name.clone());
-                    }
-                }
-                _ => {}
-            }
-            if let Some(agent) = self.agents.iter().find(|a| a.predictor == *name) {
-                let Some(predictor) = child.predictor(name) else {
-                    continue;
-                };
-                if let Some(edit) = self
-                    .reflect_tools(state, agent, predictor, &records)
-                    .await?
-                {
-                    if let Some(p) = child.predictor_mut(name) {
-                        edit.apply(agent, p);
-                        if !rewritten.contains(name) {
-                            rewritten.push(name.clone());
-                        }
-                    }
-                }
-            }
-        }
-        record.predictors = rewritten.clone();
-        if rewritten.is_empty() {
-            record.kind = "skip".to_string();
-            record.note = "no new instructions were proposed".to_string();
-            return Ok(self.finish(state, record));
-        }
-        self.ctx.emit(Event::CandidateProposed {
-            candidate: state.candidates.len(),
-            description: format!(
-                "reflection on {} of #{parent}",
-                rewritten
-                    .iter()
-                    .map(|p| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        });
-        if !state.budget.reserve(b) {
-            return Ok(Step::OutOfMetricBudget);
-        }
-        let child_report = self.ctx.evaluate(&child, &batch).await?;
-        let child_scores = child_report.subscores();
-        record.child_scores = child_scores.clone();
-        let accepted = child_scores.iter().sum::<f64>() > parent_scores.iter().sum::<f64>();
-        if !accepted {
-            record.note = "no improvement on the minibatch".to_string();
-            return Ok(self.finish(state, record));
-        }
-        if !state.budget.reserve(self.val.len() as u64) {
-            return Ok(Step::OutOfMetricBudget);
-        }
-        let val_report = self.ctx.evaluate(&child, self.val).await?;
-        let id = self.add_candidate(
-            state,
-            child,
-            vec![parent],
-            Origin::Reflection {
-                predictors: rewritten,
-            },
-            val_report.subscores(),
-        );
-        state.last_found_new = true;
-        if self.config.use_merge && state.merges_accepted < self.config.max_merge_invocations {
-            state.merges_due += 1;
-        }
-        record.accepted = true;
-        record.candidate = Some(id);
-        Ok(self.finish(state, record))
     }
 }

@@ -7,7 +7,8 @@
 //! traces, and a reflection model reads the inputs, outputs and the metric's feedback and writes
 //! new instructions for one predictor. The child is kept only if it beats its parent on the same
 //! minibatch; it is then scored on the whole validation set and joins the frontier. The best
-//! average validation score wins.
+//! average validation score wins. With `parallel_proposals: P`, an iteration makes P such
+//! mutations at once, from independent parents and minibatches (see the `round` module).
 //!
 //! Budgets count metric calls of GEPA's own loop (see [`GepaConfig`]); each evaluation checks
 //! the budget first, so the limit is never passed. With a run directory the state is saved
@@ -35,6 +36,7 @@ mod engine;
 mod frontier;
 mod merge;
 mod reflection;
+mod round;
 mod sampler;
 mod selection;
 mod state;
@@ -47,7 +49,7 @@ use promptopt_core::{Example, ProgramState};
 pub use budget::MetricBudget;
 pub use config::{
     AutoBudget, CandidateSelection, GepaConfig, ModuleSelector, DEFAULT_REFLECTION_MAX_TOKENS,
-    VALID_KEYS,
+    MAX_PARALLEL_PROPOSALS, VALID_KEYS,
 };
 pub use frontier::{average, retire_for_cap, Frontier};
 pub use merge::{
@@ -257,39 +259,47 @@ impl Gepa {
                 }
             }
             match engine.iteration(&mut state).await {
-                Ok(Step::Done(record)) => {
+                Ok(Step::Done {
+                    records,
+                    budget_spent,
+                }) => {
                     state.iteration += 1;
-                    if let Some(id) = record.candidate {
-                        let c = &state.candidates[id];
-                        outcome.record(
-                            Some(ctx),
-                            c.state.clone(),
-                            c.average(),
-                            TrialKind::Full,
-                            c.describe(),
-                            c.val_scores.clone(),
-                        );
+                    for record in records {
+                        if let Some(id) = record.candidate {
+                            let c = &state.candidates[id];
+                            outcome.record(
+                                Some(ctx),
+                                c.state.clone(),
+                                c.average(),
+                                TrialKind::Full,
+                                c.describe(),
+                                c.val_scores.clone(),
+                            );
+                        }
+                        ctx.emit(Event::GepaIteration {
+                            iteration: record.iteration,
+                            kind: record.kind.clone(),
+                            parents: record.parents.clone(),
+                            predictors: record.predictors.clone(),
+                            parent_score: record.parent_scores.iter().sum(),
+                            child_score: record.child_scores.iter().sum(),
+                            accepted: record.accepted,
+                            candidate: record.candidate,
+                            frontier_size: record.frontier_size,
+                            metric_calls: record.metric_calls,
+                        });
+                        state.log.push(record);
                     }
-                    ctx.emit(Event::GepaIteration {
-                        iteration: record.iteration,
-                        kind: record.kind.clone(),
-                        parents: record.parents.clone(),
-                        predictors: record.predictors.clone(),
-                        parent_score: record.parent_scores.iter().sum(),
-                        child_score: record.child_scores.iter().sum(),
-                        accepted: record.accepted,
-                        candidate: record.candidate,
-                        frontier_size: record.frontier_size,
-                        metric_calls: record.metric_calls,
-                    });
                     ctx.emit(Event::StageProgress {
                         stage: "gepa".to_string(),
                         done: state.iteration,
                         total: config.num_generations,
                     });
-                    state.log.push(*record);
                     if let Some(dir) = &run_dir {
                         dir.save(&state).await?;
+                    }
+                    if budget_spent {
+                        break None;
                     }
                 }
                 Ok(Step::OutOfMetricBudget) => break None,
