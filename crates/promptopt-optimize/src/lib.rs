@@ -39,6 +39,7 @@ mod config;
 mod context;
 mod error;
 pub mod gepa;
+pub mod instruction;
 mod labeled;
 pub mod mipro;
 mod optimizer;

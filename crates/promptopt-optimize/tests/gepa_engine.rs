@@ -769,3 +769,45 @@ async fn a_round_admits_only_the_proposals_the_budget_holds() {
     assert_eq!(s.reflect.calls(), 2);
     assert_calls_add_up(&run, &s, 20);
 }
+
+#[tokio::test]
+async fn replies_that_are_not_instructions_are_discarded_and_counted() {
+    // A reflection model that copies its prompt back, then one that writes a program.
+    for reply in [
+        (|r: &ChatRequest| {
+            r.messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default()
+        }) as fn(&ChatRequest) -> String,
+        |_| "```python\ndef classify(text):\n    return 'positive'\n```".to_string(),
+    ] {
+        let s = setup(3, Budget::unlimited(), reply);
+        let (train, val) = data();
+        let run = Gepa::new(config(serde_json::json!({
+            "max_metric_calls": 30, "parallel_proposals": 2
+        })))
+        .run(&s.ctx, &train, &val, &s.program.initial_state())
+        .await
+        .unwrap();
+        // Nothing was tried: each proposal cost only its parent's minibatch, 3 calls. A slot is
+        // admitted while its child's minibatch would still fit too: three rounds of two, then
+        // one slot with 6 calls left (6 + 7 * 3 = 27).
+        assert_eq!(run.state.candidates.len(), 1);
+        assert_eq!(run.state.log.len(), 7);
+        assert_eq!(run.state.budget.used, 27);
+        assert!(run
+            .state
+            .log
+            .iter()
+            .all(|r| r.kind == "skip" && r.note.starts_with("the proposal was discarded: it ")));
+        assert_eq!(run.state.rejected_proposals, 7);
+        assert_eq!(run.state.reflection_calls, 7);
+        assert_calls_add_up(&run, &s, 30);
+        let warned = s.events.events().iter().any(|e| {
+            matches!(e, Event::Warning { message }
+                if message == "GEPA discarded 7 of 7 reflection replies that were not instructions")
+        });
+        assert!(warned);
+    }
+}

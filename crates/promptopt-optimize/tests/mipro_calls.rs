@@ -473,3 +473,53 @@ fn the_example_request_configures_light_mode() {
     assert_eq!(plan.num_trials, 10);
     assert!(config.use_minibatch(&plan, 100).unwrap());
 }
+
+#[tokio::test]
+async fn proposals_that_copy_the_prompt_back_are_discarded_and_counted() {
+    // Every proposal repeats the prompt's last sections instead of writing an instruction.
+    let prompt = ScriptedLm::new(|request| {
+        Ok(match request.rollout_id {
+            Some(_) => {
+                "About the data:\nFilm reviews.\n\nCurrent instruction:\nClassify the review."
+                    .into()
+            }
+            None => "Reviews of films, labeled positive or negative.".into(),
+        })
+    });
+    let events = CollectSink::new();
+    let program = classifier();
+    let initial = program.initial_state();
+    let ctx = OptimizeContext::builder(
+        program,
+        Arc::new(task_lm()),
+        "scripted/task",
+        Arc::new(ExactLabel),
+    )
+    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .settings(turns())
+    .seed(4)
+    .events(Arc::new(events.clone()))
+    .build();
+    let config = MiproConfig::from_value(&serde_json::json!({"auto": "light"})).unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&ctx, &dataset(40, 0), &dataset(60, 1000), &initial)
+        .await
+        .unwrap();
+    // Every proposal asked for was discarded: only the original instruction is left.
+    assert!(run.proposer_calls.propose >= 3);
+    assert_eq!(run.proposer_calls.rejected, run.proposer_calls.propose);
+    assert_eq!(
+        run.instructions[0],
+        vec!["Classify the review.".to_string()]
+    );
+    let discarded = events
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Warning { message }
+                if message.starts_with("Discarded proposal")
+                    && message.ends_with("it copies the prompt back (a line starts with `About the data:`)"))
+        })
+        .count();
+    assert_eq!(discarded, run.proposer_calls.rejected);
+}

@@ -309,6 +309,12 @@ impl Gepa {
                 },
             }
         };
+        if state.rejected_proposals > 0 {
+            ctx.warn(format!(
+                "GEPA discarded {} of {} reflection replies that were not instructions",
+                state.rejected_proposals, state.reflection_calls
+            ));
+        }
         outcome.set_iterations(state.iteration as usize);
         let result = outcome.finish(stop_reason);
         ctx.emit(Event::StageFinished {

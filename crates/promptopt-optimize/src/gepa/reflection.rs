@@ -169,6 +169,17 @@ fn render_record(index: usize, record: &ReflectiveRecord) -> String {
     out
 }
 
+/// The line starts of the reflection prompt: a proposal with a line that starts with one of them
+/// copied the prompt back (see [`crate::instruction`]).
+pub(crate) const REFLECTION_HEADINGS: &[&str] = &[
+    "## Example",
+    "Generated outputs:",
+    "Feedback:",
+    "The reply could not be read",
+    "The step `",
+    "Write improved instructions",
+];
+
 /// The messages asking the reflection model for new instructions for `predictor`.
 pub fn reflection_messages(
     predictor: &str,

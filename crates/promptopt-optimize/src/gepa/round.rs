@@ -32,9 +32,11 @@ use super::config::ModuleSelector;
 use super::engine::{pick, stopped, Engine, Step, REFLECTION_SEED_OFFSET};
 use super::reflection::{
     extract_instructions, reflection_messages, reflective_dataset, ReflectiveRecord, Rollout,
+    REFLECTION_HEADINGS,
 };
 use super::selection::{best_by_average, select_parent};
 use super::state::{IterationRecord, Origin, RunState};
+use crate::instruction::{check_instruction, NotAnInstruction};
 use crate::{Event, OptimizeError};
 
 /// Distance between the reflection seeds of two slots of a round (slot 0 keeps GEPA's seed).
@@ -57,6 +59,8 @@ struct Reflected {
     child: ProgramState,
     rewritten: Vec<String>,
     calls: u64,
+    /// Why each discarded reply was not an instruction.
+    rejected: Vec<NotAnInstruction>,
 }
 
 impl Engine<'_> {
@@ -167,10 +171,14 @@ impl Engine<'_> {
                 continue;
             };
             state.reflection_calls += reflected.calls;
+            state.rejected_proposals += reflected.rejected.len() as u64;
             p.record.predictors = reflected.rewritten.clone();
             if reflected.rewritten.is_empty() {
                 p.record.kind = "skip".to_string();
-                p.record.note = "no new instructions were proposed".to_string();
+                p.record.note = match reflected.rejected.first() {
+                    Some(reason) => format!("the proposal was discarded: {reason}"),
+                    None => "no new instructions were proposed".to_string(),
+                };
                 continue;
             }
             self.ctx.emit(Event::CandidateProposed {
@@ -285,6 +293,7 @@ impl Engine<'_> {
                     child: parent_state.clone(),
                     rewritten: Vec::new(),
                     calls: 0,
+                    rejected: Vec::new(),
                 })
             });
         }
@@ -297,6 +306,7 @@ impl Engine<'_> {
         let mut child = parent_state.clone();
         let mut rewritten = Vec::new();
         let mut calls = 0;
+        let mut rejected = Vec::new();
         for (name, records) in &p.plan {
             let current = child
                 .predictor(name)
@@ -310,15 +320,23 @@ impl Engine<'_> {
             self.ctx.check()?;
             calls += 1;
             match self.ctx.prompt_lm().chat(&request).await {
-                Ok(reply) => match extract_instructions(reply.text()) {
-                    Some(new) if new != current => {
-                        if let Some(pr) = child.predictor_mut(name) {
-                            pr.instructions = new;
-                            rewritten.push(name.clone());
+                Ok(reply) => {
+                    // The fence's language tag is gone from the extracted text, so the whole
+                    // reply is checked for code as well.
+                    let new = extract_instructions(reply.text()).unwrap_or_default();
+                    let checked = check_instruction(reply.text(), &[])
+                        .and_then(|()| check_instruction(&new, REFLECTION_HEADINGS));
+                    match checked {
+                        Err(reason) => rejected.push(reason),
+                        Ok(()) if new != current => {
+                            if let Some(pr) = child.predictor_mut(name) {
+                                pr.instructions = new;
+                                rewritten.push(name.clone());
+                            }
                         }
+                        Ok(()) => {}
                     }
-                    _ => {}
-                },
+                }
                 Err(LmError::BudgetExhausted(m)) => {
                     return Err(stopped(self.ctx, LmError::BudgetExhausted(m)))
                 }
@@ -352,6 +370,7 @@ impl Engine<'_> {
             child,
             rewritten,
             calls,
+            rejected,
         }))
     }
 }

@@ -161,6 +161,10 @@ pub struct RunState {
     pub budget: MetricBudget,
     /// Reflection model calls made.
     pub reflection_calls: u64,
+    /// Reflection replies discarded because they were not instructions (see
+    /// [`crate::instruction`]).
+    #[serde(default)]
+    pub rejected_proposals: u64,
     /// The iteration log.
     pub log: Vec<IterationRecord>,
 }
@@ -191,6 +195,7 @@ impl RunState {
             last_found_new: false,
             budget: MetricBudget::new(max_metric_calls),
             reflection_calls: 0,
+            rejected_proposals: 0,
             log: Vec::new(),
         }
     }

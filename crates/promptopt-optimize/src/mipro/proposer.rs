@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::demos::DemoSet;
 use super::diversity::too_similar;
+use crate::instruction::check_instruction;
 use crate::{OptimizeContext, OptimizeError, StopReason};
 use promptopt_core::Stage;
 
@@ -123,6 +124,22 @@ pub struct ProposerSettings {
     pub diversity_penalty: f64,
 }
 
+/// The line starts of the proposal prompt's sections: a proposal with a line that starts with
+/// one of them copied the prompt back (see [`crate::instruction`]).
+const PROPOSAL_HEADINGS: &[&str] = &[
+    "About the data:",
+    "The program:",
+    "What the program does:",
+    "What step `",
+    "Worked examples of this step:",
+    "Instructions tried for this step:",
+    "Current instruction:",
+    "Instructions already proposed",
+    "(score ",
+    "(not scored yet)",
+    "Write a better instruction",
+];
+
 /// Prompt-model calls of one proposer run, by purpose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposerCalls {
@@ -132,6 +149,9 @@ pub struct ProposerCalls {
     pub describe: usize,
     /// Instruction proposals, retries included.
     pub propose: usize,
+    /// Proposals discarded because they were not instructions (see [`crate::instruction`]).
+    #[serde(default)]
+    pub rejected: usize,
 }
 
 impl ProposerCalls {
@@ -625,7 +645,13 @@ impl<'a> GroundedProposer<'a> {
                         break None;
                     }
                 };
-                if text.is_empty() {
+                if let Err(reason) = check_instruction(&text, PROPOSAL_HEADINGS) {
+                    self.calls.rejected += 1;
+                    self.ctx.warn(format!(
+                        "Discarded proposal {} for `{}`: {reason}",
+                        demo_set + 1,
+                        self.predictors[p].name
+                    ));
                     break None;
                 }
                 let similar = too_similar(
