@@ -164,7 +164,8 @@ fn a_call_budget_and_a_timeout_stop_cleanly() {
     );
     assert!(
         out.status.success(),
-        "{}",
+        "{}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -196,7 +197,8 @@ fn a_call_budget_and_a_timeout_stop_cleanly() {
     );
     assert!(
         out.status.success(),
-        "{}",
+        "{}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
