@@ -659,6 +659,15 @@ async fn pool_cap_keeps_the_elite_and_other_selection_strategies_run() {
     }
 }
 
+/// GEPA with `settings` on [`data`], with the models of `s`.
+async fn run_gepa(s: &Setup, settings: serde_json::Value) -> promptopt_optimize::gepa::GepaRun {
+    let (train, val) = data();
+    Gepa::new(config(settings))
+        .run(&s.ctx, &train, &val, &s.program.initial_state())
+        .await
+        .unwrap()
+}
+
 /// The metric calls of a run add up: V for the seed, 2b per reflective proposal, b per skipped
 /// one, V per accepted child (V = 6, b = 3). An evaluation the run already made (the same
 /// candidate on the same minibatch) counts but is answered from the memo, so the task model sees
@@ -679,23 +688,12 @@ fn assert_calls_add_up(run: &promptopt_optimize::gepa::GepaRun, s: &Setup, max: 
 
 #[tokio::test]
 async fn parallel_proposals_run_a_round_together_within_the_same_budget() {
-    let (train, val) = data();
-    let settings = |p: usize| {
-        config(serde_json::json!({
-            "max_metric_calls": 120, "parallel_proposals": p, "use_merge": false
-        }))
-    };
+    let settings = |p: usize| serde_json::json!({"max_metric_calls": 120, "parallel_proposals": p, "use_merge": false});
     let delay = std::time::Duration::from_millis(30);
     let one = setup_delayed(7, Budget::unlimited(), learning_reflection, delay);
-    let serial = Gepa::new(settings(1))
-        .run(&one.ctx, &train, &val, &one.program.initial_state())
-        .await
-        .unwrap();
+    let serial = run_gepa(&one, settings(1)).await;
     let four = setup_delayed(7, Budget::unlimited(), learning_reflection, delay);
-    let parallel = Gepa::new(settings(4))
-        .run(&four.ctx, &train, &val, &four.program.initial_state())
-        .await
-        .unwrap();
+    let parallel = run_gepa(&four, settings(4)).await;
     for (run, s) in [(&serial, &one), (&parallel, &four)] {
         assert_calls_add_up(run, s, 120);
         assert!(
@@ -740,10 +738,7 @@ async fn parallel_proposals_run_a_round_together_within_the_same_budget() {
 
     // The same seed gives the same run.
     let again = setup(7, Budget::unlimited(), learning_reflection);
-    let rerun = Gepa::new(settings(4))
-        .run(&again.ctx, &train, &val, &again.program.initial_state())
-        .await
-        .unwrap();
+    let rerun = run_gepa(&again, settings(4)).await;
     assert_eq!(rerun.state.log, parallel.state.log);
     assert_eq!(rerun.outcome.best, parallel.outcome.best);
 }
@@ -755,13 +750,11 @@ async fn a_round_admits_only_the_proposals_the_budget_holds() {
     let s = setup(1, Budget::unlimited(), |_| {
         "```\nBe vague.\n```".to_string()
     });
-    let (train, val) = data();
-    let run = Gepa::new(config(serde_json::json!({
-        "max_metric_calls": 20, "parallel_proposals": 4
-    })))
-    .run(&s.ctx, &train, &val, &s.program.initial_state())
-    .await
-    .unwrap();
+    let run = run_gepa(
+        &s,
+        serde_json::json!({"max_metric_calls": 20, "parallel_proposals": 4}),
+    )
+    .await;
     assert_eq!(run.state.iteration, 1);
     assert_eq!(run.state.log.len(), 2);
     assert_eq!(run.state.budget.used, 18);
@@ -783,13 +776,11 @@ async fn replies_that_are_not_instructions_are_discarded_and_counted() {
         |_| "```python\ndef classify(text):\n    return 'positive'\n```".to_string(),
     ] {
         let s = setup(3, Budget::unlimited(), reply);
-        let (train, val) = data();
-        let run = Gepa::new(config(serde_json::json!({
-            "max_metric_calls": 30, "parallel_proposals": 2
-        })))
-        .run(&s.ctx, &train, &val, &s.program.initial_state())
-        .await
-        .unwrap();
+        let run = run_gepa(
+            &s,
+            serde_json::json!({"max_metric_calls": 30, "parallel_proposals": 2}),
+        )
+        .await;
         // Nothing was tried: each proposal cost only its parent's minibatch, 3 calls. A slot is
         // admitted while its child's minibatch would still fit too: three rounds of two, then
         // one slot with 6 calls left (6 + 7 * 3 = 27).

@@ -105,8 +105,12 @@ struct Setup {
 }
 
 fn setup(program: Program, seed: u64) -> Setup {
+    setup_with(program, seed, prompt_lm())
+}
+
+/// [`setup`] with `prompt` as the prompt model.
+fn setup_with(program: Program, seed: u64, prompt: ScriptedLm) -> Setup {
     let task = task_lm();
-    let prompt = prompt_lm();
     let events = CollectSink::new();
     let initial = program.initial_state();
     let ctx = OptimizeContext::builder(
@@ -486,23 +490,10 @@ async fn proposals_that_copy_the_prompt_back_are_discarded_and_counted() {
             None => "Reviews of films, labeled positive or negative.".into(),
         })
     });
-    let events = CollectSink::new();
-    let program = classifier();
-    let initial = program.initial_state();
-    let ctx = OptimizeContext::builder(
-        program,
-        Arc::new(task_lm()),
-        "scripted/task",
-        Arc::new(ExactLabel),
-    )
-    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
-    .settings(turns())
-    .seed(4)
-    .events(Arc::new(events.clone()))
-    .build();
+    let s = setup_with(classifier(), 4, prompt);
     let config = MiproConfig::from_value(&serde_json::json!({"auto": "light"})).unwrap();
     let run = MiproV2::new(config)
-        .optimize(&ctx, &dataset(40, 0), &dataset(60, 1000), &initial)
+        .optimize(&s.ctx, &dataset(40, 0), &dataset(60, 1000), &s.initial)
         .await
         .unwrap();
     // Every proposal asked for was discarded: only the original instruction is left.
@@ -512,7 +503,8 @@ async fn proposals_that_copy_the_prompt_back_are_discarded_and_counted() {
         run.instructions[0],
         vec!["Classify the review.".to_string()]
     );
-    let discarded = events
+    let discarded = s
+        .events
         .events()
         .iter()
         .filter(|e| {

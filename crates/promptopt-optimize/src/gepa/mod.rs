@@ -216,26 +216,11 @@ impl Gepa {
             if let Some(dir) = &run_dir {
                 dir.save(&state).await?;
             }
-            let seed = &state.candidates[0];
-            outcome.record(
-                Some(ctx),
-                seed.state.clone(),
-                seed.average(),
-                TrialKind::Full,
-                seed.describe(),
-                seed.val_scores.clone(),
-            );
+            report(&mut outcome, ctx, &state.candidates[0]);
         } else {
             for c in &state.candidates {
                 // A resumed run reports its restored candidates as trials again.
-                outcome.record(
-                    Some(ctx),
-                    c.state.clone(),
-                    c.average(),
-                    TrialKind::Full,
-                    c.describe(),
-                    c.val_scores.clone(),
-                );
+                report(&mut outcome, ctx, c);
             }
         }
 
@@ -266,15 +251,7 @@ impl Gepa {
                     state.iteration += 1;
                     for record in records {
                         if let Some(id) = record.candidate {
-                            let c = &state.candidates[id];
-                            outcome.record(
-                                Some(ctx),
-                                c.state.clone(),
-                                c.average(),
-                                TrialKind::Full,
-                                c.describe(),
-                                c.val_scores.clone(),
-                            );
+                            report(&mut outcome, ctx, &state.candidates[id]);
                         }
                         ctx.emit(Event::GepaIteration {
                             iteration: record.iteration,
@@ -326,6 +303,18 @@ impl Gepa {
             state,
         })
     }
+}
+
+/// Reports a validated candidate as a full trial of the run.
+fn report(outcome: &mut OutcomeBuilder, ctx: &OptimizeContext, c: &CandidateEntry) {
+    outcome.record(
+        Some(ctx),
+        c.state.clone(),
+        c.average(),
+        TrialKind::Full,
+        c.describe(),
+        c.val_scores.clone(),
+    );
 }
 
 #[async_trait]

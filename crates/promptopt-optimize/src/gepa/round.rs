@@ -73,9 +73,10 @@ impl Engine<'_> {
         let slots = self.config.parallel_proposals.max(1) as u64;
         // 1. Admit.
         let mut proposals: Vec<Proposal> = Vec::new();
+        // The pool does not change before the children are validated.
+        let frontier = state.frontier();
+        let averages = state.active_averages();
         for slot in 0..slots {
-            let frontier = state.frontier();
-            let averages = state.active_averages();
             let parent = select_parent(
                 self.config.candidate_selection_strategy,
                 self.config.tournament_size,
