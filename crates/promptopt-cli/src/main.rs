@@ -120,6 +120,14 @@ fn main() -> ExitCode {
             Command::ServeLm(args) => serve_lm::run(args).await,
         }
     });
+    // Tasks still in the runtime may hold an engine; dropping them closes its queue. Its thread
+    // then returns after the decode step in progress, which the process waits for: exiting during
+    // that step would run llama.cpp's global destructors under a running decode.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    #[cfg(feature = "engine")]
+    if !promptopt_engine::wait_for_engine_threads(std::time::Duration::from_secs(30)) {
+        tracing::warn!("An engine thread was still decoding 30 s after the command ended");
+    }
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -192,9 +192,33 @@ impl EventSink for ProgressLines {
                     TrialKind::Minibatch => "minibatch",
                 }
             )),
+            Event::CandidateProposed {
+                candidate,
+                description,
+            } => self.line(&format!(
+                "candidate {candidate}: {}",
+                one_line(description, MAX_CANDIDATE_CHARS)
+            )),
             Event::Warning { message } => self.line(&format!("warning: {message}")),
             _ => {}
         }
+    }
+}
+
+/// The most characters of a candidate's description a progress line shows.
+const MAX_CANDIDATE_CHARS: usize = 400;
+
+/// `text` on one line (line breaks shown as ` / `), cut to `max` characters with an ellipsis.
+fn one_line(text: &str, max: usize) -> String {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    match joined.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
     }
 }
 
@@ -520,5 +544,21 @@ mod tests {
             &result,
             std::path::Path::new("/runs/opt-0123456789ab")
         ));
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::one_line;
+
+    #[test]
+    fn a_candidate_shows_on_one_line_and_is_cut_at_the_limit() {
+        let text = "instruction 1 for `predict`:\n  Read the review.\n\n  Answer with one label.";
+        assert_eq!(
+            one_line(text, 400),
+            "instruction 1 for `predict`: / Read the review. / Answer with one label."
+        );
+        assert_eq!(one_line("ééééé", 3), "ééé…");
+        assert_eq!(one_line("short", 5), "short");
     }
 }

@@ -239,6 +239,12 @@ impl Lm for Engine {
             retries: 0,
         })
     }
+
+    /// The tokens one sequence holds (prompt and reply), for the model this engine serves.
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        self.serves(model)
+            .then_some(u64::from(self.inner.info.ctx_per_slot))
+    }
 }
 
 #[cfg(test)]

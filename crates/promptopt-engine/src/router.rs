@@ -70,6 +70,10 @@ impl Lm for LocalModels {
             ))),
         }
     }
+
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        self.engines.get(model)?.context_tokens(model)
+    }
 }
 
 /// The model stack for a set of model names: an engine per distinct `local/…` model (on the

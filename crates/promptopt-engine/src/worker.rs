@@ -25,6 +25,7 @@ use crate::gpu::{plan_memory, Footprint, MemoryBudget};
 use crate::stats::Stats;
 use crate::stop::{common_prefix, find_stop};
 use crate::template::{PromptRenderer, RenderedPrompt};
+use crate::threads::LiveThread;
 use crate::{EngineConfig, EngineError, ModelInfo};
 
 /// A job deferred for a slot that is still decoding a prompt it shares must gain at least this
@@ -145,6 +146,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("promptopt-engine".to_string())
         .spawn(move || {
+            let _live = LiveThread::enter();
             // The devices' memory is read before the model takes its share of it.
             let budget = MemoryBudget::read(&config);
             let model = match load_model(&config, &path) {

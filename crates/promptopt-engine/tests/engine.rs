@@ -274,6 +274,12 @@ async fn seeded_sampling_repeats_per_seed_and_n_gives_several_choices() {
 #[tokio::test]
 async fn a_prompt_longer_than_the_slot_is_a_context_overflow() {
     let _turn = turn().await;
+    // The engine reports the context it holds, so that optimizers can keep prompts within it.
+    assert_eq!(
+        engine().context_tokens(engine().model_name()),
+        Some(u64::from(CTX))
+    );
+    assert_eq!(engine().context_tokens("local/gemma3-270m"), None);
     let long = "word ".repeat(3000);
     let error = engine().chat(&ask(&long)).await.unwrap_err();
     match error {

@@ -24,6 +24,17 @@ pub trait Lm: Send + Sync {
         let _ = model;
         false
     }
+
+    /// The most tokens a request for `model` may hold, prompt and reply together, when the
+    /// backend knows it (the embedded engine's context per sequence); `None` when unknown.
+    ///
+    /// Optimizers use it to keep what they write into prompts (a proposed instruction) within
+    /// the task model's context. As with [`Lm::supports_json_schema`], a router answers for the
+    /// backend that would serve `model`.
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        let _ = model;
+        None
+    }
 }
 
 /// A shared, dynamically dispatched language model.
@@ -37,5 +48,9 @@ impl<T: Lm + ?Sized> Lm for Arc<T> {
 
     fn supports_json_schema(&self, model: &str) -> bool {
         (**self).supports_json_schema(model)
+    }
+
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        (**self).context_tokens(model)
     }
 }

@@ -37,6 +37,7 @@ pub struct ScriptedLm {
     responder: Arc<Responder>,
     calls: Arc<AtomicU64>,
     cost_per_call: Option<f64>,
+    context_tokens: Option<u64>,
 }
 
 impl std::fmt::Debug for ScriptedLm {
@@ -67,6 +68,7 @@ impl ScriptedLm {
             responder: Arc::new(responder),
             calls: Arc::new(AtomicU64::new(0)),
             cost_per_call: None,
+            context_tokens: None,
         }
     }
 
@@ -79,6 +81,13 @@ impl ScriptedLm {
     /// Reports `cost` USD for every call (the default reports an unknown cost).
     pub fn with_cost_per_call(mut self, cost: f64) -> Self {
         self.cost_per_call = Some(cost);
+        self
+    }
+
+    /// Holds `tokens` words per request, as an engine's context holds tokens: a longer prompt is
+    /// refused with [`LmError::ContextOverflow`], and [`Lm::context_tokens`] reports the size.
+    pub fn with_context_tokens(mut self, tokens: u64) -> Self {
+        self.context_tokens = Some(tokens);
         self
     }
 
@@ -96,8 +105,16 @@ fn words(text: &str) -> u64 {
 impl Lm for ScriptedLm {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let (content, tool_calls) = (self.responder)(request)?;
         let prompt_tokens = request.messages.iter().map(|m| words(&m.content)).sum();
+        if let Some(context_tokens) = self.context_tokens {
+            if prompt_tokens > context_tokens {
+                return Err(LmError::ContextOverflow {
+                    prompt_tokens,
+                    context_tokens,
+                });
+            }
+        }
+        let (content, tool_calls) = (self.responder)(request)?;
         let (content, finish_reason) = match request.max_tokens {
             Some(max) if words(&content) > u64::from(max) => {
                 let cut: Vec<&str> = content.split_whitespace().take(max as usize).collect();
@@ -126,5 +143,9 @@ impl Lm for ScriptedLm {
             cache_hit: false,
             retries: 0,
         })
+    }
+
+    fn context_tokens(&self, _model: &str) -> Option<u64> {
+        self.context_tokens
     }
 }

@@ -91,6 +91,10 @@ impl Lm for ProviderRouter {
         self.backend(model)
             .is_ok_and(|lm| lm.supports_json_schema(model))
     }
+
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        self.backend(model).ok()?.context_tokens(model)
+    }
 }
 
 /// Builds the full stack: accounting, cache, retry, concurrency limit, rate limit, timeout and

@@ -325,6 +325,10 @@ impl Lm for BudgetedLm {
     fn supports_json_schema(&self, model: &str) -> bool {
         self.inner.supports_json_schema(model)
     }
+
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        self.inner.context_tokens(model)
+    }
 }
 
 #[cfg(test)]

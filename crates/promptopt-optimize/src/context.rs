@@ -256,6 +256,33 @@ impl OptimizeContext {
         self.runtime.lms.default_model()
     }
 
+    /// The tokens the task model's context holds per request, when its backend knows it (the
+    /// embedded engine does).
+    pub fn task_context_tokens(&self) -> Option<u64> {
+        self.raw_task_lm.context_tokens(self.task_model())
+    }
+
+    /// `instruction` cut to fit the task model's context (see
+    /// [`crate::instruction::fit_to_context`]), with a warning naming `what` when it had to be
+    /// cut; unchanged when it fits or the context is unknown.
+    pub fn fit_instruction(&self, instruction: String, what: &str) -> String {
+        let Some(context) = self.task_context_tokens() else {
+            return instruction;
+        };
+        match crate::instruction::fit_to_context(&instruction, context) {
+            Some(cut) => {
+                self.warn(format!(
+                    "Cut {what} from {} to {} bytes to fit `{}`'s context of {context} tokens",
+                    instruction.len(),
+                    cut.len(),
+                    self.task_model()
+                ));
+                cut
+            }
+            None => instruction,
+        }
+    }
+
     /// The prompt model (budgeted), for proposals and reflection.
     pub fn prompt_lm(&self) -> &SharedLm {
         &self.prompt_lm

@@ -92,6 +92,44 @@ pub fn check_instruction(text: &str, headings: &[&str]) -> Result<(), NotAnInstr
     Ok(())
 }
 
+/// Bytes counted as one token when an instruction is fitted to a context. English text averages
+/// about four bytes a token, so two over-counts the tokens and the cut errs early.
+pub const BYTES_PER_TOKEN: u64 = 2;
+
+/// The most bytes an instruction may have in a task model whose context holds
+/// `context_tokens`: half the context, counted at [`BYTES_PER_TOKEN`]. The other half holds the
+/// demos, the inputs and the reply.
+pub fn instruction_byte_limit(context_tokens: u64) -> usize {
+    usize::try_from(context_tokens / 2 * BYTES_PER_TOKEN).unwrap_or(usize::MAX)
+}
+
+/// `text` cut to fit a task model whose context holds `context_tokens` (see
+/// [`instruction_byte_limit`]), at the last line break or space before the limit where there is
+/// one; `None` when it fits as it is.
+///
+/// ```
+/// use promptopt_optimize::instruction::fit_to_context;
+///
+/// assert_eq!(fit_to_context("Label the review.", 4096), None);
+/// assert_eq!(fit_to_context("Label the review positive or negative.", 8).as_deref(), Some("Label"));
+/// ```
+pub fn fit_to_context(text: &str, context_tokens: u64) -> Option<String> {
+    let limit = instruction_byte_limit(context_tokens);
+    if text.len() <= limit {
+        return None;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let cut = match head.rfind(char::is_whitespace) {
+        Some(at) if at > 0 => &head[..at],
+        _ => head,
+    };
+    Some(cut.trim_end().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -131,5 +169,25 @@ mod tests {
         let refused = check_instruction(code, HEADINGS).unwrap_err();
         assert_eq!(refused, NotAnInstruction::Code("python".to_string()));
         assert_eq!(refused.to_string(), "it holds a block of `python` code");
+    }
+
+    #[test]
+    fn a_long_instruction_is_cut_to_half_the_context_at_a_word() {
+        let long = "Read the review. ".repeat(1000);
+        let cut = fit_to_context(&long, 2048).unwrap();
+        assert!(cut.len() <= instruction_byte_limit(2048), "{}", cut.len());
+        assert!(
+            cut.len() > instruction_byte_limit(2048) - 20,
+            "{}",
+            cut.len()
+        );
+        // It ends at a whole word.
+        assert!(long[cut.len()..].starts_with(' '), "{cut}");
+        assert!(cut.ends_with("Read") || cut.ends_with("the") || cut.ends_with("review."));
+        // Multi-byte characters are never split.
+        let accents = "é".repeat(3000);
+        let cut = fit_to_context(&accents, 1001).unwrap();
+        assert_eq!(cut.len(), 1000);
+        assert_eq!(fit_to_context("short", 2048), None);
     }
 }

@@ -802,3 +802,72 @@ async fn replies_that_are_not_instructions_are_discarded_and_counted() {
         assert!(warned);
     }
 }
+
+/// The first words of the padding [`padded_reflection`] adds.
+const PADDING: &str = "Note: weigh every word.";
+
+/// [`learning_reflection`], with a paragraph of thousands of bytes after the rules.
+fn padded_reflection(request: &ChatRequest) -> String {
+    let reply = learning_reflection(request);
+    let lines: Vec<&str> = reply
+        .lines()
+        .filter(|line| !line.starts_with(PADDING))
+        .collect();
+    let (close, body) = lines.split_last().unwrap();
+    format!(
+        "{}\n{PADDING} {}\n{close}",
+        body.join("\n"),
+        "Read the text twice before answering. ".repeat(60)
+    )
+}
+
+#[tokio::test]
+async fn an_instruction_longer_than_the_task_context_is_cut_with_a_warning() {
+    // The task model holds 200 words a request; without the cut every proposal (over 360 words,
+    // within the reflection's 512-token cap) would overflow it.
+    let program = Program::single(
+        Signature::new(vec![Field::text("text")], vec![Field::text("label")])
+            .with_instructions("Classify the text."),
+    );
+    let task = ScriptedLm::new(|r| Ok(task_reply(r))).with_context_tokens(200);
+    let reflect = ScriptedLm::new(|r| Ok(padded_reflection(r)));
+    let events = CollectSink::new();
+    let ctx = OptimizeContext::builder(
+        program.clone(),
+        Arc::new(task),
+        "scripted/task",
+        Arc::new(Exact),
+    )
+    .prompt_model(Arc::new(reflect), "scripted/reflect")
+    .settings(turns())
+    .seed(7)
+    .events(Arc::new(events.clone()))
+    .build();
+    let (train, val) = data();
+    let run = Gepa::new(config(
+        serde_json::json!({"max_metric_calls": 120, "use_merge": false}),
+    ))
+    .run(&ctx, &train, &val, &program.initial_state())
+    .await
+    .unwrap();
+    // Every instruction tried fits in half the context (200 bytes at two bytes a token), and
+    // the rules before the padding were learned.
+    for candidate in &run.state.candidates {
+        let instructions = &candidate.state.predictor("predict").unwrap().instructions;
+        assert!(instructions.len() <= 200, "{}", instructions.len());
+    }
+    assert!(run.outcome.best_score > 0.5, "{}", run.outcome.best_score);
+    let cut = events
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Warning { message }
+                if message.starts_with("Cut the new instruction for `predict` of iteration")
+                    && message.ends_with("bytes to fit `scripted/task`'s context of 200 tokens"))
+        })
+        .count();
+    assert!(
+        cut >= 1 && cut as u64 <= run.state.reflection_calls,
+        "{cut}"
+    );
+}

@@ -515,3 +515,65 @@ async fn proposals_that_copy_the_prompt_back_are_discarded_and_counted() {
         .count();
     assert_eq!(discarded, run.proposer_calls.rejected);
 }
+
+#[tokio::test]
+async fn a_proposal_longer_than_the_task_context_is_cut_with_a_warning() {
+    // The task model holds 200 words a request; each proposal is thousands of bytes long.
+    let task = task_lm().with_context_tokens(200);
+    let prompt = ScriptedLm::new(|request| {
+        Ok(match request.rollout_id {
+            Some(id) => format!(
+                "Label review {id} by its overall tone. {}",
+                "Weigh every sentence of the review with care. ".repeat(100)
+            ),
+            None => "Reviews of films, labeled positive or negative.".into(),
+        })
+    });
+    let events = CollectSink::new();
+    let program = classifier();
+    let initial = program.initial_state();
+    let ctx = OptimizeContext::builder(
+        program,
+        Arc::new(task.clone()),
+        "scripted/task",
+        Arc::new(ExactLabel),
+    )
+    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
+    .settings(turns())
+    .seed(2)
+    .events(Arc::new(events.clone()))
+    .build();
+    assert_eq!(ctx.task_context_tokens(), Some(200));
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 3, "num_iterations": 4, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&ctx, &dataset(12, 0), &dataset(8, 1000), &initial)
+        .await
+        .unwrap();
+    // Every proposal was kept, cut to half the context (200 bytes at two bytes a token).
+    assert_eq!(run.instructions[0].len(), 4);
+    for instruction in &run.instructions[0][1..] {
+        assert!(instruction.len() <= 200, "{}", instruction.len());
+        assert!(instruction.starts_with("Label review"), "{instruction}");
+    }
+    let cut = events
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Warning { message }
+                if message.starts_with("Cut proposal")
+                    && message.ends_with("bytes to fit `scripted/task`'s context of 200 tokens"))
+        })
+        .count();
+    assert_eq!(cut, 3);
+    // No prompt went over the context: every trial scored every example right.
+    assert_eq!(run.outcome.best_score, 1.0);
+    assert!(
+        run.trials.iter().all(|t| t.score == 1.0),
+        "{:?}",
+        run.trials
+    );
+}

@@ -257,4 +257,8 @@ impl<L: Lm> Lm for CacheLayer<L> {
     fn supports_json_schema(&self, model: &str) -> bool {
         self.inner.supports_json_schema(model)
     }
+
+    fn context_tokens(&self, model: &str) -> Option<u64> {
+        self.inner.context_tokens(model)
+    }
 }

@@ -330,6 +330,13 @@ impl Engine<'_> {
                     match checked {
                         Err(reason) => rejected.push(reason),
                         Ok(()) if new != current => {
+                            let new = self.ctx.fit_instruction(
+                                new,
+                                &format!(
+                                    "the new instruction for `{name}` of iteration {}",
+                                    iteration + 1
+                                ),
+                            );
                             if let Some(pr) = child.predictor_mut(name) {
                                 pr.instructions = new;
                                 rewritten.push(name.clone());

@@ -654,6 +654,14 @@ impl<'a> GroundedProposer<'a> {
                     ));
                     break None;
                 }
+                let text = self.ctx.fit_instruction(
+                    text,
+                    &format!(
+                        "proposal {} for `{}`",
+                        demo_set + 1,
+                        self.predictors[p].name
+                    ),
+                );
                 let similar = too_similar(
                     &text,
                     candidates.iter().map(String::as_str),
