@@ -262,6 +262,11 @@ impl OptimizeContext {
         self.raw_task_lm.context_tokens(self.task_model())
     }
 
+    /// The tokens the prompt model's context holds per request, when its backend knows it.
+    pub fn prompt_context_tokens(&self) -> Option<u64> {
+        self.raw_prompt_lm.context_tokens(self.prompt_model())
+    }
+
     /// `instruction` cut to fit the task model's context (see
     /// [`crate::instruction::fit_to_context`]), with a warning naming `what` when it had to be
     /// cut; unchanged when it fits or the context is unknown.

@@ -577,3 +577,48 @@ async fn a_proposal_longer_than_the_task_context_is_cut_with_a_warning() {
         run.trials
     );
 }
+
+#[tokio::test]
+async fn the_dataset_summary_keeps_its_prompts_within_the_prompt_model_context() {
+    // The prompt model holds 400 words a request and writes 120 words of observations per batch:
+    // left to grow over four batches, the observations alone would overflow it.
+    let prompt = ScriptedLm::new(|request| {
+        let system = request
+            .messages
+            .first()
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        Ok(if system.contains("observations") {
+            "The reviews are short and mostly about films and acting. ".repeat(12)
+        } else if let Some(id) = request.rollout_id {
+            format!("Label review {id} by its overall tone.")
+        } else {
+            "Reviews of films, labeled positive or negative.".into()
+        })
+    })
+    .with_context_tokens(400);
+    let s = setup_with(classifier(), 3, prompt);
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 2, "num_iterations": 2, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0, "program_aware": false
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&s.ctx, &dataset(40, 0), &dataset(8, 1000), &s.initial)
+        .await
+        .unwrap();
+    let warnings: Vec<String> = s
+        .events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // The first batch's observations already fill half the context: no second batch is read,
+    // and the condensing call gets them cut to fit.
+    assert_eq!(run.proposer_calls.summary, 2);
+    assert!(run.dataset_summary.is_some());
+}

@@ -427,9 +427,16 @@ impl<'a> GroundedProposer<'a> {
                 )
                 .await?,
         );
+        // The observations grow with every batch; they stop growing at half the prompt model's
+        // context, so that each summary prompt (observations, a batch, the reply) fits in it.
+        let limit = self
+            .ctx
+            .prompt_context_tokens()
+            .map(crate::instruction::instruction_byte_limit);
+        let full = |observations: &str| limit.is_some_and(|limit| observations.len() >= limit);
         let mut completes = 0;
         for (extra, start) in (b..trainset.len()).step_by(b).enumerate() {
-            if extra >= MAX_EXTRA_SUMMARY_BATCHES {
+            if extra >= MAX_EXTRA_SUMMARY_BATCHES || full(&observations) {
                 break;
             }
             let batch = &trainset[start..(start + b).min(trainset.len())];
@@ -458,6 +465,13 @@ impl<'a> GroundedProposer<'a> {
             }
             observations.push('\n');
             observations.push_str(&strip_label(&reply));
+        }
+        if let Some(cut) = self
+            .ctx
+            .prompt_context_tokens()
+            .and_then(|context| crate::instruction::fit_to_context(&observations, context))
+        {
+            observations = cut;
         }
         self.calls.summary += 1;
         let summary = self
