@@ -75,6 +75,9 @@ def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, 
         "evaluation_metric": task.metric,
         "algorithm": ALGORITHMS[optimizer],
         "model": model,
+        # DSPy proposes and reflects with the task model; so does promptopt here (its own default
+        # for a local task model would be Qwen2.5-Coder 1.5B).
+        "prompt_model": model,
         "seed": seed,
         "training_examples": str(split_dir / "train.jsonl"),
         "validation_examples": str(split_dir / "dev.jsonl"),

@@ -45,6 +45,7 @@ def test_requests_match_the_dspy_settings(tmp_path):
     assert bootstrap["training_examples"] == str(tmp_path / "train.jsonl")
     gepa = optimizers.request(task, "gepa", 2, tmp_path, "local/smollm2-135m", 404)
     assert gepa["target"] == "prompt_template"
+    assert gepa["prompt_model"] == "local/smollm2-135m", "DSPy's prompt model is its task model"
     assert gepa["algorithm_config"]["max_metric_calls"] == 404
     assert gepa["seed"] == 2
     assert gepa["max_iterations"] > 404, "the metric-call budget, not an iteration cap, stops GEPA"

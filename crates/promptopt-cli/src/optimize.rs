@@ -260,7 +260,7 @@ pub(crate) fn default_name(
 /// Every model a request calls: task, prompt, candidates, stage models.
 pub(crate) fn request_models(request: &OptimizationRequest) -> Vec<String> {
     let mut models = vec![request.task_model().to_string()];
-    models.extend(request.prompt_model.clone());
+    models.push(request.effective_prompt_model());
     models.extend(request.candidate_models.iter().cloned());
     models.extend(request.program.iter().filter_map(|s| s.model.clone()));
     models

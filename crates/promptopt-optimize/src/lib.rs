@@ -66,7 +66,8 @@ pub use promptopt_core::events::{
 pub use random_search::BootstrapFewShotWithRandomSearch;
 pub use request::{
     build_optimizer, valid_keys, Algorithm, Constraints, CustomMetricSpec, DataSource, Objective,
-    OptimizationRequest, Target, TargetSpec, DEFAULT_MODEL, FEW_SHOT_KEYS,
+    OptimizationRequest, Target, TargetSpec, DEFAULT_LOCAL_PROMPT_MODEL, DEFAULT_MODEL,
+    FEW_SHOT_KEYS,
 };
 pub use result::{
     improvement_percentage, Analytics, DatasetSummary, LoggedPrediction, ModelReport,

@@ -405,10 +405,7 @@ impl Pipeline {
         }
         let constraints = request.constraints();
         let task_model = request.task_model().to_string();
-        let prompt_model = request
-            .prompt_model
-            .clone()
-            .unwrap_or_else(|| task_model.clone());
+        let prompt_model = request.effective_prompt_model();
         let concurrency = request.concurrency.unwrap_or(self.concurrency);
         // The run's trajectory is a subscriber of its events, like the caller's sink.
         let recorder = TrajectoryRecorder::new();

@@ -16,6 +16,11 @@ use crate::{
 /// The task model when a request names none: the embedded SmolLM2-135M-Instruct.
 pub const DEFAULT_MODEL: &str = "local/smollm2-135m";
 
+/// The prompt model of MIPROv2 and GEPA when the task model is embedded and the request names
+/// none: of the embedded models it wrote the most coherent instructions per minute
+/// (`docs/results.md`, "Choosing the prompt model"). `promptopt models pull` fetches it (1.1 GB).
+pub const DEFAULT_LOCAL_PROMPT_MODEL: &str = "local/qwen2.5-coder-1.5b";
+
 /// What the optimization may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -352,7 +357,8 @@ pub struct OptimizationRequest {
     /// The task model (`provider/model`).
     #[serde(default = "default_model")]
     pub model: String,
-    /// The model that proposes instructions and reflects (default: the task model).
+    /// The model that proposes instructions and reflects (default: see
+    /// [`OptimizationRequest::effective_prompt_model`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_model: Option<String>,
     /// The models `model_selection` chooses among.
@@ -587,6 +593,45 @@ impl OptimizationRequest {
             .as_ref()
             .and_then(|c| c.target_model.as_deref())
             .unwrap_or(&self.model)
+    }
+
+    /// The model that proposes instructions and reflects: `prompt_model` when set; else, for an
+    /// algorithm that writes instructions (MIPROv2, GEPA) and an embedded (`local/…`) task
+    /// model, [`DEFAULT_LOCAL_PROMPT_MODEL`]; else the task model.
+    ///
+    /// ```
+    /// use promptopt_optimize::OptimizationRequest;
+    ///
+    /// let yaml = |algorithm: &str, model: &str| {
+    ///     format!(
+    ///         "algorithm: {algorithm}\nmodel: {model}\nevaluation_metric: accuracy\n\
+    ///          training_examples: [{{text: fine, label: positive}}]\n"
+    ///     )
+    /// };
+    /// let request = |algorithm: &str, model: &str| {
+    ///     OptimizationRequest::from_yaml_str(&yaml(algorithm, model)).unwrap()
+    /// };
+    /// assert_eq!(
+    ///     request("miprov2", "local/gemma3-270m").effective_prompt_model(),
+    ///     "local/qwen2.5-coder-1.5b"
+    /// );
+    /// assert_eq!(request("gepa", "openai/gpt-4o-mini").effective_prompt_model(), "openai/gpt-4o-mini");
+    /// assert_eq!(
+    ///     request("bootstrapfewshot", "local/gemma3-270m").effective_prompt_model(),
+    ///     "local/gemma3-270m"
+    /// );
+    /// ```
+    pub fn effective_prompt_model(&self) -> String {
+        if let Some(model) = &self.prompt_model {
+            return model.clone();
+        }
+        let task = self.task_model();
+        let writes_instructions = matches!(self.algorithm, Algorithm::Miprov2 | Algorithm::Gepa);
+        if writes_instructions && task.starts_with("local/") {
+            DEFAULT_LOCAL_PROMPT_MODEL.to_string()
+        } else {
+            task.to_string()
+        }
     }
 
     /// The constraints (empty when none were given).

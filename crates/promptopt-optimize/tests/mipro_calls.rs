@@ -622,3 +622,34 @@ async fn the_dataset_summary_keeps_its_prompts_within_the_prompt_model_context()
     assert_eq!(run.proposer_calls.summary, 2);
     assert!(run.dataset_summary.is_some());
 }
+
+#[tokio::test]
+async fn proposals_that_copy_the_program_description_are_discarded() {
+    // Qwen2.5-Coder 0.5B often starts its reply with the program's step line, then the fields.
+    let prompt = ScriptedLm::new(|request| {
+        Ok(match request.rollout_id {
+            Some(id) => format!(
+                "Step 1 `predict`: Predict(text) -> label\n- input `text`\n- output `label`\n\
+                 Label review {id} by its overall tone."
+            ),
+            None => "Reviews of films, labeled positive or negative.".into(),
+        })
+    });
+    let s = setup_with(classifier(), 6, prompt);
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&s.ctx, &dataset(12, 0), &dataset(8, 1000), &s.initial)
+        .await
+        .unwrap();
+    assert_eq!(run.proposer_calls.rejected, 3);
+    assert_eq!(
+        run.instructions[0],
+        vec!["Classify the review.".to_string()]
+    );
+    assert!(s.events.events().iter().any(|e| matches!(e, Event::Warning { message }
+        if message.ends_with("it copies the prompt back (a line starts with `Step 1 `predict`:`)"))));
+}

@@ -149,13 +149,7 @@ pub(crate) fn start_params(request: &OptimizationRequest) -> Vec<KeyValue> {
         KeyValue::new("algorithm", request.algorithm.as_str()),
         KeyValue::new("evaluation_metric", &request.evaluation_metric),
         KeyValue::new("task_model", request.task_model()),
-        KeyValue::new(
-            "prompt_model",
-            request
-                .prompt_model
-                .as_deref()
-                .unwrap_or(request.task_model()),
-        ),
+        KeyValue::new("prompt_model", request.effective_prompt_model()),
         KeyValue::new("adapter", request.adapter.as_deref().unwrap_or("chat")),
         KeyValue::new("seed", request.seed.to_string()),
         KeyValue::new("max_iterations", request.max_iterations.to_string()),

@@ -615,6 +615,19 @@ impl<'a> GroundedProposer<'a> {
         existing: &[String],
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Proposal>, OptimizeError> {
+        // The prompt's section headings, and the program description's step lines (`Step 1
+        // `predict`: Predict(text) -> label`), which small models copy back.
+        let steps: Vec<String> = self
+            .predictors
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| format!("Step {} `{}`:", i + 1, stage.name))
+            .collect();
+        let headings: Vec<&str> = PROPOSAL_HEADINGS
+            .iter()
+            .copied()
+            .chain(steps.iter().map(String::as_str))
+            .collect();
         let mut accepted: Vec<Proposal> = Vec::new();
         let mut candidates: Vec<String> = existing.to_vec();
         let mut shown_history: Vec<(String, Option<f64>)> = history.to_vec();
@@ -659,7 +672,7 @@ impl<'a> GroundedProposer<'a> {
                         break None;
                     }
                 };
-                if let Err(reason) = check_instruction(&text, PROPOSAL_HEADINGS) {
+                if let Err(reason) = check_instruction(&text, &headings) {
                     self.calls.rejected += 1;
                     self.ctx.warn(format!(
                         "Discarded proposal {} for `{}`: {reason}",
