@@ -278,6 +278,23 @@ async fn reflection_improves_and_counts_every_metric_call() {
     assert!(run.outcome.candidates[1]
         .description
         .contains("reflection on `predict` of #"));
+    // Each proposal's event shows the instructions the reflection wrote.
+    let proposed: Vec<String> = s
+        .events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::CandidateProposed { description, .. } => Some(description.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!proposed.is_empty());
+    assert!(
+        proposed.iter().all(|d| d.starts_with("reflection on #")
+            && d.contains(": `predict`: Classify the text.\n")
+            && d.contains(" -> ")),
+        "{proposed:?}"
+    );
     // One event per iteration.
     let iterations = s
         .events

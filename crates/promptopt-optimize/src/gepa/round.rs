@@ -182,18 +182,23 @@ impl Engine<'_> {
                 };
                 continue;
             }
+            // Each rewritten predictor with its new instructions, so that a log shows what
+            // the reflection wrote.
+            let rewrites = reflected
+                .rewritten
+                .iter()
+                .map(|name| {
+                    let text = reflected
+                        .child
+                        .predictor(name)
+                        .map_or("", |pr| pr.instructions.as_str());
+                    format!("`{name}`: {text}")
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
             self.ctx.emit(Event::CandidateProposed {
                 candidate: state.candidates.len(),
-                description: format!(
-                    "reflection on {} of #{}",
-                    reflected
-                        .rewritten
-                        .iter()
-                        .map(|name| format!("`{name}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    p.parent
-                ),
+                description: format!("reflection on #{}: {rewrites}", p.parent),
             });
             p.child = Some((reflected.child, reflected.rewritten));
         }
