@@ -8,6 +8,8 @@
 #![cfg(all(feature = "engine", not(feature = "cuda")))]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -477,15 +479,9 @@ fn workers_servers_and_serve_lm_check_the_gpu_at_start() {
 /// The embedded model, on the CPU, after an optional GPU that this build cannot use.
 #[test]
 fn an_optional_gpu_evaluates_on_the_cpu() {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/smollm2-135m.gguf");
-    if !model.exists() {
-        assert!(
-            std::env::var("PROMPTOPT_CI").is_err(),
-            "models/smollm2-135m.gguf must exist in CI (scripts/fetch-model.sh)"
-        );
+    let Some(model) = common::embedded_model("smollm2-135m.gguf") else {
         return;
-    }
-    let model = std::fs::canonicalize(model).unwrap();
+    };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let data = dataset(dir.path());

@@ -1,19 +1,15 @@
 //! The default prompt model of MIPROv2 and GEPA for an embedded task model, through the binary.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn a_missing_default_prompt_model_is_an_error_naming_the_pull_command() {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/smollm2-135m.gguf");
-    if !model.exists() {
-        assert!(
-            std::env::var("PROMPTOPT_CI").is_err(),
-            "models/smollm2-135m.gguf must exist in CI (scripts/fetch-model.sh)"
-        );
+    let Some(model) = common::embedded_model("smollm2-135m.gguf") else {
         return;
-    }
+    };
     // A models folder that holds the task model only, and an empty home.
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");

@@ -129,4 +129,4 @@ pub use resolve::{resolve_in, resolve_model, search_dirs, short_name};
 pub use router::{model_stack, LocalModels};
 pub use stats::EngineStats;
 pub use template::{PromptRenderer, RenderedPrompt};
-pub use threads::{live_engine_threads, wait_for_engine_threads};
+pub use threads::wait_for_engine_threads;

@@ -31,6 +31,7 @@ impl ThreadCount {
         LiveThread { count: self }
     }
 
+    #[cfg(test)]
     fn live(&self) -> usize {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -75,11 +76,6 @@ impl Drop for LiveThread {
         *live = live.saturating_sub(1);
         self.count.changed.notify_all();
     }
-}
-
-/// The number of engine threads running now.
-pub fn live_engine_threads() -> usize {
-    ENGINE_THREADS.live()
 }
 
 /// Waits until every engine thread has returned, at most `timeout`; `true` when none is left.

@@ -110,7 +110,11 @@ fn setup(program: Program, seed: u64) -> Setup {
 
 /// [`setup`] with `prompt` as the prompt model.
 fn setup_with(program: Program, seed: u64, prompt: ScriptedLm) -> Setup {
-    let task = task_lm();
+    setup_models(program, seed, task_lm(), prompt)
+}
+
+/// [`setup`] with both models given.
+fn setup_models(program: Program, seed: u64, task: ScriptedLm, prompt: ScriptedLm) -> Setup {
     let events = CollectSink::new();
     let initial = program.initial_state();
     let ctx = OptimizeContext::builder(
@@ -131,6 +135,18 @@ fn setup_with(program: Program, seed: u64, prompt: ScriptedLm) -> Setup {
         events,
         initial,
     }
+}
+
+/// The warnings a run emitted, in order.
+fn warnings(s: &Setup) -> Vec<String> {
+    s.events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn classifier() -> Program {
@@ -529,28 +545,15 @@ async fn a_proposal_longer_than_the_task_context_is_cut_with_a_warning() {
             None => "Reviews of films, labeled positive or negative.".into(),
         })
     });
-    let events = CollectSink::new();
-    let program = classifier();
-    let initial = program.initial_state();
-    let ctx = OptimizeContext::builder(
-        program,
-        Arc::new(task.clone()),
-        "scripted/task",
-        Arc::new(ExactLabel),
-    )
-    .prompt_model(Arc::new(prompt.clone()), "scripted/prompt")
-    .settings(turns())
-    .seed(2)
-    .events(Arc::new(events.clone()))
-    .build();
-    assert_eq!(ctx.task_context_tokens(), Some(200));
+    let s = setup_models(classifier(), 2, task, prompt);
+    assert_eq!(s.ctx.task_context_tokens(), Some(200));
     let config = MiproConfig::from_value(&serde_json::json!({
         "num_candidates": 3, "num_iterations": 4, "minibatch": false,
         "max_bootstrapped_demos": 0, "max_labeled_demos": 0
     }))
     .unwrap();
     let run = MiproV2::new(config)
-        .optimize(&ctx, &dataset(12, 0), &dataset(8, 1000), &initial)
+        .optimize(&s.ctx, &dataset(12, 0), &dataset(8, 1000), &s.initial)
         .await
         .unwrap();
     // Every proposal was kept, cut to half the context (200 bytes at two bytes a token).
@@ -559,13 +562,11 @@ async fn a_proposal_longer_than_the_task_context_is_cut_with_a_warning() {
         assert!(instruction.len() <= 200, "{}", instruction.len());
         assert!(instruction.starts_with("Label review"), "{instruction}");
     }
-    let cut = events
-        .events()
+    let cut = warnings(&s)
         .iter()
-        .filter(|e| {
-            matches!(e, Event::Warning { message }
-                if message.starts_with("Cut proposal")
-                    && message.ends_with("bytes to fit `scripted/task`'s context of 200 tokens"))
+        .filter(|message| {
+            message.starts_with("Cut proposal")
+                && message.ends_with("bytes to fit `scripted/task`'s context of 200 tokens")
         })
         .count();
     assert_eq!(cut, 3);
@@ -607,15 +608,7 @@ async fn the_dataset_summary_keeps_its_prompts_within_the_prompt_model_context()
         .optimize(&s.ctx, &dataset(40, 0), &dataset(8, 1000), &s.initial)
         .await
         .unwrap();
-    let warnings: Vec<String> = s
-        .events
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Warning { message } => Some(message.clone()),
-            _ => None,
-        })
-        .collect();
+    let warnings = warnings(&s);
     assert!(warnings.is_empty(), "{warnings:?}");
     // The first batch's observations already fill half the context: no second batch is read,
     // and the condensing call gets them cut to fit.
@@ -650,6 +643,6 @@ async fn proposals_that_copy_the_program_description_are_discarded() {
         run.instructions[0],
         vec!["Classify the review.".to_string()]
     );
-    assert!(s.events.events().iter().any(|e| matches!(e, Event::Warning { message }
-        if message.ends_with("it copies the prompt back (a line starts with `Step 1 `predict`:`)"))));
+    assert!(warnings(&s).iter().any(|message| message
+        .ends_with("it copies the prompt back (a line starts with `Step 1 `predict`:`)")));
 }

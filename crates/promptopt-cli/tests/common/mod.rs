@@ -128,3 +128,19 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         .map(|path| path.display().to_string())
         .collect()
 }
+
+/// The embedded model `file` (such as `smollm2-135m.gguf`) in the checkout's `models/`, made
+/// absolute; `None` when it is not there, which CI (`PROMPTOPT_CI`) does not allow.
+pub fn embedded_model(file: &str) -> Option<PathBuf> {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(file);
+    if !model.exists() {
+        assert!(
+            std::env::var("PROMPTOPT_CI").is_err(),
+            "models/{file} must exist in CI (scripts/fetch-model.sh)"
+        );
+        return None;
+    }
+    Some(std::fs::canonicalize(model).unwrap())
+}
