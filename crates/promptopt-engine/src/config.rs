@@ -25,6 +25,12 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Reuse the KV cache of the longest shared prompt prefix (on by default).
     pub prefix_reuse: bool,
+    /// Finished requests whose tokens stay in the KV cache beyond the `slots` being decoded, so
+    /// that a later request sharing their prefix (an agent's next step, the next example of a
+    /// program with demos) decodes only what is new. They take no memory of their own: when
+    /// the cache needs room, the least recently used is dropped. At most `256 - slots` are
+    /// kept (llama.cpp's limit on sequences).
+    pub kept_prompts: u32,
     /// Reply length when a request sets no `max_tokens`.
     pub default_max_tokens: u32,
     /// Layers offloaded to the GPU (needs the `cuda` feature; 0 keeps everything on the CPU;
@@ -58,6 +64,7 @@ impl Default for EngineConfig {
             threads: None,
             batch_size: 512,
             prefix_reuse: true,
+            kept_prompts: 24,
             default_max_tokens: 256,
             gpu_layers: 0,
             main_gpu: 0,
@@ -101,6 +108,20 @@ impl EngineConfig {
         self
     }
 
+    /// Sets how many finished prompts stay cached beyond the slots.
+    pub fn with_kept_prompts(mut self, kept_prompts: u32) -> Self {
+        self.kept_prompts = kept_prompts;
+        self
+    }
+
+    /// The sequences the KV cache tracks: the slots plus the kept prompts, at most 256.
+    pub fn sequences(&self) -> u32 {
+        self.slots
+            .saturating_add(self.kept_prompts)
+            .min(MAX_SEQUENCES)
+            .max(self.slots)
+    }
+
     /// Sets the layers offloaded to the GPU.
     pub fn with_gpu_layers(mut self, gpu_layers: u32) -> Self {
         self.gpu_layers = gpu_layers;
@@ -134,7 +155,7 @@ impl EngineConfig {
                 message: message.to_string(),
             })
         };
-        if self.slots == 0 || self.slots > 256 {
+        if self.slots == 0 || self.slots > MAX_SEQUENCES {
             return invalid("slots", "must be between 1 and 256");
         }
         if self.ctx_per_slot < 16 {
@@ -175,6 +196,9 @@ impl EngineConfig {
     }
 }
 
+/// llama.cpp's limit on the sequences of one context.
+const MAX_SEQUENCES: u32 = 256;
+
 /// A thread count from text: a positive whole number, else `None`.
 fn parse_threads(text: &str) -> Option<u32> {
     text.trim().parse::<u32>().ok().filter(|&n| n > 0)
@@ -192,6 +216,20 @@ mod tests {
             error,
             Err(EngineError::InvalidConfig { field: "slots", .. })
         ));
+    }
+
+    #[test]
+    fn kept_prompts_stay_within_llama_cpp_sequence_limit() {
+        assert_eq!(EngineConfig::default().with_slots(8).sequences(), 32);
+        assert_eq!(
+            EngineConfig::default()
+                .with_slots(8)
+                .with_kept_prompts(0)
+                .sequences(),
+            8
+        );
+        assert_eq!(EngineConfig::default().with_slots(250).sequences(), 256);
+        assert_eq!(EngineConfig::default().with_slots(256).sequences(), 256);
     }
 
     #[test]

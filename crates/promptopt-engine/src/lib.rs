@@ -47,7 +47,11 @@
 //!   `llama_memory_seq_cp`, which shares cells rather than copying data) and decodes only the
 //!   rest; `Usage::cached_tokens` reports how many prompt tokens were reused. A request that
 //!   shares a long prefix with a prompt still being decoded waits for it rather than decoding the
-//!   prefix twice. [`EngineConfig::prefix_reuse`] turns this off.
+//!   prefix twice. Finished prompts stay cached in more sequences than there are slots
+//!   ([`EngineConfig::kept_prompts`]), so an agent's next step or a program's next stage finds
+//!   its own earlier prompt even after other requests used the slots; when the cache needs room,
+//!   the least recently used kept prompt is dropped ([`EngineStats::kept_prompts_dropped`]).
+//!   [`EngineConfig::prefix_reuse`] turns this off.
 //! - **Decoding.** Temperature 0 or unset is greedy and deterministic; otherwise top-k, top-p
 //!   and temperature sampling seeded by the request's `seed` (default 0, mixed with
 //!   `rollout_id`). Stop strings end the reply and are cut from it; `max_tokens` (default

@@ -23,6 +23,7 @@ pub(crate) struct Stats {
     pub prompt_tokens: Counter,
     pub cached_tokens: Counter,
     pub completion_tokens: Counter,
+    pub evictions: Counter,
     decode_calls: Counter,
     batched_decode_calls: Counter,
     decoded_tokens: Counter,
@@ -47,6 +48,7 @@ impl Stats {
             prompt_tokens: self.prompt_tokens.get(),
             cached_tokens: self.cached_tokens.get(),
             completion_tokens: self.completion_tokens.get(),
+            kept_prompts_dropped: self.evictions.get(),
             decode_calls: self.decode_calls.get(),
             batched_decode_calls: self.batched_decode_calls.get(),
             decoded_tokens: self.decoded_tokens.get(),
@@ -67,6 +69,10 @@ pub struct EngineStats {
     pub cached_tokens: u64,
     /// Tokens generated.
     pub completion_tokens: u64,
+    /// Kept prompts dropped from the KV cache to make room (see
+    /// [`crate::EngineConfig::kept_prompts`]).
+    #[serde(default)]
+    pub kept_prompts_dropped: u64,
     /// Calls to llama.cpp's decode.
     pub decode_calls: u64,
     /// Decode calls that carried more than one request.
@@ -100,6 +106,9 @@ impl EngineStats {
             completion_tokens: self
                 .completion_tokens
                 .saturating_sub(earlier.completion_tokens),
+            kept_prompts_dropped: self
+                .kept_prompts_dropped
+                .saturating_sub(earlier.kept_prompts_dropped),
             decode_calls: self.decode_calls.saturating_sub(earlier.decode_calls),
             batched_decode_calls: self
                 .batched_decode_calls

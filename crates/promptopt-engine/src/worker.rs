@@ -16,6 +16,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
 use promptopt_lm::{FinishReason, LmError};
 use tokio::sync::oneshot;
 
@@ -249,7 +250,7 @@ fn new_context<'m>(
         .with_n_ctx(NonZeroU32::new(total))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size.min(512))
-        .with_n_seq_max(config.slots)
+        .with_n_seq_max(config.sequences())
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         .with_kv_unified(true)
@@ -312,6 +313,8 @@ struct Worker<'m> {
     batch_size: usize,
     ctx_per_slot: usize,
     prefix_reuse: bool,
+    /// Requests decoded at once; the other sequences only keep finished prompts.
+    max_active: usize,
     slots: Vec<Slot>,
     queue: VecDeque<Queued>,
     jobs: Receiver<Job>,
@@ -331,7 +334,12 @@ impl<'m> Worker<'m> {
         stats: Arc<Stats>,
     ) -> Self {
         let batch_size = config.batch_size as usize;
-        let slots = (0..config.slots)
+        let sequences = if config.prefix_reuse {
+            config.sequences()
+        } else {
+            config.slots
+        };
+        let slots = (0..sequences)
             .map(|seq| Slot {
                 seq: i32::try_from(seq).unwrap_or(i32::MAX),
                 tokens: Vec::new(),
@@ -346,6 +354,7 @@ impl<'m> Worker<'m> {
             batch_size,
             ctx_per_slot: config.ctx_per_slot as usize,
             prefix_reuse: config.prefix_reuse,
+            max_active: config.slots as usize,
             slots,
             queue: VecDeque::new(),
             jobs,
@@ -430,7 +439,8 @@ impl<'m> Worker<'m> {
     fn admit(&mut self) {
         let mut i = 0;
         while i < self.queue.len() {
-            if !self.slots.iter().any(|s| s.active.is_none()) {
+            let active = self.slots.iter().filter(|s| s.active.is_some()).count();
+            if active >= self.max_active || active == self.slots.len() {
                 return;
             }
             if self.prefix_reuse && self.should_wait(&self.queue[i].tokens) {
@@ -466,19 +476,19 @@ impl<'m> Worker<'m> {
     fn start(&mut self, queued: Queued) {
         let Queued { job, tokens } = queued;
         let limit = tokens.len().saturating_sub(1);
-        // The idle slot to use: the one holding the longest prefix, else the least recently used.
+        // The idle sequence to use: the longest that the prompt extends (nothing cached is
+        // lost), else the least recently used; a longer prefix held elsewhere is copied in.
         let Some(target) = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
             .max_by_key(|(_, s)| {
-                let own = if self.prefix_reuse {
-                    common_prefix(&s.tokens, &tokens)
-                } else {
-                    0
-                };
-                (own, std::cmp::Reverse(s.last_used))
+                let extends = self.prefix_reuse
+                    && !s.tokens.is_empty()
+                    && common_prefix(&s.tokens, &tokens) == s.tokens.len();
+                let kept = if extends { s.tokens.len() } else { 0 };
+                (kept, std::cmp::Reverse(s.last_used))
             })
             .map(|(i, _)| i)
         else {
@@ -498,6 +508,8 @@ impl<'m> Worker<'m> {
             match source {
                 Some((shared, from)) if shared > own => {
                     let from_seq = self.slots[from].seq;
+                    // The source stays cached longer: other requests may share it too.
+                    self.slots[from].last_used = self.clock + 1;
                     let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
                     let copied = u32::try_from(shared).ok().and_then(|end| {
                         self.ctx
@@ -521,6 +533,14 @@ impl<'m> Worker<'m> {
         if reused == 0 {
             let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
         }
+        tracing::debug!(
+            slot = target,
+            prompt_tokens = tokens.len(),
+            own_prefix = own,
+            best_prefix = source.map_or(0, |(shared, _)| shared),
+            reused,
+            "request admitted"
+        );
         let now = self.tick();
         let slot = &mut self.slots[target];
         slot.tokens.clear();
@@ -596,9 +616,17 @@ impl<'m> Worker<'m> {
         if plan.is_empty() {
             return;
         }
-        if let Err(error) = self.ctx.decode(&mut self.batch) {
-            self.fail(&plan, &error.to_string());
-            return;
+        loop {
+            match self.ctx.decode(&mut self.batch) {
+                Ok(()) => break,
+                // The cache is full: drop a kept prompt and try again (llama.cpp leaves the
+                // cache as it was when it finds no room for the batch).
+                Err(DecodeError::NoKvCacheSlot) if self.evict_kept() => {}
+                Err(error) => {
+                    self.fail(&plan, &error.to_string());
+                    return;
+                }
+            }
         }
         self.stats.record_decode(plan.len() as u64, used as u64);
         for (i, logits_at, added) in plan {
@@ -608,6 +636,31 @@ impl<'m> Worker<'m> {
                 self.sample(i, index);
             }
         }
+    }
+
+    /// Drops the least recently used finished prompt from the KV cache; `false` when none is
+    /// left to drop.
+    fn evict_kept(&mut self) -> bool {
+        let Some(i) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none() && !s.tokens.is_empty())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let slot = &mut self.slots[i];
+        let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+        tracing::debug!(
+            seq = slot.seq,
+            tokens = slot.tokens.len(),
+            "kept prompt dropped for room"
+        );
+        slot.tokens.clear();
+        self.stats.evictions.inc(1);
+        true
     }
 
     fn fail(&mut self, plan: &[(usize, Option<i32>, Vec<LlamaToken>)], message: &str) {

@@ -522,7 +522,15 @@ impl<'a> StageCall<'a> {
         let parsed = adapter.parse(&self.stage.signature, self.predictor.strategy, &raw);
         let (outputs, parse_error) = match &parsed {
             Ok(outputs) => (Some(outputs.clone()), None),
-            Err(failure) => (None, Some(failure.message.clone())),
+            Err(failure) => {
+                tracing::debug!(
+                    predictor = %self.stage.name,
+                    error = %failure.message,
+                    raw = %raw,
+                    "reply not parsed"
+                );
+                (None, Some(failure.message.clone()))
+            }
         };
         let result = match parsed {
             Ok(outputs) => Ok(outputs),
