@@ -66,7 +66,8 @@ fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
-        _ => "debug",
+        2 => "debug",
+        _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROMPTOPT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -414,6 +414,7 @@ impl<'m> Worker<'m> {
             }));
             return;
         }
+        tracing::trace!(prompt = %job.prompt.text, "request queued");
         self.queue.push_back(Queued { job, tokens });
     }
 

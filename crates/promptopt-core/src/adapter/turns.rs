@@ -57,12 +57,15 @@ impl TurnsAdapter {
                 for field in outputs {
                     out.push('\n');
                     out.push_str(&title_case(&field.name));
-                    out.push_str(": ");
+                    // A placeholder in angle brackets: without them, small instruction
+                    // models copy the line (`Next Thought: text`) as their answer.
+                    out.push_str(": <");
                     match value_rule(&field.ty) {
                         Some(rule) => out.push_str(&rule),
                         None if field.description.is_empty() => out.push_str("text"),
                         None => out.push_str(field.description.trim()),
                     }
+                    out.push('>');
                 }
             }
         }

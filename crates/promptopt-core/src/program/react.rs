@@ -12,7 +12,7 @@ use promptopt_lm::ToolDefinition;
 use serde_json::Value;
 
 use super::{Stage, StageCall};
-use crate::tools::{SharedTool, ToolError, Toolbox};
+use crate::tools::{describe_arguments, SharedTool, ToolError, Toolbox};
 use crate::{CoreError, Example, Field, PredictorState, Signature, Strategy, Trace};
 
 /// Tool calls at most when the stage does not say.
@@ -94,7 +94,7 @@ fn step_instructions(stage: &Stage, predictor: &PredictorState, tools: &[SharedT
             i + 1,
             tool.name(),
             description.trim(),
-            tool.parameters()
+            describe_arguments(tool.parameters()).unwrap_or_else(|| tool.parameters().to_string())
         ));
     }
     text.push_str(&format!(
@@ -439,6 +439,14 @@ mod tests {
             "{system}"
         );
         assert!(system.contains("`finish`"), "{system}");
+        // The whole first step as the model sees it: tools with their arguments in one line
+        // each, the reply's lines as placeholders.
+        let shown: Vec<String> = requests[0]
+            .messages
+            .iter()
+            .map(|m| format!("[{:?}]\n{}", m.role, m.content))
+            .collect();
+        insta::assert_snapshot!(shown.join("\n"));
         assert!(
             last_user(&requests[1]).contains("Observation 1: 48"),
             "{}",

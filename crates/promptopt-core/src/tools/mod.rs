@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use crate::CoreError;
 
-pub use schema::check_arguments;
+pub use schema::{check_arguments, describe_arguments};
 
 /// Why a tool call gave no result; its text is what the model is told.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

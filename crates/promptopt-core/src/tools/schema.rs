@@ -9,6 +9,50 @@ pub fn check_arguments(schema: &Value, arguments: &Value) -> Result<(), String> 
     check(schema, arguments, "")
 }
 
+/// `schema`'s arguments as one short line a small model can follow, e.g. `{"query": string
+/// (keywords to look for), "k": optional integer (how many)}`: each property's name, whether it
+/// may be left out, its type or allowed values, and its description. `None` when the schema is
+/// not an object with `properties` (the caller shows the schema itself).
+pub fn describe_arguments(schema: &Value) -> Option<String> {
+    let properties = schema.get("properties")?.as_object()?;
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let parts: Vec<String> = properties
+        .iter()
+        .map(|(name, property)| {
+            let mut part = format!("{}: ", Value::String(name.clone()));
+            if !required.contains(&name.as_str()) {
+                part.push_str("optional ");
+            }
+            match property.get("enum").and_then(Value::as_array) {
+                Some(values) => {
+                    let values: Vec<String> = values.iter().map(Value::to_string).collect();
+                    part.push_str(&format!("one of {}", values.join(", ")));
+                }
+                None => part.push_str(
+                    property
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("value"),
+                ),
+            }
+            if let Some(description) = property
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+            {
+                part.push_str(&format!(" ({description})"));
+            }
+            part
+        })
+        .collect();
+    Some(format!("{{{}}}", parts.join(", ")))
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -138,6 +182,26 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn arguments_are_described_in_one_short_line() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "Keywords to look for"},
+                "k": {"type": "integer"},
+                "mode": {"enum": ["fast", "exact"]}
+            },
+            "required": ["query"]
+        });
+        assert_eq!(
+            describe_arguments(&schema).unwrap(),
+            r#"{"query": string (Keywords to look for), "k": optional integer, "mode": optional one of "fast", "exact"}"#
+        );
+        let empty = json!({"type": "object", "properties": {}});
+        assert_eq!(describe_arguments(&empty).unwrap(), "{}");
+        assert_eq!(describe_arguments(&json!({"type": "string"})), None);
+    }
 
     #[test]
     fn arguments_are_checked_and_the_culprit_named() {
