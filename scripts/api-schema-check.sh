@@ -18,8 +18,13 @@ SCHEMATHESIS_VERSION="4.32.5"
 TARGET="${CARGO_TARGET_DIR:-target}/debug"
 BIN="$TARGET/promptopt"
 FAKE="$TARGET/fake-openai"
-if [ ! -x "$BIN" ] || [ ! -x "$FAKE" ]; then
-  cargo build -p promptopt-cli -p promptopt-bench --bins
+# Only what is missing, one binary at a time: a build of another package selection resolves the
+# build tools' features differently, and would compile llama.cpp once more for the same `promptopt`.
+if [ ! -x "$BIN" ]; then
+  cargo build -p promptopt-cli --bin promptopt
+fi
+if [ ! -x "$FAKE" ]; then
+  cargo build -p promptopt-bench --bin fake-openai
 fi
 
 VENV=".venv-api"
