@@ -114,10 +114,16 @@ impl EngineConfig {
         self
     }
 
-    /// The sequences the KV cache tracks: the slots plus the kept prompts, at most 256.
+    /// The sequences the KV cache tracks: the slots plus the kept prompts (none without prefix
+    /// reuse), at most 256.
     pub fn sequences(&self) -> u32 {
+        let kept = if self.prefix_reuse {
+            self.kept_prompts
+        } else {
+            0
+        };
         self.slots
-            .saturating_add(self.kept_prompts)
+            .saturating_add(kept)
             .min(MAX_SEQUENCES)
             .max(self.slots)
     }
@@ -225,6 +231,13 @@ mod tests {
             EngineConfig::default()
                 .with_slots(8)
                 .with_kept_prompts(0)
+                .sequences(),
+            8
+        );
+        assert_eq!(
+            EngineConfig::default()
+                .with_slots(8)
+                .with_prefix_reuse(false)
                 .sequences(),
             8
         );

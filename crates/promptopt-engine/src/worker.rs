@@ -334,12 +334,7 @@ impl<'m> Worker<'m> {
         stats: Arc<Stats>,
     ) -> Self {
         let batch_size = config.batch_size as usize;
-        let sequences = if config.prefix_reuse {
-            config.sequences()
-        } else {
-            config.slots
-        };
-        let slots = (0..sequences)
+        let slots = (0..config.sequences())
             .map(|seq| Slot {
                 seq: i32::try_from(seq).unwrap_or(i32::MAX),
                 tokens: Vec::new(),
@@ -660,7 +655,7 @@ impl<'m> Worker<'m> {
             "kept prompt dropped for room"
         );
         slot.tokens.clear();
-        self.stats.evictions.inc(1);
+        self.stats.kept_prompts_dropped.inc(1);
         true
     }
 
