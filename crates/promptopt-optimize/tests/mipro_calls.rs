@@ -618,15 +618,28 @@ async fn the_dataset_summary_keeps_its_prompts_within_the_prompt_model_context()
 
 #[tokio::test]
 async fn proposals_that_copy_the_program_description_are_discarded() {
-    // Qwen2.5-Coder 0.5B often starts its reply with the program's step line, then the fields.
-    let prompt = ScriptedLm::new(|request| {
-        Ok(match request.rollout_id {
-            Some(id) => format!(
-                "Step 1 `predict`: Predict(text) -> label\n- input `text`\n- output `label`\n\
-                 Label review {id} by its overall tone."
-            ),
-            None => "Reviews of films, labeled positive or negative.".into(),
-        })
+    // Qwen2.5-Coder 0.5B often starts its reply with the program's step line, then the fields,
+    // or restates the step line after a preamble.
+    let proposals = std::sync::atomic::AtomicUsize::new(0);
+    let prompt = ScriptedLm::new(move |request| {
+        let Some(id) = request.rollout_id else {
+            return Ok("Reviews of films, labeled positive or negative.".into());
+        };
+        Ok(
+            match proposals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 {
+                0 => format!(
+                    "Step 1 `predict`: Predict(text) -> label\n- input `text`\n- output `label`\n\
+                     Label review {id} by its overall tone."
+                ),
+                1 => format!(
+                    "Based on your requirements, the improved instruction:\n\
+                     Steps `predict`, Predict(text) -> label, label review {id}."
+                ),
+                _ => format!(
+                    "Step `predict` reads the text.\nLabel review {id} by its overall tone."
+                ),
+            },
+        )
     });
     let s = setup_with(classifier(), 6, prompt);
     let config = MiproConfig::from_value(&serde_json::json!({
@@ -643,6 +656,12 @@ async fn proposals_that_copy_the_program_description_are_discarded() {
         run.instructions[0],
         vec!["Classify the review.".to_string()]
     );
-    assert!(warnings(&s).iter().any(|message| message
-        .ends_with("it copies the prompt back (a line starts with `Step 1 `predict`:`)")));
+    let warnings = warnings(&s);
+    for line_start in ["Step 1 `predict`:", "Step `predict`", "Steps `predict`"] {
+        let reason = format!("it copies the prompt back (a line starts with `{line_start}`)");
+        assert!(
+            warnings.iter().any(|message| message.ends_with(&reason)),
+            "{line_start}: {warnings:?}"
+        );
+    }
 }

@@ -616,12 +616,19 @@ impl<'a> GroundedProposer<'a> {
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Proposal>, OptimizeError> {
         // The prompt's section headings, and the program description's step lines (`Step 1
-        // `predict`: Predict(text) -> label`), which small models copy back.
+        // `predict`: Predict(text) -> label`), which small models copy back, as they are or
+        // restated (`Steps `solve`, ...`).
         let steps: Vec<String> = self
             .predictors
             .iter()
             .enumerate()
-            .map(|(i, stage)| format!("Step {} `{}`:", i + 1, stage.name))
+            .flat_map(|(i, stage)| {
+                [
+                    format!("Step {} `{}`:", i + 1, stage.name),
+                    format!("Step `{}`", stage.name),
+                    format!("Steps `{}`", stage.name),
+                ]
+            })
             .collect();
         let headings: Vec<&str> = PROPOSAL_HEADINGS
             .iter()
