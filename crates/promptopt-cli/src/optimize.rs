@@ -40,6 +40,14 @@ pub struct OptimizeArgs {
     /// Do not use the response cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// The seed of every random choice, instead of the request's `seed` (to repeat a run with
+    /// other seeds).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The model that proposes instructions and reflects, instead of the request's
+    /// `prompt_model`.
+    #[arg(long)]
+    pub prompt_model: Option<String>,
     /// Stop cleanly (keeping the best so far) when this file appears.
     #[arg(long)]
     pub stop_file: Option<PathBuf>,
@@ -55,6 +63,19 @@ pub struct OptimizeArgs {
     /// Where the embedded model runs.
     #[command(flatten)]
     pub(crate) gpu: GpuArgs,
+}
+
+impl OptimizeArgs {
+    /// The flags that stand in for request fields: `--seed` and `--prompt-model` win over the
+    /// request's `seed` and `prompt_model`.
+    fn apply_overrides(&self, request: &mut OptimizationRequest) {
+        if let Some(seed) = self.seed {
+            request.seed = seed;
+        }
+        if let Some(prompt_model) = &self.prompt_model {
+            request.prompt_model = Some(prompt_model.clone());
+        }
+    }
 }
 
 /// Progress bars on stderr, one per stage.
@@ -369,6 +390,7 @@ pub fn render_summary(result: &OptimizationResult, run_dir: &std::path::Path) ->
 /// Runs `promptopt optimize`.
 pub async fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let mut request = OptimizationRequest::from_path(&args.request)?;
+    args.apply_overrides(&mut request);
     request.name = Some(default_name(args.name.as_deref(), &args.request, &request));
     request.validate(Some(&args.request))?;
     if let Some(queue) = &args.queue {
@@ -560,5 +582,56 @@ mod progress_tests {
         );
         assert_eq!(one_line("ééééé", 3), "ééé…");
         assert_eq!(one_line("short", 5), "short");
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OptimizeArgs,
+    }
+
+    fn request() -> OptimizationRequest {
+        OptimizationRequest::from_yaml_str(
+            "algorithm: miprov2\nevaluation_metric: accuracy\nmodel: local/gemma3-270m\n\
+             prompt_model: local/smollm2-135m\n\
+             seed: 0\ninput_keys: [text]\noutput_keys: [label]\n\
+             training_examples:\n  - {text: fine, label: positive}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seed_and_prompt_model_flags_win_over_the_request() {
+        let cli = Cli::parse_from([
+            "optimize",
+            "run.yaml",
+            "--seed",
+            "7",
+            "--prompt-model",
+            "local/qwen2.5-coder-1.5b",
+        ]);
+        let mut request = request();
+        cli.args.apply_overrides(&mut request);
+        assert_eq!(request.seed, 7);
+        assert_eq!(
+            request.prompt_model.as_deref(),
+            Some("local/qwen2.5-coder-1.5b")
+        );
+    }
+
+    #[test]
+    fn without_the_flags_the_request_keeps_its_own() {
+        let cli = Cli::parse_from(["optimize", "run.yaml"]);
+        let mut request = request();
+        cli.args.apply_overrides(&mut request);
+        assert_eq!(request.seed, 0);
+        assert_eq!(request.prompt_model.as_deref(), Some("local/smollm2-135m"));
     }
 }

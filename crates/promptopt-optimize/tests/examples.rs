@@ -63,7 +63,7 @@ fn pipeline(home: &Path, events: &CollectSink) -> Pipeline {
 }
 
 #[test]
-fn every_shipped_request_parses() {
+fn every_shipped_request_parses_and_its_data_loads() {
     let mut files = Vec::new();
     for dir in [examples_dir(), examples_dir().join("results")] {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -80,8 +80,11 @@ fn every_shipped_request_parses() {
     for path in files {
         let request = OptimizationRequest::from_path(&path);
         assert!(request.is_ok(), "{}: {request:?}", path.display());
-        // Its algorithm settings make an optimizer.
         let request = request.unwrap();
+        // Every data file it names loads.
+        let data = request.clone().inline_data();
+        assert!(data.is_ok(), "{}: {data:?}", path.display());
+        // Its algorithm settings make an optimizer.
         let optimizer = build_optimizer(request.algorithm, &request.effective_algorithm_config());
         assert!(
             optimizer.is_ok(),
