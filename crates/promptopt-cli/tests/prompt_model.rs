@@ -1,21 +1,45 @@
-//! The default prompt model of MIPROv2 and GEPA for an embedded task model, through the binary.
+//! The default prompt model of MIPROv2 and GEPA for an embedded task model, and the
+//! `--prompt-model` flag, through the binary.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A models folder in `dir` that holds the task model (SmolLM2) only; `None` without the model.
+fn task_model_only(dir: &Path) -> Option<std::path::PathBuf> {
+    let model = common::embedded_model("smollm2-135m.gguf")?;
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(&model, models.join("smollm2-135m.gguf")).unwrap();
+    Some(models)
+}
+
+/// `promptopt optimize REQUEST FLAGS` in `dir`, with its home in `dir/home` and `models` as the
+/// only models folder.
+fn optimize(dir: &Path, models: &Path, request: &Path, flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_promptopt"))
+        .arg("optimize")
+        .arg(request)
+        .args(flags)
+        .current_dir(dir)
+        .env("PROMPTOPT_HOME", dir.join("home"))
+        .env("PROMPTOPT_MODELS_DIR", models)
+        .env(
+            "MLFLOW_TRACKING_URI",
+            format!("file:{}", dir.join("mlruns").display()),
+        )
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn a_missing_default_prompt_model_is_an_error_naming_the_pull_command() {
-    let Some(model) = common::embedded_model("smollm2-135m.gguf") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(models) = task_model_only(dir.path()) else {
         return;
     };
-    // A models folder that holds the task model only, and an empty home.
-    let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::copy(&model, models.join("smollm2-135m.gguf")).unwrap();
-    let home = dir.path().join("home");
     for algorithm in ["miprov2", "gepa"] {
         let request = dir.path().join(format!("{algorithm}.yaml"));
         std::fs::write(
@@ -27,17 +51,7 @@ fn a_missing_default_prompt_model_is_an_error_naming_the_pull_command() {
             ),
         )
         .unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_promptopt"))
-            .args(["optimize", request.to_str().unwrap()])
-            .current_dir(dir.path())
-            .env("PROMPTOPT_HOME", &home)
-            .env("PROMPTOPT_MODELS_DIR", &models)
-            .env(
-                "MLFLOW_TRACKING_URI",
-                format!("file:{}", dir.path().join("mlruns").display()),
-            )
-            .output()
-            .unwrap();
+        let output = optimize(dir.path(), &models, &request, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{algorithm}: {stderr}");
         assert!(
@@ -45,20 +59,17 @@ fn a_missing_default_prompt_model_is_an_error_naming_the_pull_command() {
             "{algorithm}: {stderr}"
         );
         // Nothing was saved.
-        let saved = home.join("registry").join("sentiment");
+        let saved = dir.path().join("home").join("registry").join("sentiment");
         assert!(!saved.exists(), "{algorithm}: {}", saved.display());
     }
 }
 
 #[test]
 fn the_prompt_model_flag_replaces_the_requests() {
-    let Some(model) = common::embedded_model("smollm2-135m.gguf") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(models) = task_model_only(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::copy(&model, models.join("smollm2-135m.gguf")).unwrap();
     // The request names a prompt model that is present; the flag names one that is not.
     let request = dir.path().join("mipro.yaml");
     std::fs::write(
@@ -69,24 +80,8 @@ fn the_prompt_model_flag_replaces_the_requests() {
          training_examples:\n  - {text: fine, label: positive}\n  - {text: dull, label: negative}\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_promptopt"))
-        .args([
-            "optimize",
-            request.to_str().unwrap(),
-            "--prompt-model",
-            "local/qwen2.5-coder-0.5b",
-            "--seed",
-            "3",
-        ])
-        .current_dir(dir.path())
-        .env("PROMPTOPT_HOME", dir.path().join("home"))
-        .env("PROMPTOPT_MODELS_DIR", &models)
-        .env(
-            "MLFLOW_TRACKING_URI",
-            format!("file:{}", dir.path().join("mlruns").display()),
-        )
-        .output()
-        .unwrap();
+    let flags = ["--prompt-model", "local/qwen2.5-coder-0.5b", "--seed", "3"];
+    let output = optimize(dir.path(), &models, &request, &flags);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
