@@ -4,7 +4,9 @@
 //! Small prompt models often answer a request for instructions with something else: the
 //! examples and feedback they were shown, copied back; the prompt's own section headings; a
 //! program in a fenced code block; or nothing at all. MIPROv2's proposer and GEPA's reflection
-//! discard such a reply (and count it) instead of scoring it as a candidate.
+//! discard such a reply (and count it) instead of scoring it as a candidate. MIPROv2 also
+//! discards a proposal that quotes a training example ([`check_not_quoted`]): an instruction
+//! written around one question fits that question, not the task.
 //!
 //! ```
 //! use promptopt_optimize::instruction::{check_instruction, NotAnInstruction};
@@ -52,6 +54,8 @@ pub enum NotAnInstruction {
     EchoesThePrompt(String),
     /// A fenced block of program code.
     Code(String),
+    /// A run of [`QUOTE_WORDS`] words (or a whole shorter value) copied from a training example.
+    QuotesAnExample(String),
 }
 
 impl std::fmt::Display for NotAnInstruction {
@@ -65,6 +69,9 @@ impl std::fmt::Display for NotAnInstruction {
                 )
             }
             Self::Code(language) => write!(f, "it holds a block of `{language}` code"),
+            Self::QuotesAnExample(quote) => {
+                write!(f, "it quotes a training example (`{quote}`)")
+            }
         }
     }
 }
@@ -87,6 +94,67 @@ pub fn check_instruction(text: &str, headings: &[&str]) -> Result<(), NotAnInstr
         }
         if let Some(heading) = headings.iter().find(|h| bare.starts_with(**h)) {
             return Err(NotAnInstruction::EchoesThePrompt((*heading).to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Consecutive words of an example's value that, found in a proposal, make it a quote.
+pub const QUOTE_WORDS: usize = 8;
+
+/// The fewest words a value must have to be quotable: a value shorter than [`QUOTE_WORDS`] but
+/// this long counts as quoted when all of it appears; shorter ones (labels, names) never do.
+pub const QUOTE_MIN_WORDS: usize = 6;
+
+/// The lowercase words of `text`: runs of letters and digits.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Checks that `text` does not quote one of `values` (the fields of the training examples the
+/// proposer could show): no run of [`QUOTE_WORDS`] consecutive words of a value, and no whole
+/// value of [`QUOTE_MIN_WORDS`] words or more, appears in it. Words are compared without case or
+/// punctuation, so a quote that changes only those still counts.
+///
+/// ```
+/// use promptopt_optimize::instruction::{check_not_quoted, NotAnInstruction};
+///
+/// let questions = ["What phrase do Franz Ferdinand sing in the chorus of their first single?"];
+/// assert!(check_not_quoted("Answer the question with a short phrase.", questions).is_ok());
+/// assert_eq!(
+///     check_not_quoted(
+///         "Answer the question \"what phrase do Franz Ferdinand sing in the chorus\".",
+///         questions
+///     ),
+///     Err(NotAnInstruction::QuotesAnExample(
+///         "what phrase do franz ferdinand sing in the".to_string()
+///     ))
+/// );
+/// ```
+pub fn check_not_quoted<'a>(
+    text: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), NotAnInstruction> {
+    let proposal = words(text);
+    if proposal.len() < QUOTE_MIN_WORDS {
+        return Ok(());
+    }
+    // Every word padded by spaces, so a match is whole words.
+    let haystack = format!(" {} ", proposal.join(" "));
+    for value in values {
+        let value = words(value);
+        if value.len() < QUOTE_MIN_WORDS {
+            continue;
+        }
+        let width = value.len().min(QUOTE_WORDS);
+        for window in value.windows(width) {
+            let needle = format!(" {} ", window.join(" "));
+            if haystack.contains(&needle) {
+                return Err(NotAnInstruction::QuotesAnExample(needle.trim().to_string()));
+            }
         }
     }
     Ok(())
@@ -169,6 +237,64 @@ mod tests {
         let refused = check_instruction(code, HEADINGS).unwrap_err();
         assert_eq!(refused, NotAnInstruction::Code("python".to_string()));
         assert_eq!(refused.to_string(), "it holds a block of `python` code");
+    }
+
+    #[test]
+    fn quotes_of_examples_are_refused_and_shared_phrases_are_not() {
+        let values = [
+            "a gripping , funny and ultimately heartbreaking look at two brothers",
+            "positive",
+            "Who wrote the opera Carmen ?",
+            "Who was the first president of the United States ?",
+            "Name the largest desert in Africa ?",
+        ];
+        // Task words and labels that every instruction shares are not quotes, nor are seven
+        // words in a row.
+        for text in [
+            "Classify the review as positive or negative; a funny look counts as positive.",
+            "Reviews such as \"A gripping, funny and ultimately heartbreaking look\" are positive.",
+            "Name who wrote the opera.",
+        ] {
+            assert_eq!(check_not_quoted(text, values), Ok(()), "{text}");
+        }
+        // Eight words in a row are, whatever their case and punctuation.
+        let quoted =
+            "Reviews like \"A gripping, funny and ultimately heartbreaking look at\" are positive.";
+        let refused = check_not_quoted(quoted, values).unwrap_err();
+        assert_eq!(
+            refused,
+            NotAnInstruction::QuotesAnExample(
+                "a gripping funny and ultimately heartbreaking look at".to_string()
+            )
+        );
+        assert_eq!(
+            refused.to_string(),
+            "it quotes a training example (`a gripping funny and ultimately heartbreaking look at`)"
+        );
+        assert_eq!(
+            check_not_quoted(
+                "For example: who was the first president of the United States? Answer George Washington.",
+                values
+            ),
+            Err(NotAnInstruction::QuotesAnExample(
+                "who was the first president of the united".to_string()
+            ))
+        );
+        // A whole value of six or seven words is a quote; a shorter one is not.
+        assert_eq!(
+            check_not_quoted(
+                "Questions such as name the largest desert in Africa want a place.",
+                values
+            ),
+            Err(NotAnInstruction::QuotesAnExample(
+                "name the largest desert in africa".to_string()
+            ))
+        );
+        assert!(
+            check_not_quoted("Answer questions like who wrote the opera Carmen.", values).is_ok()
+        );
+        // A proposal too short to hold a quote passes.
+        assert_eq!(check_not_quoted("Answer briefly.", values), Ok(()));
     }
 
     #[test]

@@ -665,3 +665,58 @@ async fn proposals_that_copy_the_program_description_are_discarded() {
         );
     }
 }
+
+#[tokio::test]
+async fn proposals_that_quote_a_training_example_are_discarded() {
+    // Qwen2.5-Coder 0.5B wrote instructions around one training question it was shown; such an
+    // instruction fits that question, not the task.
+    let train: Vec<Example> = dataset(12, 0)
+        .into_iter()
+        .map(|e| {
+            let text = format!(
+                "{}, shot in black and white with a patient camera",
+                e.text("text").unwrap_or_default()
+            );
+            e.with("text", text)
+        })
+        .collect();
+    let proposals = std::sync::atomic::AtomicUsize::new(0);
+    let prompt = ScriptedLm::new(move |request| {
+        let Some(id) = request.rollout_id else {
+            return Ok("Reviews of films, labeled positive or negative.".into());
+        };
+        Ok(
+            match proposals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 {
+                0 => format!(
+                    "Label review {id}: films \"Shot in black and white, with a patient camera\" \
+                     are positive."
+                ),
+                _ => format!("Label review {id} by its overall tone."),
+            },
+        )
+    });
+    let s = setup_with(classifier(), 6, prompt);
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&s.ctx, &train, &dataset(8, 1000), &s.initial)
+        .await
+        .unwrap();
+    assert_eq!(run.proposer_calls.propose, 3);
+    assert_eq!(run.proposer_calls.rejected, 2);
+    assert_eq!(run.instructions[0].len(), 2);
+    assert!(
+        run.instructions[0].iter().all(|i| !i.contains("camera")),
+        "{:?}",
+        run.instructions[0]
+    );
+    let reason = "it quotes a training example (`shot in black and white with a patient`)";
+    let quoted = warnings(&s)
+        .iter()
+        .filter(|message| message.ends_with(reason))
+        .count();
+    assert_eq!(quoted, 2, "{:?}", warnings(&s));
+}

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::demos::DemoSet;
 use super::diversity::too_similar;
-use crate::instruction::check_instruction;
+use crate::instruction::{check_instruction, check_not_quoted};
 use crate::{OptimizeContext, OptimizeError, StopReason};
 use promptopt_core::Stage;
 
@@ -176,6 +176,8 @@ pub struct GroundedProposer<'a> {
     /// Calls spent so far.
     pub calls: ProposerCalls,
     used_rollouts: BTreeSet<u64>,
+    /// The training examples' text values, which a proposal must not quote.
+    example_values: Vec<String>,
 }
 
 fn stopped(ctx: &OptimizeContext, error: LmError) -> OptimizeError {
@@ -332,6 +334,7 @@ impl<'a> GroundedProposer<'a> {
             predictor_descriptions: vec![None; n],
             calls: ProposerCalls::default(),
             used_rollouts: BTreeSet::new(),
+            example_values: Vec::new(),
         }
     }
 
@@ -360,8 +363,15 @@ impl<'a> GroundedProposer<'a> {
     }
 
     /// Writes the dataset summary from batches of `trainset`. A failed call (other than a stop)
-    /// turns data awareness off, as the run can go on without it.
+    /// turns data awareness off, as the run can go on without it. The examples' text values
+    /// are kept (with data awareness on or off): a later proposal that quotes one is discarded
+    /// (see [`check_not_quoted`]).
     pub async fn summarize_data(&mut self, trainset: &[Example]) -> Result<(), OptimizeError> {
+        self.example_values = trainset
+            .iter()
+            .flat_map(|e| e.fields().values())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
         if !self.settings.data_aware || trainset.is_empty() {
             return Ok(());
         }
@@ -679,7 +689,10 @@ impl<'a> GroundedProposer<'a> {
                         break None;
                     }
                 };
-                if let Err(reason) = check_instruction(&text, &headings) {
+                let checked = check_instruction(&text, &headings).and_then(|()| {
+                    check_not_quoted(&text, self.example_values.iter().map(String::as_str))
+                });
+                if let Err(reason) = checked {
                     self.calls.rejected += 1;
                     self.ctx.warn(format!(
                         "Discarded proposal {} for `{}`: {reason}",
