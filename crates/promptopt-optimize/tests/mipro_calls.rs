@@ -720,3 +720,36 @@ async fn proposals_that_quote_a_training_example_are_discarded() {
         .count();
     assert_eq!(quoted, 2, "{:?}", warnings(&s));
 }
+
+#[tokio::test]
+async fn a_proposal_that_is_the_bare_module_line_is_discarded() {
+    // Qwen2.5-Coder 1.5B answered one SST-2 proposal with the program description's module line
+    // alone, which says nothing about the task.
+    let prompt = ScriptedLm::new(move |request| {
+        Ok(match request.rollout_id {
+            Some(_) => "Predict(text) -> label".into(),
+            None => "Reviews of films, labeled positive or negative.".into(),
+        })
+    });
+    let s = setup_with(classifier(), 6, prompt);
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
+    }))
+    .unwrap();
+    let run = MiproV2::new(config)
+        .optimize(&s.ctx, &dataset(12, 0), &dataset(8, 1000), &s.initial)
+        .await
+        .unwrap();
+    assert_eq!(run.proposer_calls.rejected, run.proposer_calls.propose);
+    assert_eq!(
+        run.instructions[0],
+        vec!["Classify the review.".to_string()]
+    );
+    let reason = "it copies the prompt back (a line starts with `Predict(text) -> label`)";
+    assert!(
+        warnings(&s).iter().any(|message| message.ends_with(reason)),
+        "{:?}",
+        warnings(&s)
+    );
+}

@@ -626,8 +626,8 @@ impl<'a> GroundedProposer<'a> {
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Proposal>, OptimizeError> {
         // The prompt's section headings, and the program description's step lines (`Step 1
-        // `predict`: Predict(text) -> label`), which small models copy back, as they are or
-        // restated (`Steps `solve`, ...`).
+        // `predict`: Predict(text) -> label`), which small models copy back, as they are,
+        // restated (`Steps `solve`, ...`) or as the bare module line (`Predict(text) -> label`).
         let steps: Vec<String> = self
             .predictors
             .iter()
@@ -638,6 +638,11 @@ impl<'a> GroundedProposer<'a> {
                     format!("Step `{}`", stage.name),
                     format!("Steps `{}`", stage.name),
                 ]
+                .into_iter()
+                .chain(
+                    [Strategy::Predict, Strategy::ChainOfThought, Strategy::React]
+                        .map(|kind| module_line(&stage.signature, kind)),
+                )
             })
             .collect();
         let headings: Vec<&str> = PROPOSAL_HEADINGS
