@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="DSPy num_threads for evaluations")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-metric-calls", type=int, default=None, help="GEPA budget (default: auto light)")
+    parser.add_argument("--prompt-api-base", default=None,
+                        help="server of the prompt/reflection model (default: --api-base)")
+    parser.add_argument("--prompt-model", default=None, help="prompt/reflection model (default: --model)")
     args = parser.parse_args()
 
     task = TASKS[args.task]
@@ -64,8 +67,8 @@ def main() -> None:
     # Instruction proposals (MIPROv2) and reflections (GEPA) get room for a paragraph, as promptopt's
     # proposer does (512 tokens); the task model's replies keep `--max-tokens`.
     reflection_lm = dspy.LM(
-        f"openai/{args.model}",
-        api_base=args.api_base,
+        f"openai/{args.prompt_model or args.model}",
+        api_base=args.prompt_api_base or args.api_base,
         api_key="none",
         temperature=1.0,
         max_tokens=512,
@@ -135,6 +138,7 @@ def main() -> None:
             "val": len(valset),
             "test": len(testset),
             "metric_call_budget": budget,
+            "prompt_model": args.prompt_model or args.model,
             "test_score": result.score / 100.0,
             "optimize_wall_s": compile_time.wall_s,
             "optimize_cpu_s": compile_time.cpu_s,

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=int, default=50)
     p.add_argument("--test", type=int, default=100)
     p.add_argument("--frameworks", default="dspy,promptopt-http,promptopt-inprocess")
+    p.add_argument("--prompt-model", default=None, metavar="NAME",
+                   help="an embedded model (e.g. qwen2.5-coder-1.5b) that proposes and reflects for both frameworks, "
+                        "served to DSPy by a second serve-lm; needs --frameworks without promptopt-http; stored in "
+                        "bench/results/optimizers-NAME.json")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs stored in bench/results/optimizers.json and run only the missing ones")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import optimizers
 
         results = optimizers.run(args)
-        docs.save(docs.OPTIMIZERS_JSON, results)
+        docs.save(optimizers.results_path(args.prompt_model), results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
         return 0
     if args.command == "tracking":

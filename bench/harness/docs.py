@@ -45,6 +45,14 @@ def write_doc(doc: Path = paths.DOC) -> list[str]:
         body = optimizer_tables(optimizers) + "\n\n![Optimizer wall time](benchmarks/optimizers.svg)"
         text = splice(text, "optimizers", body)
         written.append("optimizers")
+    # Runs with a separate prompt model (`optimizers --prompt-model NAME`), one section each.
+    for path in sorted(OPTIMIZERS_JSON.parent.glob("optimizers-*.json")):
+        with_prompt = load(path)
+        if with_prompt and with_prompt.get("runs"):
+            name = path.stem.removeprefix("optimizers-")
+            heading = f"Prompt and reflection model for both frameworks: `{name}`."
+            text = splice(text, path.stem, heading + "\n\n" + optimizer_tables(with_prompt))
+            written.append(path.stem)
     tracking_results = load(TRACKING_JSON)
     if tracking_results and tracking_results.get("runs"):
         from .tracking import tables as tracking_tables

@@ -1,6 +1,11 @@
 """The optimizer experiment: DSPy and promptopt optimize the same program on the same splits with the
 same budget, both against the embedded model served by `promptopt serve-lm`; promptopt also runs
-with the engine in-process. Each optimized program is scored on the test split through the server."""
+with the engine in-process. Each optimized program is scored on the test split through the server.
+
+By default both frameworks propose instructions and reflect with the task model, as DSPy does. With
+`--prompt-model NAME` (an embedded model, such as `qwen2.5-coder-1.5b`) a second `serve-lm` serves
+that model to DSPy as its `prompt_model` / `reflection_lm`, and promptopt runs it in-process as its
+`prompt_model`; those results are stored apart (`optimizers-NAME.json`)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import docs, paths
@@ -62,8 +68,10 @@ def write_splits(task: Task, seed: int, n_train: int, n_val: int, n_test: int) -
 GEPA_MAX_ITERATIONS = 100_000
 
 
-def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, budget: int | None) -> dict:
-    """A promptopt optimization request equivalent to the DSPy run."""
+def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, budget: int | None,
+            prompt_model: str | None = None) -> dict:
+    """A promptopt optimization request equivalent to the DSPy run; `prompt_model` proposes and
+    reflects (the task model when `None`)."""
     config: dict = {
         "bootstrap": {"max_bootstrapped": 4, "num_examples": 4, "bootstrap_rounds": 1},
         "mipro": {"auto": "light", "max_bootstrapped_demos": 4, "max_labeled_demos": 4},
@@ -75,9 +83,9 @@ def request(task: Task, optimizer: str, seed: int, split_dir: Path, model: str, 
         "evaluation_metric": task.metric,
         "algorithm": ALGORITHMS[optimizer],
         "model": model,
-        # DSPy proposes and reflects with the task model; so does promptopt here (its own default
-        # for a local task model would be Qwen2.5-Coder 1.5B).
-        "prompt_model": model,
+        # DSPy proposes and reflects with the task model unless given a prompt model; so does
+        # promptopt here (its own default for a local task model would be Qwen2.5-Coder 1.5B).
+        "prompt_model": prompt_model or model,
         "seed": seed,
         "training_examples": str(split_dir / "train.jsonl"),
         "validation_examples": str(split_dir / "dev.jsonl"),
@@ -107,13 +115,30 @@ def build() -> Path:
     return paths.target_dir("release") / "promptopt"
 
 
-def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
-             time_limit_s: float | None = None) -> dict:
+def results_path(prompt_model: str | None) -> Path:
+    """Where the results are stored: `optimizers.json`, or `optimizers-NAME.json` for the runs with
+    a separate prompt model."""
+    if prompt_model is None:
+        return docs.OPTIMIZERS_JSON
+    return docs.OPTIMIZERS_JSON.with_name(f"optimizers-{prompt_model}.json")
+
+
+def dspy_argv(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
+              prompt: tuple[str, str] | None = None) -> list:
+    """The DSPy run's command line; `prompt` is the prompt model's server URL and served name."""
     argv = [paths.VENV_PYTHON, paths.DSPY_DIR / "optimize.py", "--split-dir", split_dir, "--task", task.name,
             "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", SERVED_NAME,
             "--threads", str(THREADS), "--max-tokens", str(MAX_TOKENS[task.name])]
     if budget is not None:
         argv += ["--max-metric-calls", str(budget)]
+    if prompt is not None:
+        argv += ["--prompt-api-base", prompt[0] + "/v1", "--prompt-model", prompt[1]]
+    return argv
+
+
+def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
+             time_limit_s: float | None = None, prompt: tuple[str, str] | None = None) -> dict:
+    argv = dspy_argv(url, task, optimizer, seed, split_dir, budget, prompt)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     measured = run_measured(argv, env=env, timeout_s=time_limit_s).check()
     record = json.loads(measured.last_json_line())
@@ -163,16 +188,21 @@ def compared(optimizer: str, stages: dict[str, dict]) -> dict:
 
 
 def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int, split_dir: Path,
-                  budget: int | None, in_process: bool, time_limit_s: float | None = None) -> dict:
+                  budget: int | None, in_process: bool, time_limit_s: float | None = None,
+                  prompt_model: str | None = None) -> dict:
     framework = "promptopt-inprocess" if in_process else "promptopt-http"
     model = "local/smollm2-135m" if in_process else f"openai/{SERVED_NAME}"
+    if prompt_model is not None and not in_process:
+        raise ValueError("promptopt-http sends every model to one OpenAI-compatible server, so it cannot "
+                         "use a separate prompt model")
+    prompt = f"local/{prompt_model}" if prompt_model else None
     work = split_dir / f"{framework}-{optimizer}"
     # A fresh folder, so the response cache starts empty, as DSPy's in-memory cache does in its
     # fresh process.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     req_path = work / "request.json"
-    req_path.write_text(json.dumps(request(task, optimizer, seed, split_dir, model, budget), indent=1))
+    req_path.write_text(json.dumps(request(task, optimizer, seed, split_dir, model, budget, prompt), indent=1))
     env = {**engine_env(), "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": "none",
            "PROMPTOPT_HOME": str(work / "home")}
     measured = run_measured([binary, "optimize", req_path, "--json", "--concurrency", str(THREADS),
@@ -221,13 +251,13 @@ def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
     """With `--resume`, the runs and failures stored by an earlier invocation with the same splits
     (a failed run that is asked for again is tried again, and its old failure dropped then);
     otherwise nothing."""
-    stored = docs.load(docs.OPTIMIZERS_JSON) if args.resume else None
+    stored = docs.load(results_path(getattr(args, "prompt_model", None))) if args.resume else None
     if not stored:
         return [], []
     old = stored.get("meta", {})
-    for key in ("train", "val", "test", "threads"):
-        if old.get(key) != meta[key]:
-            raise ValueError(f"Cannot resume: the stored results used {key}={old.get(key)}, this run {meta[key]}")
+    for key in ("train", "val", "test", "threads", "prompt_model"):
+        if old.get(key) != meta.get(key):
+            raise ValueError(f"Cannot resume: the stored results used {key}={old.get(key)}, this run {meta.get(key)}")
     return list(stored.get("runs", [])), list(stored.get("failures", []))
 
 
@@ -236,7 +266,13 @@ def run(args) -> dict:
     optimizers = args.optimizers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     frameworks = args.frameworks.split(",")
+    prompt_model = getattr(args, "prompt_model", None)
+    if prompt_model is not None and "promptopt-http" in frameworks:
+        raise ValueError("`--prompt-model` needs `--frameworks` without promptopt-http, which sends every "
+                         "model to one server")
     meta = {"train": args.train, "val": args.val, "test": args.test, "threads": THREADS}
+    if prompt_model is not None:
+        meta["prompt_model"] = prompt_model
     runs, failures = previous_runs(args, meta)
     done = {run_key(r) for r in runs}
     binary = build()
@@ -247,8 +283,20 @@ def run(args) -> dict:
         return {"meta": machine_meta() | meta | {"seeds": all_seeds}, "runs": runs, "failures": failures}
 
     serve = [binary, "serve-lm", "--model", "local/smollm2-135m", "--port", str(port), "--slots", str(THREADS)]
-    with Server(serve, ready_url=f"http://127.0.0.1:{port}", env=engine_env(), timeout_s=300,
-                log=paths.OUT / "serve-lm.log") as server:
+    with ExitStack() as servers:
+        server = servers.enter_context(Server(serve, ready_url=f"http://127.0.0.1:{port}", env=engine_env(),
+                                              timeout_s=300, log=paths.OUT / "serve-lm.log"))
+        prompt = None
+        if prompt_model is not None:
+            # The prompt model's prompts (a dataset summary, demos, feedback) need a longer context
+            # than the task model's; four slots cover DSPy's parallel proposals.
+            prompt_port = free_port()
+            serve_prompt = [binary, "serve-lm", "--model", f"local/{prompt_model}", "--port", str(prompt_port),
+                            "--slots", "4", "--ctx", "4096"]
+            prompt_server = servers.enter_context(
+                Server(serve_prompt, ready_url=f"http://127.0.0.1:{prompt_port}", env=engine_env(), timeout_s=300,
+                       log=paths.OUT / "serve-lm-prompt.log"))
+            prompt = (prompt_server.url, prompt_model)
         for task in tasks:
             for seed in seeds:
                 split_dir = write_splits(task, seed, args.train, args.val, args.test)
@@ -263,11 +311,11 @@ def run(args) -> dict:
                         try:
                             if framework == "dspy":
                                 record = run_dspy(server.url, task, optimizer, seed, split_dir, budget,
-                                                  time_limit_s=args.time_limit)
+                                                  time_limit_s=args.time_limit, prompt=prompt)
                             else:
                                 record = run_promptopt(binary, server.url, task, optimizer, seed, split_dir, budget,
                                                        in_process=framework == "promptopt-inprocess",
-                                                       time_limit_s=args.time_limit)
+                                                       time_limit_s=args.time_limit, prompt_model=prompt_model)
                         except TimeLimitReached as stopped:
                             failures.append({"run": label, **key, "error": str(stopped),
                                              "stopped_after_s": round(stopped.seconds, 1)})
@@ -280,5 +328,5 @@ def run(args) -> dict:
                             print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s",
                                   file=sys.stderr)
                         # Stored after every run, finished or not, so an interrupted invocation can `--resume`.
-                        docs.save(docs.OPTIMIZERS_JSON, results())
+                        docs.save(results_path(prompt_model), results())
     return results()

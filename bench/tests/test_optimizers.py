@@ -79,3 +79,39 @@ def test_search_optimizers_count_the_baseline_and_validation():
 def test_a_result_without_stages_is_an_error():
     with pytest.raises(RuntimeError, match="no stage analytics"):
         optimizers.stage_figures({})
+
+
+PROMPT_MODEL = "qwen2.5-coder-1.5b"
+
+
+def test_a_separate_prompt_model_reaches_both_frameworks(tmp_path):
+    task = TASKS["sst2"]
+    mipro = optimizers.request(task, "mipro", 1, tmp_path, "local/smollm2-135m", None, f"local/{PROMPT_MODEL}")
+    assert mipro["model"] == "local/smollm2-135m"
+    assert mipro["prompt_model"] == f"local/{PROMPT_MODEL}"
+    argv = [str(a) for a in optimizers.dspy_argv("http://127.0.0.1:9", task, "mipro", 1, tmp_path, None,
+                                                 ("http://127.0.0.1:7", PROMPT_MODEL))]
+    assert argv[argv.index("--api-base") + 1] == "http://127.0.0.1:9/v1"
+    assert argv[argv.index("--prompt-api-base") + 1] == "http://127.0.0.1:7/v1"
+    assert argv[argv.index("--prompt-model") + 1] == PROMPT_MODEL
+    plain = [str(a) for a in optimizers.dspy_argv("http://127.0.0.1:9", task, "mipro", 1, tmp_path, None)]
+    assert "--prompt-model" not in plain
+
+
+def test_runs_with_a_prompt_model_are_stored_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(docs, "OPTIMIZERS_JSON", tmp_path / "optimizers.json")
+    assert optimizers.results_path(None) == tmp_path / "optimizers.json"
+    assert optimizers.results_path(PROMPT_MODEL) == tmp_path / f"optimizers-{PROMPT_MODEL}.json"
+    # The plain results are not resumed into a prompt-model run.
+    stored(tmp_path, monkeypatch, META)
+    assert optimizers.previous_runs(Namespace(resume=True, prompt_model=PROMPT_MODEL), META) == ([], [])
+
+
+def test_a_prompt_model_is_refused_for_the_http_framework():
+    args = Namespace(tasks="sst2", optimizers="mipro", seeds="1", frameworks="dspy,promptopt-http",
+                     prompt_model=PROMPT_MODEL, train=50, val=50, test=100, resume=False, time_limit=None)
+    with pytest.raises(ValueError, match="without promptopt-http"):
+        optimizers.run(args)
+    with pytest.raises(ValueError, match="separate prompt model"):
+        optimizers.run_promptopt(Path("promptopt"), "http://127.0.0.1:9", TASKS["sst2"], "mipro", 1, Path("."),
+                                 None, in_process=False, prompt_model=PROMPT_MODEL)
