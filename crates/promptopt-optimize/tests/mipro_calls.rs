@@ -616,6 +616,19 @@ async fn the_dataset_summary_keeps_its_prompts_within_the_prompt_model_context()
     assert!(run.dataset_summary.is_some());
 }
 
+/// Three proposals and three full trials with no demos, so every candidate is an instruction.
+async fn instructions_only(s: &Setup, train: &[Example]) -> MiproRun {
+    let config = MiproConfig::from_value(&serde_json::json!({
+        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
+    }))
+    .unwrap();
+    MiproV2::new(config)
+        .optimize(&s.ctx, train, &dataset(8, 1000), &s.initial)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn proposals_that_copy_the_program_description_are_discarded() {
     // Qwen2.5-Coder 0.5B often starts its reply with the program's step line, then the fields,
@@ -642,15 +655,7 @@ async fn proposals_that_copy_the_program_description_are_discarded() {
         )
     });
     let s = setup_with(classifier(), 6, prompt);
-    let config = MiproConfig::from_value(&serde_json::json!({
-        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
-        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
-    }))
-    .unwrap();
-    let run = MiproV2::new(config)
-        .optimize(&s.ctx, &dataset(12, 0), &dataset(8, 1000), &s.initial)
-        .await
-        .unwrap();
+    let run = instructions_only(&s, &dataset(12, 0)).await;
     assert_eq!(run.proposer_calls.rejected, 3);
     assert_eq!(
         run.instructions[0],
@@ -696,15 +701,7 @@ async fn proposals_that_quote_a_training_example_are_discarded() {
         )
     });
     let s = setup_with(classifier(), 6, prompt);
-    let config = MiproConfig::from_value(&serde_json::json!({
-        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
-        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
-    }))
-    .unwrap();
-    let run = MiproV2::new(config)
-        .optimize(&s.ctx, &train, &dataset(8, 1000), &s.initial)
-        .await
-        .unwrap();
+    let run = instructions_only(&s, &train).await;
     assert_eq!(run.proposer_calls.propose, 3);
     assert_eq!(run.proposer_calls.rejected, 2);
     assert_eq!(run.instructions[0].len(), 2);
@@ -732,15 +729,7 @@ async fn a_proposal_that_is_the_bare_module_line_is_discarded() {
         })
     });
     let s = setup_with(classifier(), 6, prompt);
-    let config = MiproConfig::from_value(&serde_json::json!({
-        "num_candidates": 3, "num_iterations": 3, "minibatch": false,
-        "max_bootstrapped_demos": 0, "max_labeled_demos": 0
-    }))
-    .unwrap();
-    let run = MiproV2::new(config)
-        .optimize(&s.ctx, &dataset(12, 0), &dataset(8, 1000), &s.initial)
-        .await
-        .unwrap();
+    let run = instructions_only(&s, &dataset(12, 0)).await;
     assert_eq!(run.proposer_calls.rejected, run.proposer_calls.propose);
     assert_eq!(
         run.instructions[0],
