@@ -37,11 +37,12 @@ if [[ ! -x "$bin" ]]; then
 fi
 
 # The matrix: six tasks × three algorithms. The two-stage QA program keeps SmolLM2-135M as its task
-# model (as in its table); the others run Gemma 3 270M.
+# model (as in its table); the others run Gemma 3 270M. The label tasks also run GEPA over
+# BootstrapFewShot's demos (`*-gepa-demos`, the `few_shot_examples` target).
 requests=(
-    sst2-bootstrap sst2-mipro sst2-gepa
-    agnews-bootstrap agnews-mipro agnews-gepa
-    trec-bootstrap trec-mipro trec-gepa
+    sst2-bootstrap sst2-mipro sst2-gepa sst2-gepa-demos
+    agnews-bootstrap agnews-mipro agnews-gepa agnews-gepa-demos
+    trec-bootstrap trec-mipro trec-gepa trec-gepa-demos
     xquad-bootstrap xquad-mipro xquad-gepa
     agnews-headline-bootstrap agnews-headline-mipro agnews-headline-gepa
     qa-two-stage-bootstrap qa-two-stage-mipro qa-two-stage-gepa
@@ -58,7 +59,7 @@ for name in "${requests[@]}"; do
     fi
     flags=()
     case "$name" in
-        *-mipro | *-gepa) flags+=(--prompt-model "$prompt_model") ;;
+        *-mipro | *-gepa | *-gepa-demos) flags+=(--prompt-model "$prompt_model") ;;
     esac
     for seed in $seeds; do
         dir="$out/$name-s$seed"

@@ -385,7 +385,7 @@ impl Pipeline {
             )));
         }
         let config = request.effective_algorithm_config();
-        let optimizer = build_optimizer(request.algorithm, &config)?;
+        let optimizer = build_optimizer(request.algorithm, &config, &request.target_kinds())?;
         let prepared = self.prepare(request).await?;
         if request.has_target(Target::ToolSelection)
             && !prepared

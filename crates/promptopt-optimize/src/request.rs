@@ -130,7 +130,11 @@ impl Algorithm {
 pub fn valid_keys(algorithm: Algorithm) -> Vec<&'static str> {
     match algorithm {
         Algorithm::Miprov2 => mipro::CONFIG_KEYS.to_vec(),
-        Algorithm::Gepa => gepa::CONFIG_KEYS.to_vec(),
+        Algorithm::Gepa => gepa::CONFIG_KEYS
+            .iter()
+            .chain(gepa::DEMO_KEYS)
+            .copied()
+            .collect(),
         Algorithm::Bootstrapfewshot => BootstrapFewShot::CONFIG_KEYS.to_vec(),
         Algorithm::Labeledfewshot => LabeledFewShot::CONFIG_KEYS.to_vec(),
         Algorithm::BootstrapfewshotRandomSearch => BootstrapFewShotWithRandomSearch::config_keys(),
@@ -146,14 +150,23 @@ pub const FEW_SHOT_KEYS: &[&str] = &[
     "max_bootstrapped",
 ];
 
-/// The optimizer an algorithm and its settings describe.
+/// The optimizer an algorithm and its settings describe, for a run that optimizes `targets`:
+/// GEPA with `few_shot_examples` bootstraps demos for its seed first ([`gepa::Gepa::with_demos`]).
 pub fn build_optimizer(
     algorithm: Algorithm,
     config: &AlgorithmConfig,
+    targets: &[Target],
 ) -> Result<Box<dyn Optimizer>, OptimizeError> {
     Ok(match algorithm {
         Algorithm::Miprov2 => Box::new(mipro::MiproV2::from_algorithm_config(config)?),
-        Algorithm::Gepa => Box::new(gepa::Gepa::from_config(config)?),
+        Algorithm::Gepa => {
+            let gepa = gepa::Gepa::from_config(config)?;
+            if targets.contains(&Target::FewShotExamples) {
+                Box::new(gepa.with_demos(BootstrapFewShot::from_checked(config)?))
+            } else {
+                Box::new(gepa)
+            }
+        }
         Algorithm::Bootstrapfewshot => Box::new(BootstrapFewShot::from_config(config)?),
         Algorithm::Labeledfewshot => Box::new(LabeledFewShot::from_config(config)?),
         Algorithm::BootstrapfewshotRandomSearch => {
@@ -493,6 +506,19 @@ impl OptimizationRequest {
             .check_keys("algorithm_config", self.algorithm.as_str(), &keys)?;
         if let Some(few_shot) = &self.few_shot_config {
             few_shot.check_keys("few_shot_config", self.algorithm.as_str(), FEW_SHOT_KEYS)?;
+        }
+        if self.algorithm == Algorithm::Gepa && !self.has_target(Target::FewShotExamples) {
+            if let Some(key) = gepa::DEMO_KEYS
+                .iter()
+                .find(|k| self.algorithm_config.0.contains_key(**k))
+            {
+                return Err(Self::invalid(
+                    location,
+                    format!(
+                        "algorithm_config `{key}` sets GEPA's demos, which it bootstraps only with the `few_shot_examples` target: add `targets: [prompt_template, few_shot_examples]` or remove the key"
+                    ),
+                ));
+            }
         }
         if self.objective == Objective::Custom && !custom {
             return Err(Self::invalid(

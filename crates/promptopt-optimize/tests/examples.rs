@@ -85,7 +85,11 @@ fn every_shipped_request_parses_and_its_data_loads() {
         let data = request.clone().inline_data();
         assert!(data.is_ok(), "{}: {data:?}", path.display());
         // Its algorithm settings make an optimizer.
-        let optimizer = build_optimizer(request.algorithm, &request.effective_algorithm_config());
+        let optimizer = build_optimizer(
+            request.algorithm,
+            &request.effective_algorithm_config(),
+            &request.target_kinds(),
+        );
         assert!(
             optimizer.is_ok(),
             "{}: {:?}",

@@ -150,6 +150,47 @@ async fn test_examples_score_the_baseline_and_the_winner_after_validation() {
         .is_none());
 }
 
+/// A GEPA request; `targets` and `algorithm_config` as given.
+fn gepa_request(targets: &str, config: &str) -> Result<OptimizationRequest, OptimizeError> {
+    OptimizationRequest::from_yaml_str(&format!(
+        "name: sentiment\ntargets: {targets}\nevaluation_metric: accuracy\nalgorithm: gepa\nmodel: scripted/test\nseed: 7\nalgorithm_config: {config}\ntraining_examples:\n{}",
+        examples_yaml(30)
+    ))
+}
+
+#[tokio::test]
+async fn gepa_with_the_few_shot_target_evolves_instructions_over_bootstrapped_demos() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let config = "{max_metric_calls: 24, max_bootstrapped_demos: 2, max_labeled_demos: 4}";
+    let r = gepa_request("[prompt_template, few_shot_examples]", config).unwrap();
+    let result = p.optimize(&r).await.unwrap();
+    // The scripted model is right only with demos: GEPA's seed has them.
+    assert!(result.baseline_metrics.score < 1.0);
+    assert_eq!(result.optimized_metrics.score, 1.0);
+    let demos = &result.optimized_config.predictors["predict"].demos;
+    assert!(!demos.is_empty() && demos.len() <= 4, "{demos:?}");
+    assert_eq!(result.algorithm_used, "gepa");
+
+    // Instruction search alone keeps the zero-shot program.
+    let bare = gepa_request("[prompt_template]", "{max_metric_calls: 24}").unwrap();
+    let result = p.optimize(&bare).await.unwrap();
+    assert!(result.optimized_config.predictors["predict"]
+        .demos
+        .is_empty());
+    assert!(result.optimized_metrics.score < 1.0);
+
+    // Demo settings without the target would be ignored, so they are refused.
+    let err = gepa_request("[prompt_template]", config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("algorithm_config `max_bootstrapped_demos` sets GEPA's demos")
+            && err.contains("`few_shot_examples`"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_request_is_rejected_and_nothing_is_saved() {
     let dir = tempfile::tempdir().unwrap();

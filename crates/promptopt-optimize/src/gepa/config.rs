@@ -212,12 +212,16 @@ impl GepaConfig {
     /// Reads the settings from a request's `algorithm_config` and checks them.
     ///
     /// An unknown key is an error that lists the valid ones; `null` values mean the default.
+    /// BootstrapFewShot's keys ([`super::DEMO_KEYS`]) are accepted and left to
+    /// [`super::Gepa::with_demos`].
     pub fn from_config(config: &AlgorithmConfig) -> Result<Self, OptimizeError> {
-        config.check_keys("algorithm_config", "gepa", VALID_KEYS)?;
+        let keys: Vec<&str> = VALID_KEYS.iter().chain(super::DEMO_KEYS).copied().collect();
+        config.check_keys("algorithm_config", "gepa", &keys)?;
+        // The demo keys are BootstrapFewShot's (read by the pipeline with `few_shot_examples`).
         let map: serde_json::Map<String, Value> = config
             .0
             .iter()
-            .filter(|(_, v)| !v.is_null())
+            .filter(|(k, v)| !v.is_null() && !super::DEMO_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let parsed: GepaConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {

@@ -10,8 +10,15 @@
 //! average validation score wins. With `parallel_proposals: P`, an iteration makes P such
 //! mutations at once, from independent parents and minibatches (see the `round` module).
 //!
-//! Budgets count metric calls of GEPA's own loop (see [`GepaConfig`]); each evaluation checks
-//! the budget first, so the limit is never passed. With a run directory the state is saved
+//! With demos ([`Gepa::with_demos`], what a request's `few_shot_examples` target asks for), the
+//! seed is first given demos by BootstrapFewShot, exactly as that algorithm would with the same
+//! seed and settings, and GEPA then evolves the instructions around them: every candidate keeps
+//! the seed's demos. This is how DSPy users combine the two (compile with BootstrapFewShot, then
+//! hand the program to GEPA), and it is what lets a small task model that follows demos more
+//! than instructions gain from instruction search at all.
+//!
+//! Budgets count metric calls of GEPA's own loop (see [`GepaConfig`]); bootstrapping is not
+//! part of it. Each evaluation checks the budget first, so the limit is never passed. With a run directory the state is saved
 //! after every iteration and [`Gepa::resume`] continues an interrupted run exactly; a
 //! `gepa.stop` file in the directory stops the run gracefully.
 //!
@@ -66,18 +73,23 @@ pub use selection::{best_by_average, select_parent};
 pub use state::{CandidateEntry, IterationRecord, Origin, RunDir, RunState, STATE_FILE, STOP_FILE};
 
 use crate::{
-    AlgorithmConfig, Event, OptimizeContext, OptimizeError, Optimizer, OptimizerOutcome,
-    OutcomeBuilder, StopReason, TrialKind,
+    AlgorithmConfig, BootstrapFewShot, Event, OptimizeContext, OptimizeError, Optimizer,
+    OptimizerOutcome, OutcomeBuilder, StopReason, TrialKind,
 };
 use engine::{Engine, Step};
 
-/// The keys `algorithm_config` may hold for GEPA (the same list as [`VALID_KEYS`]).
+/// The keys `algorithm_config` may hold for GEPA's own loop (the same list as [`VALID_KEYS`]).
 pub const CONFIG_KEYS: &[&str] = VALID_KEYS;
+
+/// The BootstrapFewShot keys `algorithm_config` may also hold for GEPA, read only with the
+/// `few_shot_examples` target (see [`Gepa::with_demos`]).
+pub const DEMO_KEYS: &[&str] = BootstrapFewShot::CONFIG_KEYS;
 
 /// The GEPA optimizer.
 #[derive(Debug, Clone, Default)]
 pub struct Gepa {
     config: GepaConfig,
+    demos: Option<BootstrapFewShot>,
     run_dir: Option<PathBuf>,
     resume: bool,
 }
@@ -96,9 +108,22 @@ impl Gepa {
     pub fn new(config: GepaConfig) -> Self {
         Self {
             config,
+            demos: None,
             run_dir: None,
             resume: false,
         }
+    }
+
+    /// Bootstraps demos for a seed that has none before the loop starts (see the module
+    /// documentation); the instructions are then evolved around them.
+    pub fn with_demos(mut self, demos: BootstrapFewShot) -> Self {
+        self.demos = Some(demos);
+        self
+    }
+
+    /// The demo bootstrapping settings, when GEPA bootstraps demos first.
+    pub fn demos(&self) -> Option<&BootstrapFewShot> {
+        self.demos.as_ref()
     }
 
     /// GEPA configured from a request's `algorithm_config`.
@@ -161,6 +186,7 @@ impl Gepa {
                         trainset.len(),
                         val.len(),
                         initial,
+                        self.bootstraps_demos(initial),
                         &dir.state_path(),
                     )?;
                     saved
@@ -203,14 +229,26 @@ impl Gepa {
             },
         };
 
+        // A fresh run's seed, with its bootstrapped demos when asked for (before GEPA's own
+        // stage, as a stage of its own); a resumed run's is the saved one.
+        let fresh_seed = if state.candidates.is_empty() {
+            Some(self.seed_state(ctx, trainset, initial).await?)
+        } else {
+            None
+        };
         let started = std::time::Instant::now();
-        let mut outcome = OutcomeBuilder::new(initial.clone());
+        let mut outcome = OutcomeBuilder::new(
+            fresh_seed
+                .clone()
+                .or_else(|| state.candidates.first().map(|c| c.state.clone()))
+                .unwrap_or_else(|| initial.clone()),
+        );
         ctx.emit(Event::StageStarted {
             stage: "gepa".to_string(),
             total: config.num_generations,
         });
-        if state.candidates.is_empty() {
-            if !engine.seed(&mut state, initial).await? {
+        if let Some(seed) = fresh_seed {
+            if !engine.seed(&mut state, &seed).await? {
                 return Err(OptimizeError::Stopped(StopReason::BudgetCalls));
             }
             if let Some(dir) = &run_dir {
@@ -302,6 +340,52 @@ impl Gepa {
             outcome: result,
             state,
         })
+    }
+}
+
+impl Gepa {
+    /// Whether the run gives `initial` bootstrapped demos before its loop: demos are asked for
+    /// and the initial state has none of its own.
+    fn bootstraps_demos(&self, initial: &ProgramState) -> bool {
+        self.demos.is_some() && initial.predictors.values().all(|p| p.demos.is_empty())
+    }
+
+    /// The seed candidate: `initial`, with bootstrapped demos when the run asks for them.
+    async fn seed_state(
+        &self,
+        ctx: &OptimizeContext,
+        trainset: &[Example],
+        initial: &ProgramState,
+    ) -> Result<ProgramState, OptimizeError> {
+        let Some(demos) = self
+            .demos
+            .as_ref()
+            .filter(|_| self.bootstraps_demos(initial))
+        else {
+            return Ok(initial.clone());
+        };
+        // The stream BootstrapFewShot itself draws from, so the seed's demos are the ones that
+        // algorithm would choose with the same seed and settings.
+        let mut rng = ctx.rng();
+        let run = demos.bootstrap(ctx, trainset, initial, &mut rng).await?;
+        if let Some(reason) = run.stop_reason {
+            return Err(OptimizeError::Stopped(reason));
+        }
+        ctx.emit(Event::CandidateProposed {
+            candidate: 0,
+            description: format!(
+                "GEPA seed: bootstrapped {} of {} tried, {} demos",
+                run.bootstrapped,
+                run.tried,
+                run.state
+                    .predictors
+                    .values()
+                    .map(|p| p.demos.len())
+                    .max()
+                    .unwrap_or(0)
+            ),
+        });
+        Ok(run.state)
     }
 }
 

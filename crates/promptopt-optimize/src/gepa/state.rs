@@ -237,13 +237,15 @@ impl RunState {
         best
     }
 
-    /// Checks that a saved run fits the one being started.
+    /// Checks that a saved run fits the one being started. With `seeded_demos` (the run gives
+    /// its seed bootstrapped demos) the saved seed is compared with `initial` without its demos.
     pub fn check_compatible(
         &self,
         seed: u64,
         train_size: usize,
         val_size: usize,
         initial: &ProgramState,
+        seeded_demos: bool,
         path: &Path,
     ) -> Result<(), OptimizeError> {
         let mismatch = |what: &str| {
@@ -261,7 +263,16 @@ impl RunState {
         if self.train_size != train_size || self.val_size != val_size {
             return mismatch("training or validation set size");
         }
-        if self.candidates.first().map(|c| &c.state) != Some(initial) {
+        let saved_seed = self.candidates.first().map(|c| {
+            let mut state = c.state.clone();
+            if seeded_demos {
+                for p in state.predictors.values_mut() {
+                    p.demos.clear();
+                }
+            }
+            state
+        });
+        if saved_seed.as_ref() != Some(initial) {
             return mismatch("initial program state");
         }
         let consistent = self.candidates.iter().enumerate().all(|(i, c)| {
@@ -391,10 +402,10 @@ mod tests {
         assert_eq!(back.candidates[1].describe(), "#1 reflection on `p` of #0");
         let initial = s.candidates[0].state.clone();
         assert!(back
-            .check_compatible(3, 10, 4, &initial, run.root())
+            .check_compatible(3, 10, 4, &initial, false, run.root())
             .is_ok());
         assert!(back
-            .check_compatible(4, 10, 4, &initial, run.root())
+            .check_compatible(4, 10, 4, &initial, false, run.root())
             .is_err());
         assert!(!run.stop_requested().await);
         tokio::fs::write(run.stop_path(), b"").await.unwrap();
