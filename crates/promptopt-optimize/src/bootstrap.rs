@@ -87,6 +87,24 @@ pub struct BootstrapRun {
     pub stop_reason: Option<StopReason>,
 }
 
+impl BootstrapRun {
+    /// What was bootstrapped, in a line: `bootstrapped 4 of 12 tried, 8 demos` (the most demos
+    /// any predictor got).
+    pub fn summary(&self) -> String {
+        let demos = self
+            .state
+            .predictors
+            .values()
+            .map(|p| p.demos.len())
+            .max()
+            .unwrap_or(0);
+        format!(
+            "bootstrapped {} of {} tried, {demos} demos",
+            self.bootstrapped, self.tried
+        )
+    }
+}
+
 impl BootstrapFewShot {
     /// Keys of `algorithm_config`: DSPy's names and the guide's (`num_examples` sets both demo
     /// counts, `bootstrap_rounds` is `max_rounds`, `max_bootstrapped` the demos collected).
@@ -511,17 +529,7 @@ impl Optimizer for BootstrapFewShot {
     ) -> Result<OptimizerOutcome, OptimizeError> {
         let mut rng = ctx.rng();
         let run = self.bootstrap(ctx, trainset, initial, &mut rng).await?;
-        let description = format!(
-            "bootstrapped {} of {} tried, {} demos",
-            run.bootstrapped,
-            run.tried,
-            run.state
-                .predictors
-                .values()
-                .map(|p| p.demos.len())
-                .max()
-                .unwrap_or(0)
-        );
+        let description = run.summary();
         // Like DSPy's, the optimizer only bootstraps: the result is scored on the validation set
         // by the pipeline's validation stage.
         ctx.emit(Event::CandidateProposed {

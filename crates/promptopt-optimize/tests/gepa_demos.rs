@@ -3,70 +3,18 @@
 //! demos resumes.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{
-    Example, Field, Metric, MetricInfo, Prediction, Program, ProgramState, RunSettings, Score,
-    Signature, Trace,
-};
+use promptopt_core::{Example, Field, Program, ProgramState, Signature};
 use promptopt_lm::{ChatRequest, Role, ScriptedLm};
 use promptopt_optimize::gepa::{Gepa, GepaConfig, RunDir};
 use promptopt_optimize::{
-    AlgorithmConfig, BootstrapFewShot, Budget, BudgetLimits, CollectSink, Event, OptimizeContext,
+    AlgorithmConfig, BootstrapFewShot, Budget, BudgetLimits, CollectSink, OptimizeContext,
     Optimizer, StopReason,
 };
-
-const VOCAB: [(&str, &str); 6] = [
-    ("alpha", "pos"),
-    ("beta", "pos"),
-    ("gamma", "neg"),
-    ("delta", "neg"),
-    ("epsilon", "neu"),
-    ("zeta", "neu"),
-];
-
-struct Exact;
-
-impl Metric for Exact {
-    fn info(&self) -> MetricInfo {
-        MetricInfo {
-            name: "exact".into(),
-            higher_is_better: true,
-            min: 0.0,
-            max: 1.0,
-        }
-    }
-
-    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
-        let gold = example.text("label").unwrap_or_default();
-        if prediction.text("label").as_deref() == Some(gold.as_str()) {
-            Score::with_feedback(1.0, "Correct.")
-        } else {
-            Score::with_feedback(0.0, format!("Expected `{gold}`."))
-        }
-    }
-}
-
-fn data() -> (Vec<Example>, Vec<Example>) {
-    let train = (0..12)
-        .map(|i| {
-            let (word, label) = VOCAB[i % VOCAB.len()];
-            Example::new()
-                .with("text", format!("sample {i} about {word}"))
-                .with("label", label)
-        })
-        .collect();
-    let val = VOCAB
-        .iter()
-        .map(|(word, label)| {
-            Example::new()
-                .with("text", format!("check {word} now"))
-                .with("label", *label)
-        })
-        .collect();
-    (train, val)
-}
+use support::{learning_reflection, rule_reply, stages_started, vocab_context, vocab_data, VOCAB};
 
 /// The task model copies the answer of a demo (an earlier user turn) about the same word, or
 /// follows a `word -> label` line of the instructions; without either it cannot answer.
@@ -90,41 +38,7 @@ fn task_reply(request: &ChatRequest) -> String {
             return pair[1].content.clone();
         }
     }
-    let rule = format!("{word} -> ");
-    let system = messages.first().map(|m| m.content.as_str()).unwrap_or("");
-    match system.lines().find_map(|l| l.strip_prefix(&rule)) {
-        Some(label) => format!("label: {label}"),
-        None => "label: unknown".to_string(),
-    }
-}
-
-/// The reflection model adds a `word -> label` line for each miss it is shown.
-fn reflection(request: &ChatRequest) -> String {
-    let user = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
-    let mut text = user
-        .split("```\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .unwrap_or("")
-        .to_string();
-    let mut word = None;
-    for line in user.lines() {
-        if let Some(input) = line.strip_prefix("- text: ") {
-            word = VOCAB.iter().map(|(w, _)| *w).find(|w| input.contains(w));
-        }
-        if let (Some(w), Some(rest)) = (word, line.strip_prefix("Feedback: Expected `")) {
-            let rule = format!("{w} -> {}", rest.trim_end_matches("`."));
-            if !text.contains(&rule) {
-                text.push('\n');
-                text.push_str(&rule);
-            }
-        }
-    }
-    format!("```\n{text}\n```")
+    rule_reply(request)
 }
 
 struct Setup {
@@ -140,25 +54,15 @@ fn setup(seed: u64, budget: Budget) -> Setup {
             .with_instructions("Classify the text."),
     );
     let task = ScriptedLm::new(|r| Ok(task_reply(r)));
-    let reflect = ScriptedLm::new(|r| Ok(reflection(r)));
     let events = CollectSink::new();
-    let ctx = OptimizeContext::builder(
-        program.clone(),
+    let ctx = vocab_context(
+        &program,
         Arc::new(task.clone()),
-        "scripted/task",
-        Arc::new(Exact),
-    )
-    .prompt_model(Arc::new(reflect), "scripted/reflect")
-    .settings(RunSettings {
-        adapter: AdapterKind::Turns,
-        json_fallback: false,
-        ..RunSettings::default()
-    })
-    .seed(seed)
-    .concurrency(3)
-    .budget(Arc::new(budget))
-    .events(Arc::new(events.clone()))
-    .build();
+        Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))),
+        seed,
+        budget,
+        &events,
+    );
     Setup {
         ctx,
         task,
@@ -188,7 +92,7 @@ fn demos(state: &ProgramState) -> Vec<Example> {
 
 #[tokio::test]
 async fn the_seed_gets_bootstrapfewshots_demos_and_every_candidate_keeps_them() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
 
     // BootstrapFewShot alone, with the same seed and settings.
     let alone = setup(5, Budget::unlimited());
@@ -224,15 +128,7 @@ async fn the_seed_gets_bootstrapfewshots_demos_and_every_candidate_keeps_them() 
     assert!(s.task.calls() >= bootstrap_calls);
     assert!(s.task.calls() - bootstrap_calls <= run.state.budget.used);
     // Bootstrapping is a stage of its own, before GEPA's.
-    let stages: Vec<String> = s
-        .events
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::StageStarted { stage, .. } => Some(stage.clone()),
-            _ => None,
-        })
-        .collect();
+    let stages = stages_started(&s.events);
     assert_eq!(stages.first().map(String::as_str), Some("bootstrap"));
     assert!(stages.iter().any(|s| s == "gepa"));
 
@@ -248,7 +144,7 @@ async fn the_seed_gets_bootstrapfewshots_demos_and_every_candidate_keeps_them() 
 
 #[tokio::test]
 async fn an_initial_state_with_demos_of_its_own_keeps_them() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let s = setup(5, Budget::unlimited());
     let mut initial = s.program.initial_state();
     let own = vec![train[0].clone()];
@@ -258,16 +154,12 @@ async fn an_initial_state_with_demos_of_its_own_keeps_them() {
         .await
         .unwrap();
     assert_eq!(demos(&run.state.candidates[0].state), own);
-    assert!(!s
-        .events
-        .events()
-        .iter()
-        .any(|e| matches!(e, Event::StageStarted { stage, .. } if stage == "bootstrap")));
+    assert!(!stages_started(&s.events).contains(&"bootstrap".to_string()));
 }
 
 #[tokio::test]
 async fn a_run_with_demos_resumes_where_it_stopped() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let dir = tempfile::tempdir().unwrap();
     let full = setup(9, Budget::unlimited());
     let uninterrupted = gepa_with_demos()
@@ -304,9 +196,5 @@ async fn a_run_with_demos_resumes_where_it_stopped() {
     assert_eq!(resumed.state.candidates, uninterrupted.state.candidates);
     assert_eq!(resumed.outcome.best, uninterrupted.outcome.best);
     // The resumed part bootstraps nothing again.
-    assert!(!second
-        .events
-        .events()
-        .iter()
-        .any(|e| matches!(e, Event::StageStarted { stage, .. } if stage == "bootstrap")));
+    assert!(!stages_started(&second.events).contains(&"bootstrap".to_string()));
 }

@@ -2,14 +2,12 @@
 //! resume equivalence, graceful stops and merge inside the loop.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{
-    Example, Field, Metric, MetricInfo, Prediction, PredictorState, Program, ProgramState,
-    RunSettings, Score, Signature, Stage, Trace,
-};
+use promptopt_core::{Example, Field, PredictorState, Program, ProgramState, Signature, Stage};
 use promptopt_lm::{ChatRequest, ChatResponse, Lm, LmError, ScriptedLm};
 use promptopt_optimize::gepa::{
     CandidateEntry, Gepa, GepaConfig, Origin, RunDir, RunState, STOP_FILE,
@@ -18,127 +16,7 @@ use promptopt_optimize::{
     Budget, BudgetLimits, CancelFlag, CollectSink, Event, OptimizeContext, OptimizeError,
     Optimizer, StopReason,
 };
-
-const VOCAB: [(&str, &str); 6] = [
-    ("alpha", "pos"),
-    ("beta", "pos"),
-    ("gamma", "neg"),
-    ("delta", "neg"),
-    ("epsilon", "neu"),
-    ("zeta", "neu"),
-];
-
-struct Exact;
-
-impl Metric for Exact {
-    fn info(&self) -> MetricInfo {
-        MetricInfo {
-            name: "exact".into(),
-            higher_is_better: true,
-            min: 0.0,
-            max: 1.0,
-        }
-    }
-
-    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
-        let gold = example.text("label").unwrap_or_default();
-        if prediction.text("label").as_deref() == Some(gold.as_str()) {
-            Score::with_feedback(1.0, "Correct.")
-        } else {
-            Score::with_feedback(0.0, format!("Expected `{gold}`."))
-        }
-    }
-}
-
-fn data() -> (Vec<Example>, Vec<Example>) {
-    let train = (0..12)
-        .map(|i| {
-            let (word, label) = VOCAB[i % VOCAB.len()];
-            Example::new()
-                .with("text", format!("sample {i} about {word}"))
-                .with("label", label)
-        })
-        .collect();
-    let val = VOCAB
-        .iter()
-        .map(|(word, label)| {
-            Example::new()
-                .with("text", format!("check {word} now"))
-                .with("label", *label)
-        })
-        .collect();
-    (train, val)
-}
-
-/// The task model's call settings: the turns adapter (`Text: ...` as the last user turn, replies
-/// like `label: pos`), no JSON retry.
-fn turns() -> RunSettings {
-    RunSettings {
-        adapter: AdapterKind::Turns,
-        json_fallback: false,
-        ..RunSettings::default()
-    }
-}
-
-/// The task model knows a word's label only when the instructions hold a `word -> label` line.
-fn task_reply(request: &ChatRequest) -> String {
-    let system = request
-        .messages
-        .first()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
-    let user = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
-    for (word, _) in VOCAB {
-        if user.contains(word) {
-            let prefix = format!("{word} -> ");
-            if let Some(line) = system.lines().find(|l| l.starts_with(&prefix)) {
-                return format!("label: {}", &line[prefix.len()..]);
-            }
-        }
-    }
-    "label: unknown".to_string()
-}
-
-/// The reflection model adds a `word -> label` rule for every failed example it is shown.
-fn learning_reflection(request: &ChatRequest) -> String {
-    let user = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
-    let current = user
-        .split("```\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .unwrap_or("")
-        .to_string();
-    let mut rules: Vec<String> = Vec::new();
-    let mut word: Option<&str> = None;
-    for line in user.lines() {
-        if let Some(text) = line.strip_prefix("- text: ") {
-            word = VOCAB.iter().map(|(w, _)| *w).find(|w| text.contains(w));
-        }
-        if let Some(fb) = line.strip_prefix("Feedback: Expected `") {
-            let label = fb.trim_end_matches("`.");
-            if let Some(w) = word {
-                let rule = format!("{w} -> {label}");
-                if !current.contains(&rule) && !rules.contains(&rule) {
-                    rules.push(rule);
-                }
-            }
-        }
-    }
-    let mut text = current;
-    for rule in rules {
-        text.push('\n');
-        text.push_str(&rule);
-    }
-    format!("Here you go:\n```\n{text}\n```")
-}
+use support::{learning_reflection, rule_reply, turns, vocab_context, vocab_data, ExactLabel};
 
 struct Setup {
     ctx: OptimizeContext,
@@ -192,7 +70,7 @@ fn setup_delayed(
         Signature::new(vec![Field::text("text")], vec![Field::text("label")])
             .with_instructions("Classify the text."),
     );
-    let task = ScriptedLm::new(|r| Ok(task_reply(r)));
+    let task = ScriptedLm::new(|r| Ok(rule_reply(r)));
     let reflect = ScriptedLm::new(move |r| Ok(reflection(r)));
     let gauge = Arc::new(Gauge {
         inner: reflect.clone(),
@@ -201,19 +79,14 @@ fn setup_delayed(
         peak: AtomicU64::new(0),
     });
     let events = CollectSink::new();
-    let ctx = OptimizeContext::builder(
-        program.clone(),
+    let ctx = vocab_context(
+        &program,
         Arc::new(task.clone()),
-        "scripted/task",
-        Arc::new(Exact),
-    )
-    .prompt_model(gauge.clone(), "scripted/reflect")
-    .settings(turns())
-    .seed(seed)
-    .concurrency(3)
-    .budget(Arc::new(budget))
-    .events(Arc::new(events.clone()))
-    .build();
+        gauge.clone(),
+        seed,
+        budget,
+        &events,
+    );
     Setup {
         ctx,
         task,
@@ -231,7 +104,7 @@ fn config(json: serde_json::Value) -> GepaConfig {
 #[tokio::test]
 async fn reflection_improves_and_counts_every_metric_call() {
     let s = setup(7, Budget::unlimited(), learning_reflection);
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let gepa = Gepa::new(config(serde_json::json!({"max_metric_calls": 60})));
     let initial = s.program.initial_state();
     let run = gepa.run(&s.ctx, &train, &val, &initial).await.unwrap();
@@ -321,7 +194,7 @@ async fn reflection_calls_carry_their_token_cap() {
             record.lock().unwrap().push(r.max_tokens);
             learning_reflection(r)
         });
-        let (train, val) = data();
+        let (train, val) = vocab_data();
         let run = Gepa::new(config(settings))
             .run(&s.ctx, &train, &val, &s.program.initial_state())
             .await
@@ -341,7 +214,7 @@ async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
     let s = setup(1, Budget::unlimited(), |_| {
         "```\nBe vague.\n```".to_string()
     });
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let gepa = Gepa::new(config(serde_json::json!({"max_metric_calls": 32})));
     let run = gepa
         .run(&s.ctx, &train, &val, &s.program.initial_state())
@@ -363,7 +236,7 @@ async fn rejected_proposals_cost_two_minibatches_and_never_overshoot() {
 
 #[tokio::test]
 async fn resumed_run_ends_where_an_uninterrupted_one_does() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let settings = serde_json::json!({"num_generations": 7, "reflection_minibatch_size": 2});
     let dir = tempfile::tempdir().unwrap();
 
@@ -423,7 +296,7 @@ async fn resumed_run_ends_where_an_uninterrupted_one_does() {
 
 #[tokio::test]
 async fn stop_file_and_cancel_flag_stop_gracefully() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let dir = tempfile::tempdir().unwrap();
     tokio::fs::create_dir_all(dir.path()).await.unwrap();
     tokio::fs::write(dir.path().join(STOP_FILE), b"")
@@ -453,13 +326,13 @@ async fn stop_file_and_cancel_flag_stop_gracefully() {
         if count.fetch_add(1, Ordering::SeqCst) + 1 >= 20 {
             raise.cancel();
         }
-        Ok(task_reply(r))
+        Ok(rule_reply(r))
     });
     let ctx = OptimizeContext::builder(
         program.clone(),
         Arc::new(task),
         "scripted/task",
-        Arc::new(Exact),
+        Arc::new(ExactLabel),
     )
     .prompt_model(
         Arc::new(ScriptedLm::new(|r| Ok(learning_reflection(r)))),
@@ -489,7 +362,7 @@ async fn cancelled_before_anything_scored_is_an_error() {
         Budget::with_cancel(BudgetLimits::default(), cancel),
         learning_reflection,
     );
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let err = Gepa::default()
         .compile(&s.ctx, &train, &val, &s.program.initial_state())
         .await
@@ -569,7 +442,7 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
         program.clone(),
         Arc::new(task.clone()),
         "scripted/task",
-        Arc::new(Exact),
+        Arc::new(ExactLabel),
     )
     .prompt_model(
         Arc::new(ScriptedLm::constant("```\nunused\n```")),
@@ -645,7 +518,7 @@ async fn a_due_merge_combines_the_predictors_each_parent_improved() {
 
 #[tokio::test]
 async fn pool_cap_keeps_the_elite_and_other_selection_strategies_run() {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     for settings in [
         serde_json::json!({"max_metric_calls": 90, "population_size": 2, "elite_size": 1}),
         serde_json::json!({"max_metric_calls": 90, "tournament_size": 2, "module_selector": "all"}),
@@ -678,7 +551,7 @@ async fn pool_cap_keeps_the_elite_and_other_selection_strategies_run() {
 
 /// GEPA with `settings` on [`data`], with the models of `s`.
 async fn run_gepa(s: &Setup, settings: serde_json::Value) -> promptopt_optimize::gepa::GepaRun {
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     Gepa::new(config(settings))
         .run(&s.ctx, &train, &val, &s.program.initial_state())
         .await
@@ -846,21 +719,21 @@ async fn an_instruction_longer_than_the_task_context_is_cut_with_a_warning() {
         Signature::new(vec![Field::text("text")], vec![Field::text("label")])
             .with_instructions("Classify the text."),
     );
-    let task = ScriptedLm::new(|r| Ok(task_reply(r))).with_context_tokens(200);
+    let task = ScriptedLm::new(|r| Ok(rule_reply(r))).with_context_tokens(200);
     let reflect = ScriptedLm::new(|r| Ok(padded_reflection(r)));
     let events = CollectSink::new();
     let ctx = OptimizeContext::builder(
         program.clone(),
         Arc::new(task),
         "scripted/task",
-        Arc::new(Exact),
+        Arc::new(ExactLabel),
     )
     .prompt_model(Arc::new(reflect), "scripted/reflect")
     .settings(turns())
     .seed(7)
     .events(Arc::new(events.clone()))
     .build();
-    let (train, val) = data();
+    let (train, val) = vocab_data();
     let run = Gepa::new(config(
         serde_json::json!({"max_metric_calls": 120, "use_merge": false}),
     ))

@@ -1,35 +1,15 @@
 //! MIPROv2 with scripted models: LM calls per preset, replay, multi-predictor search, events.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 
-use promptopt_core::adapter::AdapterKind;
-use promptopt_core::{
-    Example, Field, Metric, MetricInfo, Prediction, Program, ProgramState, RunSettings, Score,
-    Signature, Stage, Trace,
-};
+use promptopt_core::{Example, Field, Program, ProgramState, Signature, Stage};
 use promptopt_lm::{ChatRequest, ScriptedLm};
 use promptopt_optimize::mipro::{MiproConfig, MiproRun, MiproV2};
 use promptopt_optimize::{CollectSink, Event, OptimizeContext, TrialKind};
-
-struct ExactLabel;
-
-impl Metric for ExactLabel {
-    fn info(&self) -> MetricInfo {
-        MetricInfo {
-            name: "exact".into(),
-            higher_is_better: true,
-            min: 0.0,
-            max: 1.0,
-        }
-    }
-
-    fn score(&self, example: &Example, prediction: &Prediction, _trace: &Trace) -> Score {
-        Score::new(f64::from(u8::from(
-            example.text("label").is_some() && example.text("label") == prediction.text("label"),
-        )))
-    }
-}
+use support::{turns, ExactLabel};
 
 fn dataset(n: usize, offset: usize) -> Vec<Example> {
     (0..n)
@@ -74,16 +54,6 @@ fn task_lm() -> ScriptedLm {
             "label: negative".into()
         })
     })
-}
-
-/// The task model's call settings: the turns adapter (the input as the last user turn, replies
-/// like `label: positive`), no JSON retry.
-fn turns() -> RunSettings {
-    RunSettings {
-        adapter: AdapterKind::Turns,
-        json_fallback: false,
-        ..RunSettings::default()
-    }
 }
 
 /// A distinct instruction per proposal (keyed by its rollout id), fixed text otherwise.

@@ -373,17 +373,7 @@ impl Gepa {
         }
         ctx.emit(Event::CandidateProposed {
             candidate: 0,
-            description: format!(
-                "GEPA seed: bootstrapped {} of {} tried, {} demos",
-                run.bootstrapped,
-                run.tried,
-                run.state
-                    .predictors
-                    .values()
-                    .map(|p| p.demos.len())
-                    .max()
-                    .unwrap_or(0)
-            ),
+            description: format!("GEPA seed: {}", run.summary()),
         });
         Ok(run.state)
     }
