@@ -130,11 +130,7 @@ impl Algorithm {
 pub fn valid_keys(algorithm: Algorithm) -> Vec<&'static str> {
     match algorithm {
         Algorithm::Miprov2 => mipro::CONFIG_KEYS.to_vec(),
-        Algorithm::Gepa => gepa::CONFIG_KEYS
-            .iter()
-            .chain(gepa::DEMO_KEYS)
-            .copied()
-            .collect(),
+        Algorithm::Gepa => gepa::all_keys(),
         Algorithm::Bootstrapfewshot => BootstrapFewShot::CONFIG_KEYS.to_vec(),
         Algorithm::Labeledfewshot => LabeledFewShot::CONFIG_KEYS.to_vec(),
         Algorithm::BootstrapfewshotRandomSearch => BootstrapFewShotWithRandomSearch::config_keys(),

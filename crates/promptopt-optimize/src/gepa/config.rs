@@ -215,8 +215,7 @@ impl GepaConfig {
     /// BootstrapFewShot's keys ([`super::DEMO_KEYS`]) are accepted and left to
     /// [`super::Gepa::with_demos`].
     pub fn from_config(config: &AlgorithmConfig) -> Result<Self, OptimizeError> {
-        let keys: Vec<&str> = VALID_KEYS.iter().chain(super::DEMO_KEYS).copied().collect();
-        config.check_keys("algorithm_config", "gepa", &keys)?;
+        config.check_keys("algorithm_config", "gepa", &super::all_keys())?;
         // The demo keys are BootstrapFewShot's (read by the pipeline with `few_shot_examples`).
         let map: serde_json::Map<String, Value> = config
             .0

@@ -18,8 +18,8 @@
 //! than instructions gain from instruction search at all.
 //!
 //! Budgets count metric calls of GEPA's own loop (see [`GepaConfig`]); bootstrapping is not
-//! part of it. Each evaluation checks the budget first, so the limit is never passed. With a run directory the state is saved
-//! after every iteration and [`Gepa::resume`] continues an interrupted run exactly; a
+//! part of it. Each evaluation checks the budget first, so the limit is never passed. With a
+//! run directory the state is saved after every iteration and [`Gepa::resume`] continues an interrupted run exactly; a
 //! `gepa.stop` file in the directory stops the run gracefully.
 //!
 //! ```
@@ -85,6 +85,12 @@ pub const CONFIG_KEYS: &[&str] = VALID_KEYS;
 /// `few_shot_examples` target (see [`Gepa::with_demos`]).
 pub const DEMO_KEYS: &[&str] = BootstrapFewShot::CONFIG_KEYS;
 
+/// Every key `algorithm_config` may hold for GEPA: its loop's ([`CONFIG_KEYS`]) and the demo
+/// keys ([`DEMO_KEYS`]).
+pub fn all_keys() -> Vec<&'static str> {
+    CONFIG_KEYS.iter().chain(DEMO_KEYS).copied().collect()
+}
+
 /// The GEPA optimizer.
 #[derive(Debug, Clone, Default)]
 pub struct Gepa {
@@ -119,11 +125,6 @@ impl Gepa {
     pub fn with_demos(mut self, demos: BootstrapFewShot) -> Self {
         self.demos = Some(demos);
         self
-    }
-
-    /// The demo bootstrapping settings, when GEPA bootstraps demos first.
-    pub fn demos(&self) -> Option<&BootstrapFewShot> {
-        self.demos.as_ref()
     }
 
     /// GEPA configured from a request's `algorithm_config`.
