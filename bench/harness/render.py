@@ -182,9 +182,11 @@ def stopped_runs(failures: list[dict]) -> dict:
 
 
 def optimizer_targets(grouped: dict, keys: list, failures: list[dict] | None = None) -> str:
-    """Speed-up and score difference against DSPy per task and optimizer. A DSPy run stopped at
-    the time limit counts with the time it had run, a lower bound of its wall time, so the
-    speed-up is then a lower bound (`≥`) and the target is met only if the bound meets it."""
+    """Speed-up and score difference against DSPy per task and optimizer. promptopt's side is its
+    serve-lm runs, the same engine DSPy calls, or its in-process runs where there are none (runs
+    with a separate prompt model have only those). A DSPy run stopped at the time limit counts with
+    the time it had run, a lower bound of its wall time, so the speed-up is then a lower bound (`≥`)
+    and the target is met only if the bound meets it."""
     stopped = stopped_runs(failures or [])
     rows = []
     for task, optimizer in keys:
@@ -192,7 +194,7 @@ def optimizer_targets(grouped: dict, keys: list, failures: list[dict] | None = N
             continue
         dspy = grouped.get((task, optimizer, "dspy")) or []
         d_stopped = stopped.get((task, optimizer, "dspy"), [])
-        ours = grouped.get((task, optimizer, "promptopt-http"))
+        ours = grouped.get((task, optimizer, "promptopt-http")) or grouped.get((task, optimizer, "promptopt-inprocess"))
         if not (dspy or d_stopped) or not ours:
             continue
         d_wall = summarize([r["wall_s"] for r in dspy] + d_stopped).mean

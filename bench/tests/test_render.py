@@ -63,6 +63,20 @@ def test_optimizer_tables_show_mean_and_spread_and_targets():
     assert "| sst2 | MIPROv2 light | 2.0x | no (67 % of the target) | +0.100 | yes |" in text
 
 
+def test_targets_compare_with_in_process_runs_when_no_serve_lm_run_exists():
+    # Runs with a separate prompt model have promptopt in-process only; with serve-lm runs as well,
+    # those are the ones compared (the same engine DSPy calls).
+    common = {"task": "sst2", "optimizer": "gepa", "seed": 1, "lm_calls": 500, "tokens": 100000,
+              "cpu_s": 3.0, "peak_rss_mb": 100.0}
+    dspy = {**common, "framework": "dspy", "test_score": 0.32, "wall_s": 1100.0}
+    inprocess = {**common, "framework": "promptopt-inprocess", "test_score": 0.63, "wall_s": 550.0}
+    text = optimizer_tables({"runs": [dspy, inprocess]})
+    assert "| sst2 | GEPA light | 2.0x | no (67 % of the target) | +0.310 | yes |" in text
+    http = {**common, "framework": "promptopt-http", "test_score": 0.30, "wall_s": 275.0}
+    text = optimizer_tables({"runs": [dspy, inprocess, http]})
+    assert "| sst2 | GEPA light | 4.0x | yes | -0.020 | no (-0.020) |" in text
+
+
 def test_optimizer_tables_list_the_failed_runs_with_their_last_error_line():
     run = {"task": "sst2", "optimizer": "mipro", "seed": 1, "lm_calls": 6, "tokens": 900, "cpu_s": 3.0,
            "peak_rss_mb": 100.0, "framework": "promptopt-http", "test_score": 0.6, "wall_s": 45.0}
