@@ -6,10 +6,10 @@ mod support;
 use std::sync::Arc;
 
 use promptopt_core::{Example, Field, Program, ProgramState, Signature, Stage};
-use promptopt_lm::{ChatRequest, ScriptedLm};
+use promptopt_lm::ScriptedLm;
 use promptopt_optimize::mipro::{MiproConfig, MiproRun, MiproV2};
 use promptopt_optimize::{CollectSink, Event, OptimizeContext, TrialKind};
-use support::{turns, ExactLabel};
+use support::{last_user, turns, ExactLabel};
 
 fn dataset(n: usize, offset: usize) -> Vec<Example> {
     (0..n)
@@ -26,14 +26,6 @@ fn dataset(n: usize, offset: usize) -> Vec<Example> {
         .collect()
 }
 
-fn last_user(request: &ChatRequest) -> String {
-    request
-        .messages
-        .last()
-        .map(|m| m.content.clone())
-        .unwrap_or_default()
-}
-
 /// Always right: bootstrapping succeeds on every example. A `rewrite` stage of [`two_step`]
 /// (asked for a summary) copies its text.
 fn task_lm() -> ScriptedLm {
@@ -45,7 +37,7 @@ fn task_lm() -> ScriptedLm {
             .map(|m| m.content.as_str())
             .unwrap_or("");
         if system.contains("Answer with the summary only.") {
-            let text = text.strip_prefix("Text: ").unwrap_or(&text);
+            let text = text.strip_prefix("Text: ").unwrap_or(text);
             return Ok(format!("summary: {text}"));
         }
         Ok(if text.contains("good") {

@@ -74,6 +74,15 @@ pub fn turns() -> RunSettings {
     }
 }
 
+/// The last message's text (the user turn a scripted model answers), empty when there is none.
+pub fn last_user(request: &ChatRequest) -> &str {
+    request
+        .messages
+        .last()
+        .map(|m| m.content.as_str())
+        .unwrap_or("")
+}
+
 /// The task model's reply when it knows a word only from a `word -> label` line of the
 /// instructions (the system message): that label, else `label: unknown`.
 pub fn rule_reply(request: &ChatRequest) -> String {
@@ -82,11 +91,7 @@ pub fn rule_reply(request: &ChatRequest) -> String {
         .first()
         .map(|m| m.content.as_str())
         .unwrap_or("");
-    let user = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
+    let user = last_user(request);
     for (word, _) in VOCAB {
         if user.contains(word) {
             let prefix = format!("{word} -> ");
@@ -100,11 +105,7 @@ pub fn rule_reply(request: &ChatRequest) -> String {
 
 /// The reflection model adds a `word -> label` rule for every failed example it is shown.
 pub fn learning_reflection(request: &ChatRequest) -> String {
-    let user = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
+    let user = last_user(request);
     let current = user
         .split("```\n")
         .nth(1)
