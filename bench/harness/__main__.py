@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=int, default=50)
     p.add_argument("--test", type=int, default=100)
     p.add_argument("--frameworks", default="dspy,promptopt-http,promptopt-inprocess")
+    p.add_argument("--task-model", default=None, metavar="NAME",
+                   help="the embedded task model (default smollm2-135m; e.g. gemma3-270m), served to both frameworks; "
+                        "runs with another task model are stored in bench/results/optimizers-task-NAME[-prompt-NAME].json")
     p.add_argument("--prompt-model", default=None, metavar="NAME",
                    help="an embedded model (e.g. qwen2.5-coder-1.5b) that proposes and reflects for both frameworks, "
                         "served to DSPy by a second serve-lm; needs --frameworks without promptopt-http; stored in "
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import optimizers
 
         results = optimizers.run(args)
-        docs.save(optimizers.results_path(args.prompt_model), results)
+        docs.save(optimizers.results_path(args.prompt_model, args.task_model or optimizers.DEFAULT_TASK_MODEL), results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
         return 0
     if args.command == "tracking":

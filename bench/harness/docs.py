@@ -26,6 +26,20 @@ def save(path: Path, results: dict) -> None:
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def models_heading(meta: dict) -> str:
+    """The line above a section of runs with another task or prompt model, from its results' `meta`."""
+    task = meta.get("task_model")
+    prompt = meta.get("prompt_model")
+    parts = []
+    if task:
+        parts.append(f"Task model for both frameworks: `{task}`.")
+    if prompt:
+        parts.append(f"Prompt and reflection model for both frameworks: `{prompt}`.")
+    else:
+        parts.append("Each framework proposes and reflects with the task model.")
+    return " ".join(parts)
+
+
 def write_doc(doc: Path = paths.DOC) -> list[str]:
     """Regenerates the marked sections of the document from whatever results exist; returns the
     names of the sections written."""
@@ -45,13 +59,12 @@ def write_doc(doc: Path = paths.DOC) -> list[str]:
         body = optimizer_tables(optimizers) + "\n\n![Optimizer wall time](benchmarks/optimizers.svg)"
         text = splice(text, "optimizers", body)
         written.append("optimizers")
-    # Runs with a separate prompt model (`optimizers --prompt-model NAME`), one section each.
+    # Runs with another task model or a separate prompt model (`optimizers --task-model NAME`,
+    # `--prompt-model NAME`), one section each.
     for path in sorted(OPTIMIZERS_JSON.parent.glob("optimizers-*.json")):
-        with_prompt = load(path)
-        if with_prompt and with_prompt.get("runs"):
-            name = path.stem.removeprefix("optimizers-")
-            heading = f"Prompt and reflection model for both frameworks: `{name}`."
-            text = splice(text, path.stem, heading + "\n\n" + optimizer_tables(with_prompt))
+        other = load(path)
+        if other and other.get("runs"):
+            text = splice(text, path.stem, models_heading(other.get("meta", {})) + "\n\n" + optimizer_tables(other))
             written.append(path.stem)
     tracking_results = load(TRACKING_JSON)
     if tracking_results and tracking_results.get("runs"):

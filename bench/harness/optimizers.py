@@ -2,10 +2,12 @@
 same budget, both against the embedded model served by `promptopt serve-lm`; promptopt also runs
 with the engine in-process. Each optimized program is scored on the test split through the server.
 
-By default both frameworks propose instructions and reflect with the task model, as DSPy does. With
-`--prompt-model NAME` (an embedded model, such as `qwen2.5-coder-1.5b`) a second `serve-lm` serves
-that model to DSPy as its `prompt_model` / `reflection_lm`, and promptopt runs it in-process as its
-`prompt_model`; those results are stored apart (`optimizers-NAME.json`)."""
+The task model is SmolLM2-135M unless `--task-model NAME` names another embedded model (such as
+`gemma3-270m`). By default both frameworks propose instructions and reflect with the task model, as
+DSPy does. With `--prompt-model NAME` (an embedded model, such as `qwen2.5-coder-1.5b`) a second
+`serve-lm` serves that model to DSPy as its `prompt_model` / `reflection_lm`, and promptopt runs it
+in-process as its `prompt_model`. Runs with another task or prompt model are stored apart (see
+`results_path`)."""
 
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ ALGORITHMS = {"bootstrap": "bootstrapfewshot", "mipro": "miprov2", "gepa": "gepa
 # search the instructions (MIPROv2 the demos as well).
 TARGETS = {"bootstrap": "few_shot_examples", "mipro": "prompt_template", "gepa": "prompt_template"}
 THREADS = 8
-SERVED_NAME = "smollm2-135m"
-# promptopt renders prompts for the served SmolLM2 as compact chat turns, its default for local models
+# The task model unless `--task-model` names another: the embedded model's name, served under that
+# name by `serve-lm` and run in-process as `local/NAME`.
+DEFAULT_TASK_MODEL = "smollm2-135m"
+# promptopt renders prompts for the served model as compact chat turns, its default for local models
 # (`turns`); DSPy uses its own default, the field-marker ChatAdapter. Optimization and the test score
 # use the same adapter.
 ADAPTER = "turns"
@@ -115,19 +119,23 @@ def build() -> Path:
     return paths.target_dir("release") / "promptopt"
 
 
-def results_path(prompt_model: str | None) -> Path:
-    """Where the results are stored: `optimizers.json`, or `optimizers-NAME.json` for the runs with
-    a separate prompt model."""
+def results_path(prompt_model: str | None, task_model: str = DEFAULT_TASK_MODEL) -> Path:
+    """Where the results are stored: `optimizers.json` for the default task model proposing for
+    itself, `optimizers-PROMPT.json` for the default task model with a separate prompt model, and
+    `optimizers-task-TASK[-prompt-PROMPT].json` for another task model."""
+    if task_model != DEFAULT_TASK_MODEL:
+        name = f"optimizers-task-{task_model}" + (f"-prompt-{prompt_model}" if prompt_model else "")
+        return docs.OPTIMIZERS_JSON.with_name(name + ".json")
     if prompt_model is None:
         return docs.OPTIMIZERS_JSON
     return docs.OPTIMIZERS_JSON.with_name(f"optimizers-{prompt_model}.json")
 
 
 def dspy_argv(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
-              prompt: tuple[str, str] | None = None) -> list:
+              prompt: tuple[str, str] | None = None, task_model: str = DEFAULT_TASK_MODEL) -> list:
     """The DSPy run's command line; `prompt` is the prompt model's server URL and served name."""
     argv = [paths.VENV_PYTHON, paths.DSPY_DIR / "optimize.py", "--split-dir", split_dir, "--task", task.name,
-            "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", SERVED_NAME,
+            "--optimizer", optimizer, "--seed", str(seed), "--api-base", url + "/v1", "--model", task_model,
             "--threads", str(THREADS), "--max-tokens", str(MAX_TOKENS[task.name])]
     if budget is not None:
         argv += ["--max-metric-calls", str(budget)]
@@ -137,8 +145,9 @@ def dspy_argv(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, 
 
 
 def run_dspy(url: str, task: Task, optimizer: str, seed: int, split_dir: Path, budget: int | None,
-             time_limit_s: float | None = None, prompt: tuple[str, str] | None = None) -> dict:
-    argv = dspy_argv(url, task, optimizer, seed, split_dir, budget, prompt)
+             time_limit_s: float | None = None, prompt: tuple[str, str] | None = None,
+             task_model: str = DEFAULT_TASK_MODEL) -> dict:
+    argv = dspy_argv(url, task, optimizer, seed, split_dir, budget, prompt, task_model)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     measured = run_measured(argv, env=env, timeout_s=time_limit_s).check()
     record = json.loads(measured.last_json_line())
@@ -189,9 +198,9 @@ def compared(optimizer: str, stages: dict[str, dict]) -> dict:
 
 def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int, split_dir: Path,
                   budget: int | None, in_process: bool, time_limit_s: float | None = None,
-                  prompt_model: str | None = None) -> dict:
+                  prompt_model: str | None = None, task_model: str = DEFAULT_TASK_MODEL) -> dict:
     framework = "promptopt-inprocess" if in_process else "promptopt-http"
-    model = "local/smollm2-135m" if in_process else f"openai/{SERVED_NAME}"
+    model = f"local/{task_model}" if in_process else f"openai/{task_model}"
     if prompt_model is not None and not in_process:
         raise ValueError("promptopt-http sends every model to one OpenAI-compatible server, so it cannot "
                          "use a separate prompt model")
@@ -211,7 +220,7 @@ def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int,
     analytics = result.get("analytics") or {}
     stages = stage_figures(analytics)
     state = next(iter(result["optimized_config"]["predictors"].values()))
-    test_score = score_on_test(binary, url, task, split_dir, state, work)
+    test_score = score_on_test(binary, url, task, split_dir, state, work, task_model)
     return {
         "framework": framework, "task": task.name, "optimizer": optimizer, "seed": seed,
         "test_score": test_score, **compared(optimizer, stages), "stages": stages, "cache": True,
@@ -222,7 +231,8 @@ def run_promptopt(binary: Path, url: str, task: Task, optimizer: str, seed: int,
     }
 
 
-def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: dict, work: Path) -> float:
+def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: dict, work: Path,
+                  task_model: str = DEFAULT_TASK_MODEL) -> float:
     """Scores an optimized predictor (instructions, demos, strategy) on the test split through the server."""
     demos = state.get("demos") or []
     demo_file = work / "demos.jsonl"
@@ -234,7 +244,7 @@ def score_on_test(binary: Path, url: str, task: Task, split_dir: Path, state: di
     argv = [binary, "evaluate", "--data", split_dir / "test.jsonl", "--input-keys", ",".join(task.inputs),
             "--output-keys", task.output, "--metric", task.metric, "--instructions", state["instructions"],
             "--strategy", strategy, "--adapter", ADAPTER, "--max-tokens", str(MAX_TOKENS[task.name]),
-            "--concurrency", str(THREADS), "--lm-model", f"openai/{SERVED_NAME}",
+            "--concurrency", str(THREADS), "--lm-model", f"openai/{task_model}",
             "--base-url", url + "/v1", "--no-cache", "--max-errors", "1000000", "--json"]
     if demos:
         argv += ["--train", demo_file, "--demos", str(len(demos))]
@@ -251,11 +261,12 @@ def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
     """With `--resume`, the runs and failures stored by an earlier invocation with the same splits
     (a failed run that is asked for again is tried again, and its old failure dropped then);
     otherwise nothing."""
-    stored = docs.load(results_path(getattr(args, "prompt_model", None))) if args.resume else None
+    task_model = getattr(args, "task_model", None) or DEFAULT_TASK_MODEL
+    stored = docs.load(results_path(getattr(args, "prompt_model", None), task_model)) if args.resume else None
     if not stored:
         return [], []
     old = stored.get("meta", {})
-    for key in ("train", "val", "test", "threads", "prompt_model"):
+    for key in ("train", "val", "test", "threads", "prompt_model", "task_model"):
         if old.get(key) != meta.get(key):
             raise ValueError(f"Cannot resume: the stored results used {key}={old.get(key)}, this run {meta.get(key)}")
     return list(stored.get("runs", [])), list(stored.get("failures", []))
@@ -267,12 +278,15 @@ def run(args) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     frameworks = args.frameworks.split(",")
     prompt_model = getattr(args, "prompt_model", None)
+    task_model = getattr(args, "task_model", None) or DEFAULT_TASK_MODEL
     if prompt_model is not None and "promptopt-http" in frameworks:
         raise ValueError("`--prompt-model` needs `--frameworks` without promptopt-http, which sends every "
                          "model to one server")
     meta = {"train": args.train, "val": args.val, "test": args.test, "threads": THREADS}
     if prompt_model is not None:
         meta["prompt_model"] = prompt_model
+    if task_model != DEFAULT_TASK_MODEL:
+        meta["task_model"] = task_model
     runs, failures = previous_runs(args, meta)
     done = {run_key(r) for r in runs}
     binary = build()
@@ -282,7 +296,7 @@ def run(args) -> dict:
         all_seeds = sorted({r["seed"] for r in runs} | set(seeds))
         return {"meta": machine_meta() | meta | {"seeds": all_seeds}, "runs": runs, "failures": failures}
 
-    serve = [binary, "serve-lm", "--model", "local/smollm2-135m", "--port", str(port), "--slots", str(THREADS)]
+    serve = [binary, "serve-lm", "--model", f"local/{task_model}", "--port", str(port), "--slots", str(THREADS)]
     with ExitStack() as servers:
         server = servers.enter_context(Server(serve, ready_url=f"http://127.0.0.1:{port}", env=engine_env(),
                                               timeout_s=300, log=paths.OUT / "serve-lm.log"))
@@ -311,11 +325,13 @@ def run(args) -> dict:
                         try:
                             if framework == "dspy":
                                 record = run_dspy(server.url, task, optimizer, seed, split_dir, budget,
-                                                  time_limit_s=args.time_limit, prompt=prompt)
+                                                  time_limit_s=args.time_limit, prompt=prompt,
+                                                  task_model=task_model)
                             else:
                                 record = run_promptopt(binary, server.url, task, optimizer, seed, split_dir, budget,
                                                        in_process=framework == "promptopt-inprocess",
-                                                       time_limit_s=args.time_limit, prompt_model=prompt_model)
+                                                       time_limit_s=args.time_limit, prompt_model=prompt_model,
+                                                       task_model=task_model)
                         except TimeLimitReached as stopped:
                             failures.append({"run": label, **key, "error": str(stopped),
                                              "stopped_after_s": round(stopped.seconds, 1)})
@@ -328,5 +344,5 @@ def run(args) -> dict:
                             print(f"{label}: test {record['test_score']:.3f}, {record['wall_s']:.1f} s",
                                   file=sys.stderr)
                         # Stored after every run, finished or not, so an interrupted invocation can `--resume`.
-                        docs.save(results_path(prompt_model), results())
+                        docs.save(results_path(prompt_model, task_model), results())
     return results()

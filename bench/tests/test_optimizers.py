@@ -115,3 +115,41 @@ def test_a_prompt_model_is_refused_for_the_http_framework():
     with pytest.raises(ValueError, match="separate prompt model"):
         optimizers.run_promptopt(Path("promptopt"), "http://127.0.0.1:9", TASKS["sst2"], "mipro", 1, Path("."),
                                  None, in_process=False, prompt_model=PROMPT_MODEL)
+
+
+TASK_MODEL = "gemma3-270m"
+
+
+def test_another_task_model_reaches_both_frameworks(tmp_path):
+    task = TASKS["sst2"]
+    argv = [str(a) for a in optimizers.dspy_argv("http://127.0.0.1:9", task, "gepa", 1, tmp_path, 40,
+                                                 task_model=TASK_MODEL)]
+    assert argv[argv.index("--model") + 1] == TASK_MODEL
+    default = [str(a) for a in optimizers.dspy_argv("http://127.0.0.1:9", task, "gepa", 1, tmp_path, 40)]
+    assert default[default.index("--model") + 1] == optimizers.DEFAULT_TASK_MODEL
+
+
+def test_runs_with_another_task_model_are_stored_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(docs, "OPTIMIZERS_JSON", tmp_path / "optimizers.json")
+    assert optimizers.results_path(None, TASK_MODEL) == tmp_path / f"optimizers-task-{TASK_MODEL}.json"
+    assert optimizers.results_path(PROMPT_MODEL, TASK_MODEL) == \
+        tmp_path / f"optimizers-task-{TASK_MODEL}-prompt-{PROMPT_MODEL}.json"
+    assert optimizers.results_path(PROMPT_MODEL, optimizers.DEFAULT_TASK_MODEL) == \
+        tmp_path / f"optimizers-{PROMPT_MODEL}.json"
+    # Results of the default task model are not resumed into a run with another one, even when a
+    # file of the same name holds them.
+    stored(tmp_path, monkeypatch, META)
+    assert optimizers.previous_runs(Namespace(resume=True, task_model=TASK_MODEL), META) == ([], [])
+    (tmp_path / f"optimizers-task-{TASK_MODEL}.json").write_text(
+        (tmp_path / "optimizers.json").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ValueError, match="task_model=None"):
+        optimizers.previous_runs(Namespace(resume=True, task_model=TASK_MODEL), {**META, "task_model": TASK_MODEL})
+
+
+def test_the_section_heading_names_the_models():
+    assert docs.models_heading({"prompt_model": PROMPT_MODEL}) == \
+        f"Prompt and reflection model for both frameworks: `{PROMPT_MODEL}`."
+    both = docs.models_heading({"task_model": TASK_MODEL, "prompt_model": PROMPT_MODEL})
+    assert both.startswith(f"Task model for both frameworks: `{TASK_MODEL}`.")
+    assert f"`{PROMPT_MODEL}`" in both
+    assert "proposes and reflects with the task model" in docs.models_heading({"task_model": TASK_MODEL})
