@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import optimizers
 
         results = optimizers.run(args)
-        docs.save(optimizers.results_path(args.prompt_model, args.task_model or optimizers.DEFAULT_TASK_MODEL), results)
+        docs.save(optimizers.results_path(args.prompt_model, optimizers.task_model_of(args)), results)
         print(f"wrote {', '.join(docs.write_doc())} into {paths.DOC}")
         return 0
     if args.command == "tracking":

@@ -119,6 +119,11 @@ def build() -> Path:
     return paths.target_dir("release") / "promptopt"
 
 
+def task_model_of(args) -> str:
+    """The task model an invocation names (`--task-model`), or the default."""
+    return getattr(args, "task_model", None) or DEFAULT_TASK_MODEL
+
+
 def results_path(prompt_model: str | None, task_model: str = DEFAULT_TASK_MODEL) -> Path:
     """Where the results are stored: `optimizers.json` for the default task model proposing for
     itself, `optimizers-PROMPT.json` for the default task model with a separate prompt model, and
@@ -261,7 +266,7 @@ def previous_runs(args, meta: dict) -> tuple[list[dict], list[dict]]:
     """With `--resume`, the runs and failures stored by an earlier invocation with the same splits
     (a failed run that is asked for again is tried again, and its old failure dropped then);
     otherwise nothing."""
-    task_model = getattr(args, "task_model", None) or DEFAULT_TASK_MODEL
+    task_model = task_model_of(args)
     stored = docs.load(results_path(getattr(args, "prompt_model", None), task_model)) if args.resume else None
     if not stored:
         return [], []
@@ -278,7 +283,7 @@ def run(args) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     frameworks = args.frameworks.split(",")
     prompt_model = getattr(args, "prompt_model", None)
-    task_model = getattr(args, "task_model", None) or DEFAULT_TASK_MODEL
+    task_model = task_model_of(args)
     if prompt_model is not None and "promptopt-http" in frameworks:
         raise ValueError("`--prompt-model` needs `--frameworks` without promptopt-http, which sends every "
                          "model to one server")
